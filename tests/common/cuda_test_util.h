@@ -1,0 +1,57 @@
+// Device-side test helpers for *_test.cu files: a device copy of a HostTensor and back.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "common/test_util.h"
+
+namespace moekit::test {
+
+#define MOEKIT_REQUIRE_GPU()                                           \
+  do {                                                                 \
+    if (!::moekit::test::cuda_device_present()) GTEST_SKIP() << "no CUDA device"; \
+  } while (0)
+
+class DeviceTensor {
+ public:
+  DeviceTensor() = default;
+  explicit DeviceTensor(const HostTensor& host) : host_shape_(host.shape()), dtype_(host.dtype()) {
+    bytes_ = host.nbytes();
+    if (bytes_) {
+      EXPECT_EQ(cudaMalloc(&data_, bytes_), cudaSuccess);
+      EXPECT_EQ(cudaMemcpy(data_, host.data(), bytes_, cudaMemcpyHostToDevice), cudaSuccess);
+    }
+  }
+  DeviceTensor(const DeviceTensor&) = delete;
+  DeviceTensor& operator=(const DeviceTensor&) = delete;
+  DeviceTensor(DeviceTensor&& o) noexcept { *this = std::move(o); }
+  DeviceTensor& operator=(DeviceTensor&& o) noexcept {
+    std::swap(data_, o.data_);
+    std::swap(bytes_, o.bytes_);
+    host_shape_ = o.host_shape_;
+    dtype_ = o.dtype_;
+    return *this;
+  }
+  ~DeviceTensor() {
+    if (data_) cudaFree(data_);
+  }
+
+  TensorView view() const {
+    return TensorView(data_, dtype_, static_cast<int>(host_shape_.size()), host_shape_.data(), nullptr,
+                      Device{DeviceKind::kCUDA, 0});
+  }
+  HostTensor to_host() const {
+    HostTensor h(dtype_, host_shape_);
+    if (bytes_) EXPECT_EQ(cudaMemcpy(h.data(), data_, bytes_, cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  }
+  void* data() const { return data_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  std::vector<int64_t> host_shape_;
+  DType dtype_ = DType::kFloat32;
+};
+
+}  // namespace moekit::test
