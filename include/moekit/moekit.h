@@ -1,0 +1,8 @@
+// Umbrella header: the whole public moekit C++ API.
+#pragma once
+
+#include "moekit/combine.h"
+#include "moekit/cpu.h"
+#include "moekit/experts.h"
+#include "moekit/status.h"
+#include "moekit/tensor.h"
