@@ -1,0 +1,13 @@
+// One bind_<layer> function per public layer header (bind_<layer>.cpp): adds the layer's ops to
+// moekit._C under their C++ names and its oracles as reference_<name> (moekit.reference.<name>).
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+#include "tensor_arg.h"
+
+namespace moekit::python {
+
+void bind_combine(nb::module_& m);
+
+}  // namespace moekit::python
