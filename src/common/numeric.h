@@ -128,13 +128,28 @@ MOEKIT_HD uint8_t float_to_e4m3(float f) {
 // ---- fp8 e5m2 ----
 MOEKIT_HD float e5m2_to_float(uint8_t v) { return half_to_float(static_cast<uint16_t>(v) << 8); }
 
+// Round to nearest even directly from fp32 (not through fp16: that would round twice); IEEE
+// overflow to inf (|x| >= 61440); NaN -> 0x7E.
 MOEKIT_HD uint8_t float_to_e5m2(float f) {
-  uint16_t h = float_to_half(f);
-  if ((h & 0x7fffu) > 0x7c00u) return static_cast<uint8_t>((h >> 8) | 0x02);
-  uint16_t rem = h & 0xffu;
-  uint16_t r = h >> 8;
-  if (rem > 0x80u || (rem == 0x80u && (r & 1u))) ++r;
-  return static_cast<uint8_t>(r);
+  uint32_t u = float_bits(f);
+  uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80u);
+  uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return sign | 0x7e;
+  if (a >= 0x47700000u) return sign | 0x7c;  // >= 61440 (57344 + half an ulp, tie to even) -> inf
+  if (a < 0x38800000u) {                      // below 2^-14: subnormal grid of 2^-16
+    float v = bits_float(a) * 65536.0f;
+    float fl = std::floor(v);
+    float r = v - fl;
+    uint32_t m = static_cast<uint32_t>(fl);
+    if (r > 0.5f || (r == 0.5f && (m & 1u))) ++m;
+    return sign | static_cast<uint8_t>(m);  // m == 4 is the smallest normal, encoded correctly
+  }
+  uint32_t exp = (a >> 23) - 112u;
+  uint32_t man = a & 0x7fffffu;
+  uint32_t h = (exp << 2) | (man >> 21);
+  uint32_t rem = man & 0x1fffffu;
+  if (rem > 0x100000u || (rem == 0x100000u && (h & 1u))) ++h;
+  return sign | static_cast<uint8_t>(h);
 }
 
 // ---- e8m0 ----
