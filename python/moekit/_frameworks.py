@@ -1,14 +1,13 @@
 """What moekit needs to know about the caller's framework: whether a tensor is a torch tensor,
 which CUDA stream an op on it runs on by default, and how to allocate a new array beside it."""
 
-import sys
-
 from . import _C
 
 
 def is_torch(x) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
+    # By the type's module rather than isinstance(x, torch.Tensor): torch need not be imported, and
+    # torch.compile traces this as a constant (Parameter and FakeTensor live under torch too).
+    return type(x).__module__.startswith("torch")
 
 
 def _underlying(x):

@@ -1,9 +1,26 @@
-"""The oracles: plain loops, fp32 math, fp64 accumulation, CPU tensors only. Each has the same
-arguments as the op of the same name in ``moekit.ops`` (without ``stream``); tests compare the fast
-paths with these."""
+"""The oracles: plain loops, fp32 math, fp64 accumulation, CPU tensors only. Each takes the same
+arguments as the op of the same name in ``moekit._C`` (outputs passed in, no ``stream``); the tests
+compare the fast paths with these."""
 
 from . import _C
 
+# Routing
+topk_softmax = _C.reference_topk_softmax
+topk_sigmoid = _C.reference_topk_sigmoid
+moe_fused_gate = _C.reference_moe_fused_gate
+kimi_k2_moe_fused_gate = _C.reference_kimi_k2_moe_fused_gate
+grouped_topk = _C.reference_grouped_topk
+biased_grouped_topk = _C.reference_biased_grouped_topk
+
+# Combine
 moe_sum = _C.reference_moe_sum
 
-__all__ = ["moe_sum"]
+__all__ = [
+    "biased_grouped_topk",
+    "grouped_topk",
+    "kimi_k2_moe_fused_gate",
+    "moe_fused_gate",
+    "moe_sum",
+    "topk_sigmoid",
+    "topk_softmax",
+]

@@ -3,11 +3,15 @@
 #pragma once
 
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
 
 #include "tensor_arg.h"
 
 namespace moekit::python {
 
 void bind_combine(nb::module_& m);
+void bind_route(nb::module_& m);
 
 }  // namespace moekit::python

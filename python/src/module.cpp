@@ -71,5 +71,6 @@ NB_MODULE(_C, m) {
   moekit::python::bind_tensor_types(m);
   bind_cpu_controls(m);
 
+  moekit::python::bind_route(m);
   moekit::python::bind_combine(m);
 }

@@ -1,0 +1,180 @@
+"""moekit.torch: each custom op through torch.library.opcheck (schema, mutation annotations, fake
+implementation, AOT dispatch), torch.compile(fullgraph=True) against eager, and CUDA-graph capture and
+replay. Skipped where torch is absent; the CUDA cases where there is no GPU."""
+
+import pytest
+
+import moekit
+import moekit.ops
+from conftest import HAS_CUDA, HAS_TORCH, requires_cuda
+
+pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+
+if HAS_TORCH:
+    import torch
+
+    import moekit.torch  # noqa: F401  (registers torch.ops.moekit.*)
+
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=requires_cuda),
+]
+
+
+def _moe_sum(device):
+    x = torch.randn(5, 3, 24, device=device, dtype=torch.bfloat16)
+    return (x, torch.empty(5, 24, device=device, dtype=torch.bfloat16))
+
+
+def _router_outputs(M, k, device):
+    return (torch.empty(M, k, device=device), torch.empty(M, k, device=device, dtype=torch.int32))
+
+
+def _topk_softmax(device):
+    logits = torch.randn(9, 48, device=device)
+    return (*_router_outputs(9, 4, device), logits, True, 30.0, torch.randn(48, device=device))
+
+
+def _topk_sigmoid(device):
+    logits = torch.randn(9, 64, device=device, dtype=torch.bfloat16)
+    return (*_router_outputs(9, 4, device), logits, True, torch.randn(64, device=device))
+
+
+def _moe_fused_gate(device):
+    return (torch.rand(7, 256, device=device), torch.rand(256, device=device), 8, 4, 9, 1, 2.5,
+            True)
+
+
+def _kimi_k2_moe_fused_gate(device):
+    return (torch.rand(7, 384, device=device), torch.rand(384, device=device), 6, True, 2.872,
+            True)
+
+
+def _grouped_topk(device):
+    return (*_router_outputs(6, 8, device), torch.randn(6, 160, device=device), 8, True, 8, 3)
+
+
+def _biased_grouped_topk(device):
+    return (*_router_outputs(6, 8, device), torch.randn(6, 256, device=device),
+            torch.randn(256, device=device), 8, True, 8, 4)
+
+
+# name -> (make arguments for one valid call on a device, indices of the arguments it writes,
+#          devices it runs on)
+CASES = {
+    "moe_sum": (_moe_sum, [1], ("cpu", "cuda")),
+    "topk_softmax": (_topk_softmax, [0, 1], ("cpu", "cuda")),
+    "topk_sigmoid": (_topk_sigmoid, [0, 1], ("cpu", "cuda")),
+    "moe_fused_gate": (_moe_fused_gate, [], ("cpu", "cuda")),
+    "kimi_k2_moe_fused_gate": (_kimi_k2_moe_fused_gate, [], ("cpu", "cuda")),
+    "grouped_topk": (_grouped_topk, [0, 1], ("cpu",)),
+    "biased_grouped_topk": (_biased_grouped_topk, [0, 1], ("cpu",)),
+}
+
+
+def _case(name, device):
+    make, written, devices = CASES[name]
+    if device not in devices:
+        pytest.skip(f"{name} has no {device} path")
+    return make, written
+
+
+def _clone(args):
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _results(returned, args, written):
+    """What a call produced: its return value(s) and the arguments it wrote."""
+    if returned is None:
+        returned = ()
+    elif isinstance(returned, torch.Tensor):
+        returned = (returned,)
+    return list(returned) + [args[i] for i in written]
+
+
+def _assert_same(got, expected):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_opcheck(name, device):
+    make, _ = _case(name, device)
+    torch.library.opcheck(getattr(torch.ops.moekit, name).default, make(device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_compile_fullgraph_matches_eager(name, device):
+    make, written = _case(name, device)
+    op = getattr(torch.ops.moekit, name)
+    args = make(device)
+    eager_args, compiled_args = _clone(args), _clone(args)
+    expected = _results(op(*eager_args), eager_args, written)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda *a: op(*a), fullgraph=True,
+                             backend="inductor" if device == "cuda" else "aot_eager")
+    got = _results(compiled(*compiled_args), compiled_args, written)
+    _assert_same(got, expected)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_moekit_ops_dispatches_torch_tensors_to_the_custom_op_under_compile(name):
+    make, written = _case(name, "cpu")
+    args = make("cpu")
+    eager_args, compiled_args = _clone(args), _clone(args)
+    fn = getattr(moekit.ops, name)
+    expected = _results(fn(*eager_args), eager_args, written)
+    torch._dynamo.reset()
+    got = _results(torch.compile(fn, fullgraph=True, backend="aot_eager")(*compiled_args),
+                   compiled_args, written)
+    _assert_same(got, expected)
+
+
+@requires_cuda
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_cuda_graph_capture_and_replay(name):
+    make, written = _case(name, "cuda")
+    op = getattr(torch.ops.moekit, name)
+    static = make("cuda")
+    op(*_clone(static))  # warm up outside capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = _results(op(*static), static, written)
+    # New inputs in the same buffers; the replay must compute on them.
+    fresh = make("cuda")
+    for s, f in zip(static, fresh):
+        if isinstance(s, torch.Tensor):
+            s.copy_(f)
+    expected_args = _clone(static)
+    expected = _results(op(*expected_args), expected_args, written)
+    graph.replay()
+    torch.cuda.synchronize()
+    _assert_same(captured, expected)
+
+
+def test_requires_grad_and_parameters_are_accepted():
+    x = torch.nn.Parameter(torch.randn(2, 3, 8))
+    out = torch.empty(2, 8)
+    moekit.torch.moe_sum(x, out)
+    torch.testing.assert_close(out, x.detach().sum(1))
+
+
+def test_errors_are_value_errors():
+    with pytest.raises(ValueError, match="output"):
+        moekit.torch.moe_sum(torch.zeros(2, 3, 4), torch.zeros(2, 5))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_runs_on_the_current_stream():
+    x = torch.randn(64, 4, 1024, device="cuda")
+    out = torch.empty(64, 1024, device="cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        moekit.torch.moe_sum(x, out)
+    stream.synchronize()
+    torch.testing.assert_close(out, x.sum(1), rtol=1e-5, atol=1e-5)
+
