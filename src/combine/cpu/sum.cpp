@@ -1,4 +1,5 @@
-// CPU moe_sum: one fp32 accumulator row per token, threads over tokens.
+// CPU moe_sum / moe_sum_reduce: one accumulator row per token (fp32, fp64 for fp64), threads over
+// tokens; the scale multiplies the finished sum (exact identity for a scale of 1).
 #include <vector>
 
 #include "combine/cpu/kernels.h"
@@ -8,39 +9,51 @@
 namespace moekit::cpu {
 namespace {
 
-template <typename T, float (*Load)(T), T (*Store)(float)>
-void sum_rows(const T* in, T* out, int64_t M, int64_t k, int64_t H) {
+template <typename T, typename Acc, Acc (*Load)(T), T (*Store)(Acc)>
+void sum_rows(const T* in, T* out, int64_t M, int64_t k, int64_t H, Acc scale) {
   detail::parallel_for(M, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(H);
+    std::vector<Acc> acc(H);
     for (int64_t m = begin; m < end; ++m) {
       const T* row = in + m * k * H;
-      for (int64_t h = 0; h < H; ++h) acc[h] = Load(row[h]);
-      for (int64_t j = 1; j < k; ++j)
+      for (int64_t h = 0; h < H; ++h) acc[h] = Acc(0);
+      for (int64_t j = 0; j < k; ++j)
         for (int64_t h = 0; h < H; ++h) acc[h] += Load(row[j * H + h]);
-      for (int64_t h = 0; h < H; ++h) out[m * H + h] = Store(acc[h]);
+      for (int64_t h = 0; h < H; ++h) out[m * H + h] = Store(acc[h] * scale);
     }
   });
 }
 
-float load_f32(float v) { return v; }
-float store_f32(float v) { return v; }
+template <typename T>
+T identity(T v) { return v; }
+
+void sum_scaled(const TensorView& input, const TensorView& output, double scale) {
+  const int64_t M = input.size(0), k = input.size(1), H = input.size(2);
+  const float scale32 = static_cast<float>(scale);
+  switch (input.dtype) {
+    case DType::kFloat64:
+      sum_rows<double, double, identity<double>, identity<double>>(
+          input.ptr<double>(), output.ptr<double>(), M, k, H, scale);
+      break;
+    case DType::kFloat32:
+      sum_rows<float, float, identity<float>, identity<float>>(input.ptr<float>(),
+                                                               output.ptr<float>(), M, k, H, scale32);
+      break;
+    case DType::kFloat16:
+      sum_rows<uint16_t, float, numeric::half_to_float, numeric::float_to_half>(
+          input.ptr<uint16_t>(), output.ptr<uint16_t>(), M, k, H, scale32);
+      break;
+    default:
+      sum_rows<uint16_t, float, numeric::bf16_to_float, numeric::float_to_bf16>(
+          input.ptr<uint16_t>(), output.ptr<uint16_t>(), M, k, H, scale32);
+  }
+}
 
 }  // namespace
 
-void moe_sum(const TensorView& input, const TensorView& output) {
-  const int64_t M = input.size(0), k = input.size(1), H = input.size(2);
-  switch (input.dtype) {
-    case DType::kFloat32:
-      sum_rows<float, load_f32, store_f32>(input.ptr<float>(), output.ptr<float>(), M, k, H);
-      break;
-    case DType::kFloat16:
-      sum_rows<uint16_t, numeric::half_to_float, numeric::float_to_half>(
-          input.ptr<uint16_t>(), output.ptr<uint16_t>(), M, k, H);
-      break;
-    default:
-      sum_rows<uint16_t, numeric::bf16_to_float, numeric::float_to_bf16>(
-          input.ptr<uint16_t>(), output.ptr<uint16_t>(), M, k, H);
-  }
+void moe_sum(const TensorView& input, const TensorView& output) { sum_scaled(input, output, 1.0); }
+
+void moe_sum_reduce(const TensorView& input, const TensorView& output, double routed_scaling_factor) {
+  sum_scaled(input, output, routed_scaling_factor);
 }
 
 }  // namespace moekit::cpu

@@ -34,3 +34,16 @@ void moe_sum(const TensorView& input, const TensorView& output, Stream stream) {
 }
 
 }  // namespace moekit::cuda
+
+namespace moekit::cuda {
+
+void moe_sum_reduce(const TensorView&, const TensorView&, double, Stream) {
+  detail::fail("moe_sum_reduce: the CUDA kernel is not in this build yet", ErrorKind::NotSupported);
+}
+void apply_shuffle_mul_sum(const TensorView&, const TensorView&, const TensorView&,
+                           const TensorView&, Stream) {
+  detail::fail("apply_shuffle_mul_sum: the CUDA kernel is not in this build yet",
+               ErrorKind::NotSupported);
+}
+
+}  // namespace moekit::cuda
