@@ -48,7 +48,7 @@ struct Stream {
   void* handle = nullptr;
 };
 
-struct TensorView {
+struct MOEKIT_API TensorView {
   static constexpr int kMaxDims = 6;
 
   void* data = nullptr;
