@@ -2,14 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <numeric>
 
 #include <sys/mman.h>
 
 #include "common/checks.h"
 #include "common/numeric.h"
 #include "common/parallel.h"
+#include "moekit/route.h"
 
 namespace moekit::bench {
 
@@ -81,10 +80,9 @@ struct NormalStream {
 
 enum StreamId : uint64_t { kW13 = 1, kW2 = 2, kHidden = 3, kLogits = 4 };
 
-// Fills n bf16/fp16 values with N(0, stddev^2).
+// Fills n fp32/bf16/fp16 values with N(0, stddev^2).
 void fill_normal(void* dst, DType dtype, int64_t n, double stddev, uint64_t seed, uint64_t stream) {
   NormalStream gen(seed, stream);
-  auto* out = static_cast<uint16_t*>(dst);
   int64_t pairs = (n + 1) / 2;
   detail::parallel_for(pairs, 1 << 14, [&](int64_t b, int64_t e) {
     float v[2];
@@ -92,7 +90,10 @@ void fill_normal(void* dst, DType dtype, int64_t n, double stddev, uint64_t seed
       gen.pair(static_cast<uint64_t>(p), v);
       for (int j = 0; j < 2 && 2 * p + j < n; ++j) {
         float x = static_cast<float>(v[j] * stddev);
-        out[2 * p + j] = dtype == DType::kBFloat16 ? numeric::float_to_bf16(x) : numeric::float_to_half(x);
+        int64_t i = 2 * p + j;
+        if (dtype == DType::kFloat32) static_cast<float*>(dst)[i] = x;
+        else if (dtype == DType::kBFloat16) static_cast<uint16_t*>(dst)[i] = numeric::float_to_bf16(x);
+        else static_cast<uint16_t*>(dst)[i] = numeric::float_to_half(x);
       }
     }
   });
@@ -112,40 +113,6 @@ ExpertWeights expert_weights(MoeLayer& layer, DType dtype, int64_t E, int64_t R,
   ExpertWeights w;
   w.weight = TensorView(data, dtype, {E, R, C});
   return w;
-}
-
-// softmax -> top-k (optionally within the best groups, a group scored by its best expert) ->
-// renormalise. Ties go to the lower expert id.
-void route_token(const Preset& p, const float* logits, float* weights, int32_t* ids) {
-  const int64_t E = p.experts;
-  std::vector<double> prob(E);
-  double mx = *std::max_element(logits, logits + E), sum = 0;
-  for (int64_t e = 0; e < E; ++e) sum += prob[e] = std::exp(static_cast<double>(logits[e]) - mx);
-  for (double& v : prob) v /= sum;
-
-  std::vector<char> allowed(E, 1);
-  if (p.groups > 1) {
-    int64_t per = E / p.groups;
-    std::vector<std::pair<double, int64_t>> score(p.groups);
-    for (int64_t g = 0; g < p.groups; ++g)
-      score[g] = {-*std::max_element(prob.begin() + g * per, prob.begin() + (g + 1) * per), g};
-    std::sort(score.begin(), score.end());
-    std::fill(allowed.begin(), allowed.end(), 0);
-    for (int64_t j = 0; j < p.groups_kept; ++j)
-      std::fill(allowed.begin() + score[j].second * per, allowed.begin() + (score[j].second + 1) * per, 1);
-  }
-  std::vector<int64_t> order(E);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    if (allowed[a] != allowed[b]) return allowed[a] > allowed[b];
-    return prob[a] > prob[b];
-  });
-  double kept = 0;
-  for (int64_t j = 0; j < p.topk; ++j) kept += prob[order[j]];
-  for (int64_t j = 0; j < p.topk; ++j) {
-    ids[j] = static_cast<int32_t>(order[j]);
-    weights[j] = static_cast<float>(prob[order[j]] / kept);
-  }
 }
 
 }  // namespace
@@ -186,18 +153,17 @@ RoutedInputs make_inputs(const Preset& preset, int64_t max_tokens, uint64_t seed
 
   in.topk_weights = HostBuffer(static_cast<size_t>(max_tokens * k) * sizeof(float));
   in.topk_ids = HostBuffer(static_cast<size_t>(max_tokens * k) * sizeof(int32_t));
-  NormalStream gen(seed, kLogits);
-  auto* weights = static_cast<float*>(in.topk_weights.data());
-  auto* ids = static_cast<int32_t*>(in.topk_ids.data());
-  // Token m's logits are elements [m*E', (m+1)*E') of the stream, E' = E rounded up to even.
-  const int64_t stride = (E + 1) / 2 * 2;
-  detail::parallel_for(max_tokens, 64, [&](int64_t b, int64_t e) {
-    std::vector<float> logits(stride);
-    for (int64_t m = b; m < e; ++m) {
-      for (int64_t j = 0; j < stride; j += 2) gen.pair(static_cast<uint64_t>((m * stride + j) / 2), &logits[j]);
-      route_token(preset, logits.data(), weights + m * k, ids + m * k);
-    }
-  });
+  // Logits ~ N(0, 1) fp32 routed by the library's CPU routers (softmax -> top-k -> renormalise).
+  HostBuffer logits(static_cast<size_t>(max_tokens * E) * sizeof(float));
+  fill_normal(logits.data(), DType::kFloat32, max_tokens * E, 1.0, seed, kLogits);
+  TensorView logits_view(logits.data(), DType::kFloat32, {max_tokens, E});
+  TensorView weights(in.topk_weights.data(), DType::kFloat32, {max_tokens, k});
+  TensorView ids(in.topk_ids.data(), DType::kInt32, {max_tokens, k});
+  if (preset.groups > 1)
+    grouped_topk(weights, ids, logits_view, static_cast<int>(k), /*renormalize=*/true,
+                 static_cast<int>(preset.groups), static_cast<int>(preset.groups_kept));
+  else
+    topk_softmax(weights, ids, logits_view, /*renormalize=*/true);
   return in;
 }
 

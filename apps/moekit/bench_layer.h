@@ -2,9 +2,10 @@
 // all made on the host from a fixed seed so every back end and every run sees the same numbers.
 //
 // Data (as /work/shared/anchors.md): weights ~ N(0, 0.02^2), x ~ N(0, 1), router logits ~ N(0, 1)
-// fp32 -> softmax -> top-k (grouped presets: keep the best groups first) -> renormalise. Each value
-// is a pure function of (seed, tensor, index), so the inputs of M tokens are the first M rows of the
-// largest batch and the result does not depend on the thread count.
+// fp32 -> softmax -> top-k -> renormalise by moekit's CPU routers (topk_softmax; grouped presets
+// grouped_topk: the groups with the best expert kept first). Each random value is a pure function of
+// (seed, tensor, index), so the inputs of M tokens are the first M rows of the largest batch and
+// nothing depends on the thread count.
 #pragma once
 
 #include <cstdint>
