@@ -10,6 +10,9 @@ torch or cupy tensors, else the legacy default stream).
   implementations, for torch.compile(fullgraph=True) and CUDA-graph capture. Importing ``moekit``
   does not import torch.
 - ``moekit.reference``: the oracles (plain loops, fp64 accumulation; CPU tensors).
+- ``moekit.quant``: the reference quantisers of every expert weight scheme (CPU), to build test
+  weights and activations.
+- ``moekit.ExpertWeights`` / ``moekit.FusedExpertsOptions``: the expert ops' weights and options.
 - ``moekit.typed(array, dtype)``: reinterpret a same-size view (numpy has no bfloat16 / fp8).
 
 Errors: invalid arguments raise ValueError naming the argument, what was expected and what came;
@@ -18,6 +21,8 @@ unsupported requests and CUDA failures raise RuntimeError.
 
 from . import _C
 from ._C import (
+    ExpertWeights,
+    FusedExpertsOptions,
     TypedArray,
     best_cpu_isa,
     built_with_cuda,
@@ -29,7 +34,7 @@ from ._C import (
     supported_cpu_isas,
     typed,
 )
-from . import ops, reference
+from . import ops, quant, reference
 
 __version__ = "0.1.0"
 
@@ -39,6 +44,8 @@ Array = object
 
 __all__ = [
     "Array",
+    "ExpertWeights",
+    "FusedExpertsOptions",
     "TypedArray",
     "best_cpu_isa",
     "built_with_cuda",
@@ -46,6 +53,7 @@ __all__ = [
     "cpu_isa",
     "cpu_threads",
     "ops",
+    "quant",
     "reference",
     "set_cpu_isa",
     "set_cpu_threads",

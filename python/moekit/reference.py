@@ -12,15 +12,21 @@ kimi_k2_moe_fused_gate = _C.reference_kimi_k2_moe_fused_gate
 grouped_topk = _C.reference_grouped_topk
 biased_grouped_topk = _C.reference_biased_grouped_topk
 
+# Experts
+fused_experts = _C.reference_fused_experts
+shared_expert = _C.reference_shared_expert
+
 # Combine
 moe_sum = _C.reference_moe_sum
 
 __all__ = [
     "biased_grouped_topk",
+    "fused_experts",
     "grouped_topk",
     "kimi_k2_moe_fused_gate",
     "moe_fused_gate",
     "moe_sum",
+    "shared_expert",
     "topk_sigmoid",
     "topk_softmax",
 ]

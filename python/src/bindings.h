@@ -13,5 +13,7 @@ namespace moekit::python {
 
 void bind_combine(nb::module_& m);
 void bind_route(nb::module_& m);
+void bind_experts(nb::module_& m);
+void bind_quant(nb::module_& m);
 
 }  // namespace moekit::python

@@ -73,4 +73,6 @@ NB_MODULE(_C, m) {
 
   moekit::python::bind_route(m);
   moekit::python::bind_combine(m);
+  moekit::python::bind_experts(m);
+  moekit::python::bind_quant(m);
 }

@@ -1,0 +1,94 @@
+"""Expert types, the oracle MoE layer and the quantisers through the binding (CPU, numpy)."""
+
+import numpy as np
+import pytest
+
+import moekit
+from conftest import bf16_bits, bf16_to_f32, fresh_rng, round_to
+
+
+def bf16(x):
+    return moekit.typed(bf16_bits(np.asarray(x, np.float32)), "bfloat16")
+
+
+def silu(x):
+    return x / (1 + np.exp(-x))
+
+
+def numpy_moe(x, w13, w2, topk_weights, topk_ids, rsf=1.0):
+    """fp64 MoE layer with the intermediate activation rounded to bf16 (SGLang's rounding)."""
+    I = w2.shape[2]
+    out = np.zeros((x.shape[0], x.shape[1]))
+    for m in range(x.shape[0]):
+        for t in range(topk_ids.shape[1]):
+            e = topk_ids[m, t]
+            if e < 0:
+                continue
+            h = w13[e].astype(np.float64) @ x[m]
+            a = round_to(silu(h[:I]) * h[I:], "bfloat16").astype(np.float64)
+            out[m] += topk_weights[m, t] * (w2[e].astype(np.float64) @ a)
+    return rsf * out
+
+
+def test_options_round_trip_and_validate():
+    o = moekit.FusedExpertsOptions(scheme="fp8_block_w8a8", activation="swiglu_oai",
+                                   swiglu_alpha=1.702, swiglu_limit=7.0, routed_scaling_factor=2.5)
+    assert o.scheme == "fp8_block_w8a8" and o.activation == "swiglu_oai"
+    assert o.block_n == 128 and o.routed_scaling_factor == 2.5
+    o.scheme = "bf16"
+    assert o.scheme == "bf16"
+    with pytest.raises(ValueError, match="scheme: expected one of bf16"):
+        moekit.FusedExpertsOptions(scheme="fp7")
+    with pytest.raises(ValueError, match="activation"):
+        moekit.FusedExpertsOptions(activation="relu")
+    w = moekit.ExpertWeights(np.zeros((1, 2, 3), np.float32))
+    assert w.scale is None and w.weight.shape == (1, 2, 3)
+
+
+@pytest.mark.parametrize("M,E,k,H,I", [(0, 4, 2, 16, 8), (5, 6, 2, 32, 16), (3, 3, 3, 24, 8)])
+def test_reference_fused_experts_bf16(M, E, k, H, I):
+    rng = fresh_rng()
+    x = round_to(rng.standard_normal((M, H)).astype(np.float32), "bfloat16")
+    w13 = round_to((rng.standard_normal((E, 2 * I, H)) * 0.2).astype(np.float32), "bfloat16")
+    w2 = round_to((rng.standard_normal((E, H, I)) * 0.2).astype(np.float32), "bfloat16")
+    ids = np.array([rng.permutation(E)[:k] for _ in range(M)], np.int32).reshape(M, k)
+    if M:
+        ids[0, -1] = -1  # a dropped slot contributes nothing
+    weights = rng.random((M, k)).astype(np.float32)
+    out = np.full((M, H), 0x7FC0, np.uint16)
+    moekit.reference.fused_experts(bf16(x), moekit.ExpertWeights(bf16(w13)),
+                                   moekit.ExpertWeights(bf16(w2)), weights, ids,
+                                   moekit.typed(out, "bfloat16"),
+                                   moekit.FusedExpertsOptions(routed_scaling_factor=1.5))
+    expected = numpy_moe(x, w13, w2, weights, ids, 1.5)
+    np.testing.assert_allclose(bf16_to_f32(out), expected, rtol=1e-2, atol=1e-2)
+
+
+def test_reference_fused_experts_names_bad_weights():
+    x = bf16(np.zeros((2, 16)))
+    w13 = moekit.ExpertWeights(bf16(np.zeros((3, 8, 16))), scale=np.ones(3, np.float32))
+    w2 = moekit.ExpertWeights(bf16(np.zeros((3, 16, 4))))
+    out = moekit.typed(np.zeros((2, 16), np.uint16), "bfloat16")
+    with pytest.raises(ValueError, match="w13.scale"):
+        moekit.reference.fused_experts(x, w13, w2, np.ones((2, 1), np.float32),
+                                       np.zeros((2, 1), np.int32), out)
+
+
+def test_quantizers_round_trip():
+    rng = fresh_rng()
+    w = rng.standard_normal((2, 256, 256)).astype(np.float32)
+    q = np.empty(w.shape, np.uint8)
+    s = np.empty((2, 2, 2), np.float32)
+    moekit.quant.quantize_fp8_block(w, moekit.typed(q, "float8_e4m3fn"), s, 128, 128)
+    back = np.empty_like(w)
+    moekit.quant.dequantize_fp8_block(moekit.typed(q, "float8_e4m3fn"), s, back, 128, 128)
+    np.testing.assert_allclose(back, w, rtol=0.07, atol=np.abs(w).max() / 448 * 2)
+
+    x = rng.standard_normal((7, 100)).astype(np.float32)
+    q8 = np.empty((7, 100), np.int8)
+    s8 = np.empty(7, np.float32)
+    moekit.quant.quantize_int8_per_row(x, q8, s8)
+    np.testing.assert_allclose(s8, np.abs(x).max(1) / 127, rtol=1e-6)
+    back = np.empty_like(x)
+    moekit.quant.dequantize_int8_per_row(q8, s8, back)
+    np.testing.assert_allclose(back, x, atol=s8.max())
