@@ -12,21 +12,35 @@ kimi_k2_moe_fused_gate = _C.reference_kimi_k2_moe_fused_gate
 grouped_topk = _C.reference_grouped_topk
 biased_grouped_topk = _C.reference_biased_grouped_topk
 
+# Dispatch
+moe_align_block_size = _C.reference_moe_align_block_size
+moe_align_block_size_experts = _C.reference_moe_align_block_size_experts
+prepare_moe_input = _C.reference_prepare_moe_input
+shuffle_rows = _C.reference_shuffle_rows
+
 # Experts
 fused_experts = _C.reference_fused_experts
 shared_expert = _C.reference_shared_expert
 
 # Combine
 moe_sum = _C.reference_moe_sum
+moe_sum_reduce = _C.reference_moe_sum_reduce
+apply_shuffle_mul_sum = _C.reference_apply_shuffle_mul_sum
 
 __all__ = [
+    "apply_shuffle_mul_sum",
     "biased_grouped_topk",
     "fused_experts",
     "grouped_topk",
     "kimi_k2_moe_fused_gate",
+    "moe_align_block_size",
+    "moe_align_block_size_experts",
     "moe_fused_gate",
     "moe_sum",
+    "moe_sum_reduce",
+    "prepare_moe_input",
     "shared_expert",
+    "shuffle_rows",
     "topk_sigmoid",
     "topk_softmax",
 ]

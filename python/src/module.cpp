@@ -72,6 +72,7 @@ NB_MODULE(_C, m) {
   bind_cpu_controls(m);
 
   moekit::python::bind_route(m);
+  moekit::python::bind_dispatch(m);
   moekit::python::bind_combine(m);
   moekit::python::bind_experts(m);
   moekit::python::bind_quant(m);

@@ -59,6 +59,54 @@ def _biased_grouped_topk(device):
             torch.randn(256, device=device), 8, True, 8, 4)
 
 
+def _int32(*shape, device, fill=0):
+    return torch.full(shape, fill, device=device, dtype=torch.int32)
+
+
+def _topk_ids(M, E, k, device):
+    return torch.rand(M, E, device=device).argsort(1)[:, :k].int().contiguous()
+
+
+def _moe_align_block_size(device):
+    M, E, k, bs = 11, 16, 4, 16
+    P, B = moekit.ops.moe_align_block_size_capacity(M * k, E + 1, bs)
+    return (_topk_ids(M, E, k, device), E + 1, bs, _int32(P, device=device, fill=-7),
+            _int32(B, device=device, fill=-7), _int32(1, device=device), _int32(E + 2, device=device),
+            True)
+
+
+def _moe_align_block_size_experts(device):
+    M, E, k, bs = 11, 16, 4, 16
+    P, B = moekit.ops.moe_align_block_size_capacity(M * k, E + 1, bs)
+    return (_topk_ids(M, E, k, device), E, bs, _int32(P, device=device, fill=-7),
+            _int32(B, device=device, fill=-7), _int32(1, device=device), False, False)
+
+
+def _prepare_moe_input(device):
+    M, E, k = 9, 8, 2
+    return (_topk_ids(M, E, k, device), _int32(E + 1, device=device), _int32(E, 3, device=device),
+            _int32(E, 3, device=device), _int32(M * k, device=device),
+            _int32(M * k, device=device), E, 128, 256, _int32(E + 1, device=device))
+
+
+def _shuffle_rows(device):
+    return (torch.randn(12, 33, device=device, dtype=torch.bfloat16),
+            torch.randperm(12, device=device).int(), [12, 33])
+
+
+def _moe_sum_reduce(device):
+    x = torch.randn(5, 3, 40, device=device)
+    return (x, torch.empty(5, 40, device=device), 2.5)
+
+
+def _apply_shuffle_mul_sum(device):
+    M, k, H = 6, 4, 64
+    return (torch.randn(M * k, H, device=device, dtype=torch.bfloat16),
+            torch.empty(M, H, device=device, dtype=torch.bfloat16),
+            torch.randperm(M * k, device=device).int(),
+            torch.rand(M * k, device=device, dtype=torch.bfloat16))
+
+
 # name -> (make arguments for one valid call on a device, indices of the arguments it writes,
 #          devices it runs on)
 CASES = {
@@ -68,6 +116,12 @@ CASES = {
     "moe_fused_gate": (_moe_fused_gate, [], ("cpu", "cuda")),
     "kimi_k2_moe_fused_gate": (_kimi_k2_moe_fused_gate, [], ("cpu", "cuda")),
     "grouped_topk": (_grouped_topk, [0, 1], ("cpu",)),
+    "moe_align_block_size": (_moe_align_block_size, [3, 4, 5], ("cpu", "cuda")),
+    "moe_align_block_size_experts": (_moe_align_block_size_experts, [3, 4, 5], ("cpu", "cuda")),
+    "prepare_moe_input": (_prepare_moe_input, [1, 2, 3, 4, 5, 9], ("cpu", "cuda")),
+    "shuffle_rows": (_shuffle_rows, [], ("cpu", "cuda")),
+    "moe_sum_reduce": (_moe_sum_reduce, [1], ("cpu", "cuda")),
+    "apply_shuffle_mul_sum": (_apply_shuffle_mul_sum, [1], ("cpu", "cuda")),
     "biased_grouped_topk": (_biased_grouped_topk, [0, 1], ("cpu",)),
 }
 
