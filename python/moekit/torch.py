@@ -20,14 +20,18 @@ if hasattr(torch, "float8_e8m0fnu"):
 
 
 def _arg(t: torch.Tensor):
-    """A tensor as moekit._C takes it: detached (DLPack refuses tensors that require grad), and fp8
-    as its bytes plus the dtype name (not every torch version exports fp8 over DLPack)."""
+    """A tensor as moekit._C takes it (each result is used by one call only): detached (DLPack
+    refuses tensors that require grad); fp8 as its bytes plus the dtype name (not every torch version
+    exports fp8 over DLPack); a CUDA tensor as a DLPack capsule exported with stream=-1, which tells
+    torch not to synchronise any stream (the op runs on the current stream anyway; a plain export may
+    make the default stream wait on the current one, which breaks CUDA-graph capture)."""
     if t.requires_grad:
         t = t.detach()
     fp8 = _FP8_DTYPES.get(t.dtype)
     if fp8 is not None:
-        return _C.typed(t.view(torch.uint8), fp8)
-    return t
+        t = t.view(torch.uint8)
+    exported = t.__dlpack__(stream=-1) if t.is_cuda else t
+    return exported if fp8 is None else _C.typed(exported, fp8)
 
 
 def _optional(t: Optional[torch.Tensor]):
@@ -88,8 +92,8 @@ def moe_fused_gate(input_tensor: Tensor, bias: Tensor, num_expert_group: int, to
     """moekit.ops.moe_fused_gate as a torch op: returns new (topk_weights [M, topk] float32,
     topk_ids [M, topk] int32)."""
     weights, ids = _router_outputs(input_tensor, topk)
-    _C.moe_fused_gate(_arg(input_tensor), _arg(bias), weights, ids, num_expert_group, topk_group,
-                      topk, num_fused_shared_experts, routed_scaling_factor,
+    _C.moe_fused_gate(_arg(input_tensor), _arg(bias), _arg(weights), _arg(ids), num_expert_group,
+                      topk_group, topk, num_fused_shared_experts, routed_scaling_factor,
                       apply_routed_scaling_factor_on_output, renormalize, _stream(input_tensor))
     return weights, ids
 
@@ -107,9 +111,9 @@ def kimi_k2_moe_fused_gate(input_tensor: Tensor, bias: Tensor, topk: int, renorm
                            ) -> Tuple[Tensor, Tensor]:
     """moekit.ops.kimi_k2_moe_fused_gate as a torch op: returns new (topk_weights, topk_ids)."""
     weights, ids = _router_outputs(input_tensor, topk)
-    _C.kimi_k2_moe_fused_gate(_arg(input_tensor), _arg(bias), weights, ids, topk, renormalize,
-                              routed_scaling_factor, apply_routed_scaling_factor_on_output,
-                              _stream(input_tensor))
+    _C.kimi_k2_moe_fused_gate(_arg(input_tensor), _arg(bias), _arg(weights), _arg(ids), topk,
+                              renormalize, routed_scaling_factor,
+                              apply_routed_scaling_factor_on_output, _stream(input_tensor))
     return weights, ids
 
 
