@@ -4,5 +4,6 @@
 #include "moekit/combine.h"
 #include "moekit/cpu.h"
 #include "moekit/experts.h"
+#include "moekit/route.h"
 #include "moekit/status.h"
 #include "moekit/tensor.h"

@@ -13,6 +13,12 @@
 #include "moekit/tensor.h"
 #include "routing/router_math.h"
 
+#if defined(__CUDACC__)
+#define MOEKIT_PROBLEM_HD __host__ __device__
+#else
+#define MOEKIT_PROBLEM_HD
+#endif
+
 namespace moekit::routing {
 
 enum class ScoreFunction { kSoftmax, kSigmoid };
@@ -39,10 +45,10 @@ struct RouterProblem {
   float* weights = nullptr;  // [M, R + S]
   int32_t* ids = nullptr;    // [M, R + S]
 
-  int slots() const { return routed + shared; }
-  int group_size() const { return E / groups; }
+  MOEKIT_PROBLEM_HD int slots() const { return routed + shared; }
+  MOEKIT_PROBLEM_HD int group_size() const { return E / groups; }
   // Sigmoid gates score a group by its best two experts, the softmax gate by its best one.
-  int group_score_terms() const {
+  MOEKIT_PROBLEM_HD int group_score_terms() const {
     int terms = score == ScoreFunction::kSigmoid ? 2 : 1;
     return terms < group_size() ? terms : group_size();
   }

@@ -67,9 +67,10 @@ constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2Hi = 0.693145751953125f;  // few mantissa bits: k * kLn2Hi is exact
 constexpr float kLn2Lo = 1.428606765330187045e-06f;
 // Taylor coefficients of e^r, r in [-ln2/2, ln2/2]: the degree-7 truncation error is < 0.1 ulp.
-constexpr float kExpC[8] = {1.f, 1.f, 0.5f, 0.16666667163372039795f, 0.041666667908430099487f,
-                            0.0083333337679505348206f, 0.0013888889225199818611f,
-                            0.00019841270113829523325f};
+// (Scalars, not an array: device code may use namespace-scope constexpr scalars.)
+constexpr float kExpC2 = 0.5f, kExpC3 = 0.16666667163372039795f, kExpC4 = 0.041666667908430099487f,
+                kExpC5 = 0.0083333337679505348206f, kExpC6 = 0.0013888889225199818611f,
+                kExpC7 = 0.00019841270113829523325f;
 
 // exp(x) for fp32: Cody-Waite reduction x = k ln2 + r, e^r by Horner in fma, 2^k added to the
 // exponent field (no multiply, so the result is never fused into the caller's add).
@@ -80,8 +81,13 @@ MOEKIT_RHD float router_exp(float x) {
   float kf = rint_f32(mul_rn(x, kLog2e));
   float r = fma_rn(kf, -kLn2Hi, x);
   r = fma_rn(kf, -kLn2Lo, r);
-  float p = kExpC[7];
-  for (int i = 6; i >= 0; --i) p = fma_rn(p, r, kExpC[i]);
+  float p = fma_rn(kExpC7, r, kExpC6);
+  p = fma_rn(p, r, kExpC5);
+  p = fma_rn(p, r, kExpC4);
+  p = fma_rn(p, r, kExpC3);
+  p = fma_rn(p, r, kExpC2);
+  p = fma_rn(p, r, 1.f);
+  p = fma_rn(p, r, 1.f);
   int k = static_cast<int>(kf);
   if (k > 127) {  // e^x just below FLT_MAX: keep the exponent field in range
     p = p + p;
@@ -97,18 +103,25 @@ MOEKIT_RHD float router_exp(float x) {
 MOEKIT_RHD float router_sigmoid(float x) { return div_rn(1.f, 1.f + router_exp(-x)); }
 
 // Taylor coefficients of (tanh(y) - y) / y^3 in z = y^2, used for |y| < 0.55 (error < 1e-8).
-constexpr float kTanhC[10] = {-0.3333333432674408f,     0.13333334028720856f,
-                              -0.05396825447678566f,    0.021869488060474396f,
-                              -0.0088632358238101f,     0.0035921279340982437f,
-                              -0.0014558343682438135f,  0.0005900274263694882f,
-                              -0.0002391291200183332f,  9.69153770711273e-05f};
+constexpr float kTanhC0 = -0.3333333432674408f, kTanhC1 = 0.13333334028720856f,
+                kTanhC2 = -0.05396825447678566f, kTanhC3 = 0.021869488060474396f,
+                kTanhC4 = -0.0088632358238101f, kTanhC5 = 0.0035921279340982437f,
+                kTanhC6 = -0.0014558343682438135f, kTanhC7 = 0.0005900274263694882f,
+                kTanhC8 = -0.0002391291200183332f, kTanhC9 = 9.69153770711273e-05f;
 
 MOEKIT_RHD float router_tanh(float y) {
   float a = y < 0.f ? -y : y;
   if (a < 0.55f) {
     float z = mul_rn(y, y);
-    float q = kTanhC[9];
-    for (int i = 8; i >= 0; --i) q = fma_rn(q, z, kTanhC[i]);
+    float q = fma_rn(kTanhC9, z, kTanhC8);
+    q = fma_rn(q, z, kTanhC7);
+    q = fma_rn(q, z, kTanhC6);
+    q = fma_rn(q, z, kTanhC5);
+    q = fma_rn(q, z, kTanhC4);
+    q = fma_rn(q, z, kTanhC3);
+    q = fma_rn(q, z, kTanhC2);
+    q = fma_rn(q, z, kTanhC1);
+    q = fma_rn(q, z, kTanhC0);
     return fma_rn(mul_rn(y, z), q, y);
   }
   float e = router_exp(mul_rn(-2.f, a));  // NaN stays NaN

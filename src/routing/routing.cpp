@@ -2,6 +2,7 @@
 #include "common/backend.h"
 #include "moekit/route.h"
 #include "routing/cpu/kernels.h"
+#include "routing/cuda/launcher.h"
 #include "routing/validate.h"
 
 namespace moekit {
@@ -10,8 +11,7 @@ namespace {
 void run(const routing::RouterProblem& p, Device device, Stream stream, const char* op) {
   if (p.M == 0) return;
   if (device.kind == DeviceKind::kCUDA) {
-    detail::fail(detail::cat(op, ": the CUDA path is not in this build yet"),
-                 ErrorKind::NotSupported);
+    MOEKIT_CUDA_ONLY(cuda::route(p, stream), op);
   } else {
     cpu::route(p);
   }

@@ -25,8 +25,9 @@ __m256 exp8(__m256 x) {
                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fmadd_ps(kf, splat(-routing::kLn2Hi), xc);
   r = _mm256_fmadd_ps(kf, splat(-routing::kLn2Lo), r);
-  __m256 p = splat(routing::kExpC[7]);
-  for (int i = 6; i >= 0; --i) p = _mm256_fmadd_ps(p, r, splat(routing::kExpC[i]));
+  __m256 p = _mm256_fmadd_ps(splat(routing::kExpC7), r, splat(routing::kExpC6));
+  for (float c : {routing::kExpC5, routing::kExpC4, routing::kExpC3, routing::kExpC2, 1.f, 1.f})
+    p = _mm256_fmadd_ps(p, r, splat(c));
   __m256i k = _mm256_cvtps_epi32(kf);
   __m256i big = _mm256_cmpgt_epi32(k, _mm256_set1_epi32(127));
   p = _mm256_blendv_ps(p, _mm256_add_ps(p, p), _mm256_castsi256_ps(big));
@@ -55,8 +56,10 @@ __m256 tanh8(__m256 y) {
   __m256 a = _mm256_andnot_ps(splat(-0.f), y);
   __m256 small = _mm256_cmp_ps(a, splat(0.55f), _CMP_LT_OQ);
   __m256 z = _mm256_mul_ps(y, y);
-  __m256 q = splat(routing::kTanhC[9]);
-  for (int i = 8; i >= 0; --i) q = _mm256_fmadd_ps(q, z, splat(routing::kTanhC[i]));
+  __m256 q = _mm256_fmadd_ps(splat(routing::kTanhC9), z, splat(routing::kTanhC8));
+  for (float c : {routing::kTanhC7, routing::kTanhC6, routing::kTanhC5, routing::kTanhC4,
+                  routing::kTanhC3, routing::kTanhC2, routing::kTanhC1, routing::kTanhC0})
+    q = _mm256_fmadd_ps(q, z, splat(c));
   __m256 t_small = _mm256_fmadd_ps(_mm256_mul_ps(y, z), q, y);
   __m256 e = exp8(_mm256_mul_ps(splat(-2.f), a));
   __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
