@@ -83,8 +83,8 @@ MOEKIT_API void kimi_k2_moe_fused_gate(TensorView input, TensorView bias, Tensor
                                        bool apply_routed_scaling_factor_on_output = false,
                                        Stream stream = {});
 
-// CPU routers of sgl-kernel's CPU backend (CPU tensors only; CUDA tensors -> NotSupported), with
-// the CPU routed-scaling semantics: rsf multiplies every weight whenever it is given (default 1.0 =
+// The routers of sgl-kernel's CPU backend (here on CPU and CUDA tensors alike), with the CPU
+// routed-scaling semantics: rsf multiplies every weight whenever it is given (default 1.0 =
 // off) - the caller applies rsf exactly once per layer. Shared slots as moe_fused_gate (weight
 // sum / rsf before renormalisation, ids E..E+S-1).
 //
