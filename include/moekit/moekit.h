@@ -4,6 +4,7 @@
 #include "moekit/combine.h"
 #include "moekit/cpu.h"
 #include "moekit/experts.h"
+#include "moekit/qk_norm_rope.h"
 #include "moekit/route.h"
 #include "moekit/status.h"
 #include "moekit/tensor.h"
