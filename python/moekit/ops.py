@@ -134,26 +134,28 @@ def kimi_k2_moe_fused_gate(input_tensor, bias, topk, renormalize=True, routed_sc
 
 
 def grouped_topk(topk_weights, topk_ids, gating_output, topk, renormalize, num_expert_group,
-                 topk_group, num_fused_shared_experts=0, routed_scaling_factor=1.0) -> None:
-    """CPU DeepSeek-V2 grouped softmax router, in place: p = softmax(x); group score = max p of the
+                 topk_group, num_fused_shared_experts=0, routed_scaling_factor=1.0, *,
+                 stream=None) -> None:
+    """DeepSeek-V2 grouped softmax router (sgl-kernel's CPU backend; CPU or CUDA), in place: p = softmax(x); group score = max p of the
     group; topk_group groups kept; topk - num_fused_shared_experts experts chosen by p; weight p;
     renormalize; then every slot * routed_scaling_factor (CPU semantics: applied whenever given).
 
     topk_weights [M, topk] float32, written;  topk_ids [M, topk] int32, written
-    gating_output [M, E] float32 / float16 / bfloat16 (CPU)
+    gating_output [M, E] float32 / float16 / bfloat16
     """
     if is_torch(gating_output):
         return _torch_ops().grouped_topk(topk_weights, topk_ids, gating_output, topk, renormalize,
                                          num_expert_group, topk_group, num_fused_shared_experts,
                                          routed_scaling_factor)
     _C.grouped_topk(topk_weights, topk_ids, gating_output, topk, renormalize, num_expert_group,
-                    topk_group, num_fused_shared_experts, routed_scaling_factor)
+                    topk_group, num_fused_shared_experts, routed_scaling_factor,
+                    stream_for(stream, gating_output))
 
 
 def biased_grouped_topk(topk_weights, topk_ids, gating_output, correction_bias, topk, renormalize,
                         num_expert_group, topk_group, num_fused_shared_experts=0,
-                        routed_scaling_factor=1.0) -> None:
-    """CPU biased grouped sigmoid router (moe_fused_gate's math in fp32), in place, with every slot *
+                        routed_scaling_factor=1.0, *, stream=None) -> None:
+    """Biased grouped sigmoid router (sgl-kernel's CPU backend; CPU or CUDA) (moe_fused_gate's math in fp32), in place, with every slot *
     routed_scaling_factor whenever it is given (CPU semantics).
 
     topk_weights [M, topk] float32, written;  topk_ids [M, topk] int32, written
@@ -166,7 +168,7 @@ def biased_grouped_topk(topk_weights, topk_ids, gating_output, correction_bias, 
                                                 num_fused_shared_experts, routed_scaling_factor)
     _C.biased_grouped_topk(topk_weights, topk_ids, gating_output, correction_bias, topk,
                            renormalize, num_expert_group, topk_group, num_fused_shared_experts,
-                           routed_scaling_factor)
+                           routed_scaling_factor, stream_for(stream, gating_output))
 
 
 def _new_router_outputs(gating_output, topk):

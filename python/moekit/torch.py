@@ -127,7 +127,7 @@ def _(input_tensor, bias, topk, renormalize=True, routed_scaling_factor=1.0,
 def grouped_topk(topk_weights: Tensor, topk_ids: Tensor, gating_output: Tensor, topk: int,
                  renormalize: bool, num_expert_group: int, topk_group: int,
                  num_fused_shared_experts: int = 0, routed_scaling_factor: float = 1.0) -> None:
-    """moekit.ops.grouped_topk (CPU) as a torch op."""
+    """moekit.ops.grouped_topk as a torch op."""
     _C.grouped_topk(_arg(topk_weights), _arg(topk_ids), _arg(gating_output), topk, renormalize,
                     num_expert_group, topk_group, num_fused_shared_experts, routed_scaling_factor,
                     _stream(gating_output))
@@ -141,7 +141,7 @@ def biased_grouped_topk(topk_weights: Tensor, topk_ids: Tensor, gating_output: T
                         correction_bias: Tensor, topk: int, renormalize: bool,
                         num_expert_group: int, topk_group: int, num_fused_shared_experts: int = 0,
                         routed_scaling_factor: float = 1.0) -> None:
-    """moekit.ops.biased_grouped_topk (CPU) as a torch op."""
+    """moekit.ops.biased_grouped_topk as a torch op."""
     _C.biased_grouped_topk(_arg(topk_weights), _arg(topk_ids), _arg(gating_output),
                            _arg(correction_bias), topk, renormalize, num_expert_group, topk_group,
                            num_fused_shared_experts, routed_scaling_factor,

@@ -66,18 +66,20 @@ constexpr const char* kKimiDoc =
     "topk_weights [M, topk] float32, written; topk_ids [M, topk] int32, written";
 
 constexpr const char* kGroupedTopkDoc =
-    "CPU DeepSeek-V2 grouped softmax router: p = softmax(x); group score = max p of the group; "
+    "DeepSeek-V2 grouped softmax router (sgl-kernel's CPU backend): p = softmax(x); group score "
+    "= max p of the group; "
     "keep topk_group groups; choose topk - S experts by p; renormalize; every slot * "
     "routed_scaling_factor (CPU semantics: applied whenever given).\n\n"
     "topk_weights [M, topk] float32, written; topk_ids [M, topk] int32, written\n"
-    "gating_output [M, E] float32/float16/bfloat16, CPU";
+    "gating_output [M, E] float32/float16/bfloat16 (CPU or CUDA)";
 
 constexpr const char* kBiasedGroupedTopkDoc =
-    "CPU biased grouped sigmoid router: moe_fused_gate's math in fp32, with every slot * "
+    "Biased grouped sigmoid router (sgl-kernel's CPU backend): moe_fused_gate's math in fp32, "
+    "with every slot * "
     "routed_scaling_factor whenever it is given (CPU semantics).\n\n"
     "topk_weights [M, topk] float32, written; topk_ids [M, topk] int32, written\n"
     "gating_output [M, E] float32/float16/bfloat16; correction_bias [E] float32 or the logits "
-    "dtype; CPU";
+    "dtype (CPU or CUDA)";
 
 }  // namespace
 

@@ -115,14 +115,14 @@ CASES = {
     "topk_sigmoid": (_topk_sigmoid, [0, 1], ("cpu", "cuda")),
     "moe_fused_gate": (_moe_fused_gate, [], ("cpu", "cuda")),
     "kimi_k2_moe_fused_gate": (_kimi_k2_moe_fused_gate, [], ("cpu", "cuda")),
-    "grouped_topk": (_grouped_topk, [0, 1], ("cpu",)),
+    "grouped_topk": (_grouped_topk, [0, 1], ("cpu", "cuda")),
     "moe_align_block_size": (_moe_align_block_size, [3, 4, 5], ("cpu", "cuda")),
     "moe_align_block_size_experts": (_moe_align_block_size_experts, [3, 4, 5], ("cpu", "cuda")),
     "prepare_moe_input": (_prepare_moe_input, [1, 2, 3, 4, 5, 9], ("cpu", "cuda")),
     "shuffle_rows": (_shuffle_rows, [], ("cpu", "cuda")),
     "moe_sum_reduce": (_moe_sum_reduce, [1], ("cpu", "cuda")),
     "apply_shuffle_mul_sum": (_apply_shuffle_mul_sum, [1], ("cpu", "cuda")),
-    "biased_grouped_topk": (_biased_grouped_topk, [0, 1], ("cpu",)),
+    "biased_grouped_topk": (_biased_grouped_topk, [0, 1], ("cpu", "cuda")),
 }
 
 
