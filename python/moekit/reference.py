@@ -22,6 +22,9 @@ shuffle_rows = _C.reference_shuffle_rows
 fused_experts = _C.reference_fused_experts
 shared_expert = _C.reference_shared_expert
 
+# QK-RMSNorm + RoPE
+fused_qk_norm_rope = _C.reference_fused_qk_norm_rope
+
 # Combine
 moe_sum = _C.reference_moe_sum
 moe_sum_reduce = _C.reference_moe_sum_reduce
@@ -31,6 +34,7 @@ __all__ = [
     "apply_shuffle_mul_sum",
     "biased_grouped_topk",
     "fused_experts",
+    "fused_qk_norm_rope",
     "grouped_topk",
     "kimi_k2_moe_fused_gate",
     "moe_align_block_size",

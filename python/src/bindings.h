@@ -12,6 +12,7 @@
 namespace moekit::python {
 
 void bind_combine(nb::module_& m);
+void bind_rope(nb::module_& m);
 void bind_route(nb::module_& m);
 void bind_dispatch(nb::module_& m);
 void bind_experts(nb::module_& m);

@@ -74,6 +74,7 @@ NB_MODULE(_C, m) {
   moekit::python::bind_route(m);
   moekit::python::bind_dispatch(m);
   moekit::python::bind_combine(m);
+  moekit::python::bind_rope(m);
   moekit::python::bind_experts(m);
   moekit::python::bind_quant(m);
 }

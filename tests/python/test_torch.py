@@ -107,6 +107,14 @@ def _apply_shuffle_mul_sum(device):
             torch.rand(M * k, device=device, dtype=torch.bfloat16))
 
 
+def _fused_qk_norm_rope(device):
+    T, hq, hk, hv, d = 5, 4, 2, 2, 128
+    return (torch.randn(T, (hq + hk + hv) * d, device=device, dtype=torch.bfloat16), hq, hk, hv, d,
+            1e-6, torch.rand(d, device=device, dtype=torch.bfloat16) + 0.5,
+            torch.rand(d, device=device, dtype=torch.bfloat16) + 0.5, 1e4, True,
+            torch.arange(T, device=device, dtype=torch.int32) + 100, 1.0, 0.0, 0.0, 1.0)
+
+
 # name -> (make arguments for one valid call on a device, indices of the arguments it writes,
 #          devices it runs on)
 CASES = {
@@ -123,6 +131,7 @@ CASES = {
     "moe_sum_reduce": (_moe_sum_reduce, [1], ("cpu", "cuda")),
     "apply_shuffle_mul_sum": (_apply_shuffle_mul_sum, [1], ("cpu", "cuda")),
     "biased_grouped_topk": (_biased_grouped_topk, [0, 1], ("cpu", "cuda")),
+    "fused_qk_norm_rope": (_fused_qk_norm_rope, [0], ("cpu", "cuda")),
 }
 
 
