@@ -1,0 +1,45 @@
+// Tile table of the GPU expert GEMMs (one table, chosen by heuristics.cpp).
+//
+// Both GEMMs are "swap-AB": the weight rows are the MMA's M side (16 rows per mma), the tokens of
+// one expert the N side (8 per mma), so a tile of 8 tokens costs no padding waste in decode.
+//   bn     weight rows per CTA (for the gated GEMM 1: bn/2 gate rows + the bn/2 matching up rows)
+//   bt     tokens (sorted (token, slot) pairs of one expert) per CTA
+//   bk     K depth of one pipeline stage (64 or 128: 128-byte swizzle rows)
+//   wn, wt, wk   warps along rows, tokens and K (wk > 1 splits each stage's K between warps and
+//                reduces in shared memory in a fixed order)
+//   stages cp.async pipeline depth
+#pragma once
+
+#include <cstdint>
+
+namespace moekit::cuda {
+
+struct GemmTile {
+  int bn, bt, bk, wn, wt, wk, stages;
+  const char* name;
+};
+
+enum class TileId : int { kDecode8 = 0, kDecode16, kSmall32, kMid64, kLarge128, kCount };
+
+// Decode tiles stream weights (memory-bound): deep K stages, K split among warps so that 8 warps
+// keep many 16-byte loads in flight. Prefill tiles are square-ish for tensor-core reuse.
+inline constexpr GemmTile kGemmTiles[] = {
+    {64, 8, 128, 2, 1, 4, 4, "decode8"},
+    {64, 16, 128, 2, 1, 4, 4, "decode16"},
+    {128, 32, 64, 4, 1, 2, 4, "small32"},
+    {128, 64, 64, 4, 2, 1, 4, "mid64"},
+    {128, 128, 64, 2, 4, 1, 4, "large128"},
+};
+
+inline constexpr int kMinTileTokens = 8;  // smallest bt: sizes the tile list in the workspace
+
+// The choice for one layer call: one tile for both GEMMs (they share the tile list).
+struct ExpertsPlan {
+  TileId tile;
+  int tile_group;  // token tiles walked together across all row tiles (L2 reuse of gathered rows)
+};
+
+// Deterministic choice from shapes only (M tokens, k slots, E experts, H, I).
+ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I);
+
+}  // namespace moekit::cuda

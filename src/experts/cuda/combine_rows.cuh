@@ -1,0 +1,47 @@
+// Combine of the GPU expert path: out[m] = rsf * sum over slots t (in order) of down_rows[pos(m, t)],
+// fp32 accumulation, one rounding. Slots whose id was out of range (pos = -1) add nothing. Each
+// thread owns 8 consecutive columns of one token (16-byte loads and stores).
+#pragma once
+
+#include <cstdint>
+
+#include "experts/cuda/expert_gemm.cuh"
+
+namespace moekit::cuda {
+
+template <typename T>
+__device__ __forceinline__ float load_float(const T& v);
+template <>
+__device__ __forceinline__ float load_float<__nv_bfloat16>(const __nv_bfloat16& v) { return __bfloat162float(v); }
+template <>
+__device__ __forceinline__ float load_float<__half>(const __half& v) { return __half2float(v); }
+
+template <typename T>
+__global__ void combine_rows_kernel(const T* __restrict__ down_rows, const int* __restrict__ pair_pos,
+                                    T* __restrict__ out, int64_t M, int k, int64_t H, float rsf) {
+  const int64_t chunks = H / 8;
+  const int64_t total = M * chunks;
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < total;
+       c += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t m = c / chunks;
+    const int64_t h0 = (c - m * chunks) * 8;
+    float acc[8];
+#pragma unroll
+    for (int v = 0; v < 8; ++v) acc[v] = 0.f;
+    for (int t = 0; t < k; ++t) {
+      const int pos = pair_pos[m * k + t];
+      if (pos < 0) continue;
+      const uint4 raw = *reinterpret_cast<const uint4*>(down_rows + int64_t(pos) * H + h0);
+      const T* vals = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int v = 0; v < 8; ++v) acc[v] += load_float(vals[v]);
+    }
+    uint4 packed;
+    T* o = reinterpret_cast<T*>(&packed);
+#pragma unroll
+    for (int v = 0; v < 8; ++v) o[v] = MmaTraits<T>::from_float(acc[v] * rsf);
+    *reinterpret_cast<uint4*>(out + m * H + h0) = packed;
+  }
+}
+
+}  // namespace moekit::cuda

@@ -1,0 +1,152 @@
+// Host launchers of the GPU expert path: route_prep -> GEMM 1 (+activation) -> GEMM 2 (+top-k
+// weight) -> combine. Four launches per layer whatever M; tile choice from configs.h/heuristics.cpp.
+#include "common/cuda_check.h"
+#include "experts/configs.h"
+#include "experts/cuda/combine_rows.cuh"
+#include "experts/cuda/expert_gemm.cuh"
+#include "experts/cuda/launcher.h"
+#include "experts/cuda/route_prep.cuh"
+#include "experts/cuda/softmax_topk.cuh"
+
+namespace moekit::cuda {
+namespace {
+
+ActKind act_kind(Activation a) {
+  switch (a) {
+    case Activation::kGeluAndMul:
+    case Activation::kGelu: return ActKind::kGeluErf;
+    case Activation::kGeluTanhAndMul: return ActKind::kGeluTanh;
+    case Activation::kSwigluOai: return ActKind::kSwigluOai;
+    default: return ActKind::kSilu;
+  }
+}
+
+template <typename T, int BN, int BT, int BK, int WN, int WT, int WK, int STAGES>
+void launch_gemm(const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t stream) {
+  using G = ExpertGemm<T, BN, BT, BK, WN, WT, WK, STAGES>;
+  auto kernel = expert_gemm_kernel<T, BN, BT, BK, WN, WT, WK, STAGES>;
+  // Raising the dynamic shared-memory limit is a host-side attribute, not a stream operation:
+  // legal during graph capture. Done on every call (cheap) so no static state is needed.
+  MOEKIT_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes));
+  const int64_t groups = (tile_bound + p.tile_group - 1) / p.tile_group;
+  const int64_t blocks = groups * p.tile_group * p.row_tiles;
+  if (blocks == 0) return;
+  kernel<<<static_cast<unsigned>(blocks), G::kThreads, G::kSmemBytes, stream>>>(p);
+  MOEKIT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void launch_tile(TileId id, const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t s) {
+  switch (id) {
+    case TileId::kDecode8: launch_gemm<T, 64, 8, 128, 2, 1, 4, 4>(p, tile_bound, s); break;
+    case TileId::kDecode16: launch_gemm<T, 64, 16, 128, 2, 1, 4, 4>(p, tile_bound, s); break;
+    case TileId::kSmall32: launch_gemm<T, 128, 32, 64, 4, 1, 2, 4>(p, tile_bound, s); break;
+    case TileId::kMid64: launch_gemm<T, 128, 64, 64, 4, 2, 1, 4>(p, tile_bound, s); break;
+    default: launch_gemm<T, 128, 128, 64, 2, 4, 1, 4>(p, tile_bound, s); break;
+  }
+}
+
+template <typename T>
+void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
+  const ExpertsWorkspaceLayout lay =
+      experts_workspace_layout(a.M, a.k, a.E, a.H, a.I, sizeof(T), kMinTileTokens);
+  auto* ws = static_cast<unsigned char*>(a.workspace);
+  int* sorted_pairs = reinterpret_cast<int*>(ws + lay.sorted_pairs);
+  int* pair_pos = reinterpret_cast<int*>(ws + lay.pair_pos);
+  int4* tiles = reinterpret_cast<int4*>(ws + lay.tiles);
+  int* num_tiles = reinterpret_cast<int*>(ws + lay.num_tiles);
+  T* act_rows = reinterpret_cast<T*>(ws + lay.act_rows);
+  T* down_rows = reinterpret_cast<T*>(ws + lay.down_rows);
+
+  const ExpertsPlan plan = choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I);
+  const GemmTile& tile = kGemmTiles[int(plan.tile)];
+  const int64_t P = a.M * a.k;
+  const int64_t tile_bound = (P + tile.bt - 1) / tile.bt + (P < a.E ? P : a.E);
+
+  const int E = static_cast<int>(a.E);
+  const size_t prep_smem = size_t(4 * E + 1) * sizeof(int);
+  MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(route_prep_kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(prep_smem)));
+  route_prep_kernel<<<1, kRoutePrepThreads, prep_smem, stream>>>(a.topk_ids, P, E, tile.bt,
+                                                                 sorted_pairs, pair_pos, tiles,
+                                                                 num_tiles);
+  MOEKIT_CUDA_CHECK_LAUNCH();
+
+  ExpertGemmParams g1{};
+  g1.weight = a.w13;
+  g1.bias = a.w13_bias;
+  g1.R = a.gated ? 2 * a.I : a.I;
+  g1.K = a.H;
+  g1.src = a.hidden;
+  g1.sorted_pairs = sorted_pairs;
+  g1.topk = static_cast<int>(a.k);
+  g1.topk_weights = a.topk_weights;
+  g1.dst = act_rows;
+  g1.out_features = a.I;
+  g1.tiles = tiles;
+  g1.num_tiles = num_tiles;
+  const int64_t feats_per_tile = a.gated ? tile.bn / 2 : tile.bn;
+  g1.row_tiles = static_cast<int>((a.I + feats_per_tile - 1) / feats_per_tile);
+  g1.tile_group = plan.tile_group;
+  g1.epilogue = a.gated ? EpilogueKind::kGateUp : EpilogueKind::kAct;
+  g1.act = act_kind(a.activation);
+  g1.alpha = a.swiglu_alpha;
+  g1.limit = a.swiglu_limit;
+  launch_tile<T>(plan.tile, g1, tile_bound, stream);
+
+  ExpertGemmParams g2 = g1;
+  g2.weight = a.w2;
+  g2.bias = a.w2_bias;
+  g2.R = a.H;
+  g2.K = a.I;
+  g2.src = act_rows;
+  g2.dst = down_rows;
+  g2.out_features = a.H;
+  g2.row_tiles = static_cast<int>((a.H + tile.bn - 1) / tile.bn);
+  g2.epilogue = EpilogueKind::kDown;
+  launch_tile<T>(plan.tile, g2, tile_bound, stream);
+
+  const int threads = 256;
+  const int64_t items = a.M * (a.H / 8);
+  int64_t blocks = (items + threads - 1) / threads;
+  if (blocks > 132 * 16) blocks = 132 * 16;
+  combine_rows_kernel<T><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+      down_rows, pair_pos, static_cast<T*>(a.output), a.M, static_cast<int>(a.k), a.H,
+      a.routed_scaling_factor);
+  MOEKIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void fused_experts(const FusedExpertsArgs& args, Stream stream) {
+  cudaStream_t s = detail::as_cuda_stream(stream.handle);
+  if (args.dtype == DType::kFloat16) run_fused_experts<__half>(args, s);
+  else run_fused_experts<__nv_bfloat16>(args, s);
+}
+
+void softmax_topk(const void* logits, DType logits_dtype, int64_t M, int64_t E, int k,
+                  bool renormalize, float* topk_weights, int* topk_ids, Stream stream) {
+  cudaStream_t s = detail::as_cuda_stream(stream.handle);
+  const int threads = 256, rows_per_block = threads / 32;
+  const unsigned blocks = static_cast<unsigned>((M + rows_per_block - 1) / rows_per_block);
+  const int e = static_cast<int>(E);
+  switch (logits_dtype) {
+    case DType::kFloat16:
+      softmax_topk_kernel<<<blocks, threads, 0, s>>>(static_cast<const __half*>(logits), M, e, k,
+                                                     renormalize, topk_weights, topk_ids);
+      break;
+    case DType::kBFloat16:
+      softmax_topk_kernel<<<blocks, threads, 0, s>>>(static_cast<const __nv_bfloat16*>(logits), M,
+                                                     e, k, renormalize, topk_weights, topk_ids);
+      break;
+    default:
+      softmax_topk_kernel<<<blocks, threads, 0, s>>>(static_cast<const float*>(logits), M, e, k,
+                                                     renormalize, topk_weights, topk_ids);
+      break;
+  }
+  MOEKIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace moekit::cuda

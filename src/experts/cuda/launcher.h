@@ -1,0 +1,68 @@
+// CUDA launchers of the GPU expert path (inputs already validated; stream-ordered, no allocation,
+// no sync) and the workspace layout they share with the size query.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "moekit/experts.h"
+#include "moekit/tensor.h"
+
+namespace moekit::cuda {
+
+// Byte offsets into the caller's workspace (each region 256-byte aligned).
+struct ExpertsWorkspaceLayout {
+  size_t sorted_pairs;  // int32 [P]: pair index m*k+t, grouped by expert
+  size_t pair_pos;      // int32 [P]: sorted position of pair m*k+t, -1 if its id is out of range
+  size_t tiles;         // int4 [tile_bound]: (expert, first sorted position, rows, 0)
+  size_t num_tiles;     // int32 [1]
+  size_t act_rows;      // T [P, I]: act(gate) * up per sorted pair
+  size_t down_rows;     // T [P, H]: weight * W2 . act per sorted pair
+  size_t total;
+  int64_t tile_bound;   // most token tiles any routing can produce (for the smallest tile)
+};
+
+inline size_t align_up_256(size_t v) { return (v + 255) & ~size_t(255); }
+
+inline ExpertsWorkspaceLayout experts_workspace_layout(int64_t M, int64_t k, int64_t E, int64_t H,
+                                                       int64_t I, size_t elem_bytes,
+                                                       int64_t min_tile_tokens) {
+  const int64_t P = M * k;
+  ExpertsWorkspaceLayout l{};
+  l.tile_bound = (P + min_tile_tokens - 1) / min_tile_tokens + (P < E ? P : E);
+  size_t off = 0;
+  l.sorted_pairs = off; off = align_up_256(off + size_t(P) * 4);
+  l.pair_pos = off;     off = align_up_256(off + size_t(P) * 4);
+  l.tiles = off;        off = align_up_256(off + size_t(l.tile_bound) * 16);
+  l.num_tiles = off;    off = align_up_256(off + 4);
+  l.act_rows = off;     off = align_up_256(off + size_t(P) * size_t(I) * elem_bytes);
+  l.down_rows = off;    off = align_up_256(off + size_t(P) * size_t(H) * elem_bytes);
+  l.total = off;
+  return l;
+}
+
+struct FusedExpertsArgs {
+  const void* hidden;        // [M, H]
+  const void* w13;           // [E, R13, H]
+  const void* w2;            // [E, H, I]
+  const float* w13_bias;     // [E, R13] or null
+  const float* w2_bias;      // [E, H] or null
+  const float* topk_weights; // [M, k]
+  const int* topk_ids;       // [M, k]
+  void* output;              // [M, H]
+  void* workspace;
+  int64_t M, k, E, H, I;
+  bool gated;  // w13 has 2I rows (act(gate) * up) rather than I rows (act(h))
+  Activation activation;
+  float swiglu_alpha, swiglu_limit;
+  float routed_scaling_factor;
+  DType dtype;  // bf16 or fp16
+};
+
+void fused_experts(const FusedExpertsArgs& args, Stream stream);
+
+// Softmax top-k routing for fused_moe: weights fp32 [M, k], ids int32 [M, k].
+void softmax_topk(const void* logits, DType logits_dtype, int64_t M, int64_t E, int k,
+                  bool renormalize, float* topk_weights, int* topk_ids, Stream stream);
+
+}  // namespace moekit::cuda

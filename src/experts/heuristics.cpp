@@ -1,0 +1,33 @@
+// The GPU expert path's one choice function: tile from the average tokens per touched expert.
+// MOEKIT_DEBUG_EXPERTS=1 prints each choice to stderr.
+#include <cstdio>
+#include <cstdlib>
+
+#include "experts/configs.h"
+
+namespace moekit::cuda {
+
+ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I) {
+  const int64_t pairs = M * k;
+  const int64_t touched = pairs < E ? pairs : E;
+  const double per_expert = touched > 0 ? double(pairs) / double(touched) : 0.0;
+  TileId tile = TileId::kLarge128;
+  if (per_expert <= 8) tile = TileId::kDecode8;
+  else if (per_expert <= 16) tile = TileId::kDecode16;
+  else if (per_expert <= 32) tile = TileId::kSmall32;
+  else if (per_expert <= 64) tile = TileId::kMid64;
+  ExpertsPlan plan{tile, 4};
+  static const bool debug = [] {
+    const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");
+    return v && *v && *v != '0';
+  }();
+  if (debug)
+    std::fprintf(stderr,
+                 "[moekit] fused_experts M=%lld k=%d E=%lld H=%lld I=%lld tokens/expert=%.1f -> "
+                 "tile %s group %d\n",
+                 (long long)M, k, (long long)E, (long long)H, (long long)I, per_expert,
+                 kGemmTiles[int(tile)].name, plan.tile_group);
+  return plan;
+}
+
+}  // namespace moekit::cuda

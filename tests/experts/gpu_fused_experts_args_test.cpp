@@ -1,0 +1,83 @@
+// Argument checks and the workspace query of the GPU fused_experts (host-only: no device needed).
+#include "common/test_util.h"
+#include "moekit/gpu_experts.h"
+
+namespace moekit::test {
+namespace {
+
+struct Shapes {
+  HostTensor x, w13, w2, tw, ids, out, ws;
+  ExpertWeights ew13, ew2;
+  Shapes(int64_t M, int64_t E, int64_t k, int64_t H, int64_t I, DType dt = DType::kBFloat16)
+      : x(dt, {M, H}), w13(dt, {E, 2 * I, H}), w2(dt, {E, H, I}), tw(DType::kFloat32, {M, k}),
+        ids(DType::kInt32, {M, k}), out(dt, {M, H}), ws(DType::kUInt8, {1 << 20}) {
+    ew13.weight = w13.view();
+    ew2.weight = w2.view();
+  }
+  void run(FusedExpertsOptions o = {}) {
+    fused_experts(x.view(), ew13, ew2, tw.view(), ids.view(), out.view(), ws.view(), o);
+  }
+};
+
+TEST(FusedExpertsGpuArgs, WorkspaceGrowsWithTokens) {
+  Shapes a(1, 8, 2, 64, 32), b(1000, 8, 2, 64, 32);
+  const size_t sa = fused_experts_workspace_size(a.x.view(), a.ew13, a.ew2, a.ids.view());
+  const size_t sb = fused_experts_workspace_size(b.x.view(), b.ew13, b.ew2, b.ids.view());
+  EXPECT_GT(sa, 0u);
+  // At least the two intermediate row buffers: P * (I + H) elements of 2 bytes.
+  EXPECT_GE(sb, size_t(2000) * (32 + 64) * 2);
+  EXPECT_GT(sb, sa);
+}
+
+TEST(FusedExpertsGpuArgs, RejectsBadArguments) {
+  {
+    Shapes s(4, 8, 2, 64, 32);
+    s.ids = HostTensor(DType::kInt64, {4, 2});
+    EXPECT_MOEKIT_ERROR(s.run(), "topk_ids: expected int32");
+  }
+  {
+    Shapes s(4, 8, 2, 64, 32);
+    s.w2 = HostTensor(DType::kBFloat16, {8, 64, 16});
+    s.ew2.weight = s.w2.view();
+    EXPECT_MOEKIT_ERROR(s.run(), "w13.weight: expected shape [8, 32, 64]");
+  }
+  {
+    Shapes s(4, 8, 2, 60, 32);
+    EXPECT_MOEKIT_ERROR(s.run(), "multiple of 8");
+  }
+  {
+    Shapes s(4, 8, 2, 64, 32);
+    s.w13 = HostTensor(DType::kFloat16, {8, 64, 64});
+    s.ew13.weight = s.w13.view();
+    EXPECT_MOEKIT_ERROR(s.run(), "w13.weight: expected the dtype of hidden");
+  }
+  {
+    Shapes s(4, 8, 2, 64, 32);
+    s.tw = HostTensor(DType::kFloat32, {4, 3});
+    EXPECT_MOEKIT_ERROR(s.run(), "topk_weights: expected shape [4, 2]");
+  }
+  {
+    Shapes s(4, 8, 2, 64, 32);
+    FusedExpertsOptions o;
+    o.scheme = WeightScheme::kInt8W8A8;
+    EXPECT_MOEKIT_ERROR(s.run(o), "options.scheme: expected kBF16");
+  }
+  {
+    Shapes s(4, 8, 2, 64, 32);
+    s.ws = HostTensor(DType::kUInt8, {16});
+    EXPECT_MOEKIT_ERROR(s.run(), "workspace: expected at least");
+  }
+  {
+    Shapes s(4, 8, 2, 64, 32);
+    EXPECT_MOEKIT_ERROR(s.run(), "expected a CUDA tensor");
+  }
+}
+
+TEST(FusedExpertsGpuArgs, ZeroTokensIsANoOp) {
+  Shapes s(0, 8, 2, 64, 32);
+  s.ws = HostTensor();
+  EXPECT_NO_THROW(s.run());
+}
+
+}  // namespace
+}  // namespace moekit::test

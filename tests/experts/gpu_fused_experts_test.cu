@@ -1,0 +1,434 @@
+// GPU fused_experts / fused_moe vs a naive GPU reference (one thread per output value, fp32 sums,
+// the same rounding points), itself checked against fp64 CPU loops on a small shape.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "common/cuda_test_util.h"
+#include "moekit/gpu_experts.h"
+
+namespace moekit::test {
+namespace {
+
+template <typename T>
+__device__ float to_f(T v) { return static_cast<float>(v); }
+template <>
+__device__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <>
+__device__ float to_f<__half>(__half v) { return __half2float(v); }
+template <typename T>
+__device__ float round_t(float v);
+template <>
+__device__ float round_t<__nv_bfloat16>(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+template <>
+__device__ float round_t<__half>(float v) { return __half2float(__float2half_rn(v)); }
+
+__device__ float ref_act(int act, float x) {
+  if (act == 1) return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+  if (act == 2) return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+  return x / (1.f + expf(-x));
+}
+
+// a[p, f] for pair p = m*k+t (pairs with invalid ids left at 0).
+template <typename T>
+__global__ void ref_stage1(const T* x, const T* w13, const float* b13, const int* ids, int64_t M,
+                           int k, int E, int H, int I, bool gated, int act, float* a) {
+  const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (idx >= M * k * I) return;
+  const int64_t p = idx / I;
+  const int f = static_cast<int>(idx % I);
+  const int e = ids[p];
+  if (e < 0 || e >= E) { a[idx] = 0.f; return; }
+  const int64_t R = gated ? 2 * I : I;
+  const T* xr = x + (p / k) * H;
+  const T* g = w13 + (int64_t(e) * R + f) * H;
+  float sg = 0.f, su = 0.f;
+  for (int h = 0; h < H; ++h) sg += to_f(xr[h]) * to_f(g[h]);
+  if (b13) sg += b13[int64_t(e) * R + f];
+  float v;
+  if (gated) {
+    const T* u = g + int64_t(I) * H;
+    for (int h = 0; h < H; ++h) su += to_f(xr[h]) * to_f(u[h]);
+    if (b13) su += b13[int64_t(e) * R + I + f];
+    v = ref_act(act, sg) * su;
+  } else {
+    v = ref_act(act, sg);
+  }
+  a[idx] = round_t<T>(v);
+}
+
+template <typename T>
+__global__ void ref_stage2(const float* a, const T* w2, const float* b2, const int* ids,
+                           const float* tw, int64_t M, int k, int E, int H, int I, float* y) {
+  const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (idx >= M * k * H) return;
+  const int64_t p = idx / H;
+  const int n = static_cast<int>(idx % H);
+  const int e = ids[p];
+  if (e < 0 || e >= E) { y[idx] = 0.f; return; }
+  const T* w = w2 + (int64_t(e) * H + n) * I;
+  float s = 0.f;
+  for (int i = 0; i < I; ++i) s += a[p * I + i] * to_f(w[i]);
+  if (b2) s += b2[int64_t(e) * H + n];
+  y[idx] = round_t<T>(tw[p] * s);
+}
+
+template <typename T>
+__global__ void ref_combine(const float* y, int64_t M, int k, int H, float rsf, T* out) {
+  const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (idx >= M * H) return;
+  const int64_t m = idx / H;
+  const int n = static_cast<int>(idx % H);
+  float s = 0.f;
+  for (int t = 0; t < k; ++t) s += y[(m * k + t) * H + n];
+  out[idx] = static_cast<T>(s * rsf);
+}
+
+struct Layer {
+  int64_t M, E, k, H, I;
+  DType dtype;
+  Activation act = Activation::kSiluAndMul;
+  double rsf = 1.0;
+  bool bias = false;
+};
+
+bool gated(Activation a) { return a != Activation::kSilu && a != Activation::kGelu; }
+int act_code(Activation a) {
+  if (a == Activation::kGeluAndMul || a == Activation::kGelu) return 1;
+  if (a == Activation::kGeluTanhAndMul) return 2;
+  return 0;
+}
+
+enum class Routing { kUniform, kOneExpert, kHalfEmpty, kDropped };
+
+struct Inputs {
+  HostTensor x, w13, w2, b13, b2, tw, ids;
+};
+
+Inputs make_inputs(const Layer& L, Routing routing, std::mt19937_64& rng) {
+  Inputs in;
+  const int64_t R = gated(L.act) ? 2 * L.I : L.I;
+  in.x = HostTensor(L.dtype, {L.M, L.H});
+  in.x.fill_normal(rng);
+  in.w13 = HostTensor(L.dtype, {L.E, R, L.H});
+  in.w13.fill_normal(rng, 0.0, 1.0 / std::sqrt(double(L.H)));
+  in.w2 = HostTensor(L.dtype, {L.E, L.H, L.I});
+  in.w2.fill_normal(rng, 0.0, 1.0 / std::sqrt(double(L.I)));
+  if (L.bias) {
+    in.b13 = HostTensor(DType::kFloat32, {L.E, R});
+    in.b13.fill_normal(rng, 0.0, 0.5);
+    in.b2 = HostTensor(DType::kFloat32, {L.E, L.H});
+    in.b2.fill_normal(rng, 0.0, 0.5);
+  }
+  in.tw = HostTensor(DType::kFloat32, {L.M, L.k});
+  in.tw.fill_uniform(rng, 0.05, 1.0);
+  in.ids = HostTensor(DType::kInt32, {L.M, L.k});
+  std::vector<int> perm(L.E);
+  std::iota(perm.begin(), perm.end(), 0);
+  for (int64_t m = 0; m < L.M; ++m) {
+    // k distinct experts per token (partial shuffle), then shaped by the routing mode.
+    for (int64_t t = 0; t < L.k; ++t) {
+      std::uniform_int_distribution<int64_t> d(t, L.E - 1);
+      std::swap(perm[t], perm[d(rng)]);
+    }
+    for (int64_t t = 0; t < L.k; ++t) {
+      int e = perm[t];
+      if (routing == Routing::kHalfEmpty) e = (e / 2) * 2;  // odd experts never chosen
+      if (routing == Routing::kOneExpert && t == 0) e = static_cast<int>(L.E - 1);
+      if (routing == Routing::kDropped && (m + t) % 3 == 0) e = -1;
+      in.ids.set(m * L.k + t, e);
+    }
+  }
+  return in;
+}
+
+template <typename T>
+HostTensor gpu_reference_t(const Layer& L, const Inputs& in) {
+  DeviceTensor x(in.x), w13(in.w13), w2(in.w2), tw(in.tw), ids(in.ids);
+  DeviceTensor b13, b2;
+  if (L.bias) {
+    b13 = DeviceTensor(in.b13);
+    b2 = DeviceTensor(in.b2);
+  }
+  HostTensor a_h(DType::kFloat32, {L.M * L.k, L.I}), y_h(DType::kFloat32, {L.M * L.k, L.H});
+  HostTensor out_h(L.dtype, {L.M, L.H});
+  out_h.poison();
+  DeviceTensor a(a_h), y(y_h), out(out_h);
+  const int th = 256;
+  auto blocks = [&](int64_t n) { return static_cast<unsigned>((n + th - 1) / th); };
+  const int64_t P = L.M * L.k;
+  ref_stage1<T><<<blocks(P * L.I), th>>>(static_cast<const T*>(x.data()), static_cast<const T*>(w13.data()),
+                                         L.bias ? static_cast<const float*>(b13.data()) : nullptr,
+                                         static_cast<const int*>(ids.data()), L.M, int(L.k), int(L.E),
+                                         int(L.H), int(L.I), gated(L.act), act_code(L.act),
+                                         static_cast<float*>(a.data()));
+  ref_stage2<T><<<blocks(P * L.H), th>>>(static_cast<const float*>(a.data()), static_cast<const T*>(w2.data()),
+                                         L.bias ? static_cast<const float*>(b2.data()) : nullptr,
+                                         static_cast<const int*>(ids.data()), static_cast<const float*>(tw.data()),
+                                         L.M, int(L.k), int(L.E), int(L.H), int(L.I),
+                                         static_cast<float*>(y.data()));
+  ref_combine<T><<<blocks(L.M * L.H), th>>>(static_cast<const float*>(y.data()), L.M, int(L.k), int(L.H),
+                                            float(L.rsf), static_cast<T*>(out.data()));
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return out.to_host();
+}
+
+HostTensor gpu_reference(const Layer& L, const Inputs& in) {
+  return L.dtype == DType::kFloat16 ? gpu_reference_t<__half>(L, in)
+                                    : gpu_reference_t<__nv_bfloat16>(L, in);
+}
+
+FusedExpertsOptions options_of(const Layer& L) {
+  FusedExpertsOptions o;
+  o.activation = L.act;
+  o.routed_scaling_factor = L.rsf;
+  return o;
+}
+
+struct DeviceLayer {
+  DeviceTensor x, w13, w2, b13, b2, tw, ids, out, ws;
+  ExpertWeights ew13, ew2;
+  size_t ws_bytes = 0;
+  DeviceLayer(const Layer& L, const Inputs& in) : x(in.x), w13(in.w13), w2(in.w2), tw(in.tw), ids(in.ids) {
+    ew13.weight = w13.view();
+    ew2.weight = w2.view();
+    if (L.bias) {
+      b13 = DeviceTensor(in.b13);
+      b2 = DeviceTensor(in.b2);
+      ew13.bias = b13.view();
+      ew2.bias = b2.view();
+    }
+    HostTensor o(L.dtype, {L.M, L.H});
+    o.poison();
+    out = DeviceTensor(o);
+    ws_bytes = fused_experts_workspace_size(x.view(), ew13, ew2, ids.view(), options_of(L));
+    HostTensor w(DType::kUInt8, {int64_t(ws_bytes)});
+    std::memset(w.data(), 0x7F, w.nbytes());  // poisoned scratch: nothing may rely on zeros
+    ws = DeviceTensor(w);
+  }
+  void run(const Layer& L, cudaStream_t s = nullptr, TensorView output = {}) {
+    fused_experts(x.view(), ew13, ew2, tw.view(), ids.view(), output.defined() ? output : out.view(),
+                  ws.view(), options_of(L), Stream{s});
+  }
+};
+
+void expect_close(const HostTensor& got, const HostTensor& want, const char* what) {
+  ASSERT_EQ(first_mismatch(got, got, 0, 0), -1) << what << ": output has NaN (unwritten?)";
+  const double err = rel_frobenius(got, want);
+  EXPECT_LT(err, 1e-2) << what;
+}
+
+// The naive GPU reference against fp64 CPU loops (same rounding points) on a small layer.
+TEST(FusedExpertsGpuReference, MatchesCpuLoops) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  Layer L{5, 4, 2, 64, 32, DType::kBFloat16};
+  L.rsf = 1.5;
+  L.bias = true;
+  Inputs in = make_inputs(L, Routing::kDropped, rng);
+  HostTensor got = gpu_reference(L, in);
+  HostTensor want(L.dtype, {L.M, L.H});
+  for (int64_t m = 0; m < L.M; ++m) {
+    std::vector<double> acc(L.H, 0.0);
+    for (int64_t t = 0; t < L.k; ++t) {
+      const int e = static_cast<int>(in.ids.get(m * L.k + t));
+      if (e < 0) continue;
+      std::vector<double> a(L.I);
+      for (int64_t f = 0; f < L.I; ++f) {
+        double g = in.b13.get(e * 2 * L.I + f), u = in.b13.get(e * 2 * L.I + L.I + f);
+        for (int64_t h = 0; h < L.H; ++h) {
+          g += in.x.get(m * L.H + h) * in.w13.get((e * 2 * L.I + f) * L.H + h);
+          u += in.x.get(m * L.H + h) * in.w13.get((e * 2 * L.I + L.I + f) * L.H + h);
+        }
+        HostTensor r(L.dtype, {1});
+        r.set(0, g / (1.0 + std::exp(-g)) * u);
+        a[f] = r.get(0);
+      }
+      for (int64_t n = 0; n < L.H; ++n) {
+        double d = in.b2.get(e * L.H + n);
+        for (int64_t f = 0; f < L.I; ++f) d += a[f] * in.w2.get((e * L.H + n) * L.I + f);
+        HostTensor r(L.dtype, {1});
+        r.set(0, in.tw.get(m * L.k + t) * d);
+        acc[n] += r.get(0);
+      }
+    }
+    for (int64_t n = 0; n < L.H; ++n) want.set(m * L.H + n, acc[n] * L.rsf);
+  }
+  EXPECT_LT(rel_frobenius(got, want), 2e-3);
+}
+
+using GridParam = std::tuple<DType, std::tuple<int64_t, int64_t, int64_t, int64_t>, int64_t, Routing>;
+class FusedExpertsGpu : public ::testing::TestWithParam<GridParam> {};
+
+TEST_P(FusedExpertsGpu, MatchesReference) {
+  MOEKIT_REQUIRE_GPU();
+  auto [dtype, ekhi, M, routing] = GetParam();
+  auto [E, k, H, I] = ekhi;
+  Layer L{M, E, k, H, I, dtype};
+  auto rng = fresh_rng();
+  Inputs in = make_inputs(L, routing, rng);
+  DeviceLayer d(L, in);
+  d.run(L);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  if (M == 0) return;
+  expect_close(d.out.to_host(), gpu_reference(L, in), "fused_experts");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, FusedExpertsGpu,
+    ::testing::Combine(
+        ::testing::Values(DType::kBFloat16, DType::kFloat16),
+        ::testing::Values(std::make_tuple<int64_t, int64_t, int64_t, int64_t>(8, 2, 256, 128),
+                          std::make_tuple<int64_t, int64_t, int64_t, int64_t>(8, 1, 136, 72),
+                          std::make_tuple<int64_t, int64_t, int64_t, int64_t>(60, 4, 264, 200),
+                          std::make_tuple<int64_t, int64_t, int64_t, int64_t>(128, 8, 512, 96),
+                          std::make_tuple<int64_t, int64_t, int64_t, int64_t>(256, 8, 128, 64),
+                          std::make_tuple<int64_t, int64_t, int64_t, int64_t>(384, 8, 64, 136)),
+        ::testing::Values<int64_t>(0, 1, 3, 64, 257, 4096),
+        ::testing::Values(Routing::kUniform, Routing::kOneExpert, Routing::kHalfEmpty, Routing::kDropped)));
+
+TEST(FusedExpertsGpuLarge, SeventyThousandTokens) {
+  MOEKIT_REQUIRE_GPU();
+  for (Routing r : {Routing::kUniform, Routing::kOneExpert}) {
+    Layer L{70000, 8, 2, 256, 128, DType::kBFloat16};
+    auto rng = fresh_rng();
+    Inputs in = make_inputs(L, r, rng);
+    DeviceLayer d(L, in);
+    d.run(L);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    expect_close(d.out.to_host(), gpu_reference(L, in), "M=70000");
+  }
+}
+
+TEST(FusedExpertsGpuLarge, AllTokensOnOneExpert) {
+  MOEKIT_REQUIRE_GPU();
+  Layer L{5000, 16, 1, 512, 256, DType::kBFloat16};
+  auto rng = fresh_rng();
+  Inputs in = make_inputs(L, Routing::kOneExpert, rng);
+  DeviceLayer d(L, in);
+  d.run(L);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  expect_close(d.out.to_host(), gpu_reference(L, in), "one expert");
+}
+
+class FusedExpertsGpuOptions : public ::testing::TestWithParam<std::tuple<Activation, int64_t>> {};
+
+TEST_P(FusedExpertsGpuOptions, ActivationsBiasScaling) {
+  MOEKIT_REQUIRE_GPU();
+  auto [act, M] = GetParam();
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    Layer L{M, 16, 4, 192, 80, dtype, act, 2.5, true};
+    auto rng = fresh_rng();
+    Inputs in = make_inputs(L, Routing::kUniform, rng);
+    DeviceLayer d(L, in);
+    d.run(L);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    expect_close(d.out.to_host(), gpu_reference(L, in), "options");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Acts, FusedExpertsGpuOptions,
+                         ::testing::Combine(::testing::Values(Activation::kSiluAndMul, Activation::kGeluAndMul,
+                                                              Activation::kGeluTanhAndMul, Activation::kSilu,
+                                                              Activation::kGelu),
+                                            ::testing::Values<int64_t>(2, 33, 600)));
+
+TEST(FusedExpertsGpuInPlace, OutputAliasesHidden) {
+  MOEKIT_REQUIRE_GPU();
+  Layer L{100, 32, 4, 256, 128, DType::kBFloat16};
+  auto rng = fresh_rng();
+  Inputs in = make_inputs(L, Routing::kUniform, rng);
+  HostTensor want = gpu_reference(L, in);
+  DeviceLayer d(L, in);
+  d.run(L, nullptr, d.x.view());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  expect_close(d.x.to_host(), want, "in place");
+}
+
+TEST(FusedExpertsGpuGraph, CaptureAndReplayIsIdentical) {
+  MOEKIT_REQUIRE_GPU();
+  for (int64_t M : {int64_t(4), int64_t(700)}) {
+    Layer L{M, 64, 8, 512, 128, DType::kBFloat16};
+    auto rng = fresh_rng();
+    Inputs in = make_inputs(L, Routing::kUniform, rng);
+    DeviceLayer d(L, in);
+    cudaStream_t stream;
+    ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+    d.run(L, stream);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    HostTensor eager = d.out.to_host();
+    HostTensor poisoned(L.dtype, {L.M, L.H});
+    poisoned.poison();
+    DeviceTensor graph_out(poisoned);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+    d.run(L, stream, graph_out.view());
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int rep = 0; rep < 3; ++rep) {
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      EXPECT_TRUE(graph_out.to_host().bytes_equal(eager)) << "replay " << rep;
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+  }
+}
+
+TEST(FusedMoeGpu, RoutesThenMatchesFusedExperts) {
+  MOEKIT_REQUIRE_GPU();
+  for (int64_t M : {int64_t(1), int64_t(77), int64_t(2000)}) {
+    Layer L{M, 48, 6, 256, 64, DType::kBFloat16};
+    auto rng = fresh_rng();
+    HostTensor logits(DType::kFloat32, {M, L.E});
+    logits.fill_normal(rng);
+    Inputs in = make_inputs(L, Routing::kUniform, rng);
+    // Host softmax top-k (ties -> lower index), renormalised.
+    for (int64_t m = 0; m < M; ++m) {
+      std::vector<double> p(L.E);
+      double mx = -1e300, s = 0;
+      for (int64_t e = 0; e < L.E; ++e) mx = std::max(mx, logits.get(m * L.E + e));
+      for (int64_t e = 0; e < L.E; ++e) s += p[e] = std::exp(logits.get(m * L.E + e) - mx);
+      std::vector<int> order(L.E);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+      double cs = 0;
+      for (int64_t t = 0; t < L.k; ++t) cs += p[order[t]] / s;
+      for (int64_t t = 0; t < L.k; ++t) {
+        in.ids.set(m * L.k + t, order[t]);
+        in.tw.set(m * L.k + t, p[order[t]] / s / cs);
+      }
+    }
+    HostTensor want = gpu_reference(L, in);
+    DeviceLayer d(L, in);
+    DeviceTensor dl(logits);
+    const size_t bytes = fused_moe_workspace_size(d.x.view(), d.ew13, d.ew2, dl.view(), int(L.k));
+    HostTensor w(DType::kUInt8, {int64_t(bytes)});
+    std::memset(w.data(), 0x7F, w.nbytes());
+    DeviceTensor ws(w);
+    fused_moe(d.x.view(), d.ew13, d.ew2, dl.view(), int(L.k), true, d.out.view(), ws.view());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    expect_close(d.out.to_host(), want, "fused_moe");
+  }
+}
+
+TEST(FusedExpertsGpuErrors, WorkspaceTooSmall) {
+  MOEKIT_REQUIRE_GPU();
+  Layer L{16, 8, 2, 64, 32, DType::kBFloat16};
+  auto rng = fresh_rng();
+  Inputs in = make_inputs(L, Routing::kUniform, rng);
+  DeviceLayer d(L, in);
+  TensorView small = d.ws.view();
+  small.shape[0] = 64;
+  EXPECT_MOEKIT_ERROR(fused_experts(d.x.view(), d.ew13, d.ew2, d.tw.view(), d.ids.view(), d.out.view(),
+                                    small, options_of(L)),
+                      "workspace: expected at least");
+}
+
+}  // namespace
+}  // namespace moekit::test
