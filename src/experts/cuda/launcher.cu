@@ -3,7 +3,7 @@
 #include "common/cuda_check.h"
 #include "experts/configs.h"
 #include "experts/cuda/combine_rows.cuh"
-#include "experts/cuda/expert_gemm.cuh"
+#include "experts/cuda/expert_gemm_launch.h"
 #include "experts/cuda/launcher.h"
 #include "experts/cuda/route_prep.cuh"
 #include "experts/cuda/softmax_topk.cuh"
@@ -18,32 +18,6 @@ ActKind act_kind(Activation a) {
     case Activation::kGeluTanhAndMul: return ActKind::kGeluTanh;
     case Activation::kSwigluOai: return ActKind::kSwigluOai;
     default: return ActKind::kSilu;
-  }
-}
-
-template <typename T, int BN, int BT, int BK, int WN, int WT, int WK, int STAGES>
-void launch_gemm(const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t stream) {
-  using G = ExpertGemm<T, BN, BT, BK, WN, WT, WK, STAGES>;
-  auto kernel = expert_gemm_kernel<T, BN, BT, BK, WN, WT, WK, STAGES>;
-  // Raising the dynamic shared-memory limit is a host-side attribute, not a stream operation:
-  // legal during graph capture. Done on every call (cheap) so no static state is needed.
-  MOEKIT_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes));
-  const int64_t groups = (tile_bound + p.tile_group - 1) / p.tile_group;
-  const int64_t blocks = groups * p.tile_group * p.row_tiles;
-  if (blocks == 0) return;
-  kernel<<<static_cast<unsigned>(blocks), G::kThreads, G::kSmemBytes, stream>>>(p);
-  MOEKIT_CUDA_CHECK_LAUNCH();
-}
-
-template <typename T>
-void launch_tile(TileId id, const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t s) {
-  switch (id) {
-    case TileId::kDecode8: launch_gemm<T, 64, 8, 128, 2, 1, 4, 4>(p, tile_bound, s); break;
-    case TileId::kDecode16: launch_gemm<T, 64, 16, 128, 2, 1, 4, 4>(p, tile_bound, s); break;
-    case TileId::kSmall32: launch_gemm<T, 128, 32, 64, 4, 1, 2, 4>(p, tile_bound, s); break;
-    case TileId::kMid64: launch_gemm<T, 128, 64, 64, 4, 2, 1, 4>(p, tile_bound, s); break;
-    default: launch_gemm<T, 128, 128, 64, 2, 4, 1, 4>(p, tile_bound, s); break;
   }
 }
 
@@ -94,7 +68,7 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   g1.act = act_kind(a.activation);
   g1.alpha = a.swiglu_alpha;
   g1.limit = a.swiglu_limit;
-  launch_tile<T>(plan.tile, g1, tile_bound, stream);
+  launch_expert_gemm<T>(plan.tile, g1, tile_bound, stream);
 
   ExpertGemmParams g2 = g1;
   g2.weight = a.w2;
@@ -106,7 +80,7 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   g2.out_features = a.H;
   g2.row_tiles = static_cast<int>((a.H + tile.bn - 1) / tile.bn);
   g2.epilogue = EpilogueKind::kDown;
-  launch_tile<T>(plan.tile, g2, tile_bound, stream);
+  launch_expert_gemm<T>(plan.tile, g2, tile_bound, stream);
 
   const int threads = 256;
   const int64_t items = a.M * (a.H / 8);

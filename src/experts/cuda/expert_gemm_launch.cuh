@@ -1,0 +1,45 @@
+// Host side of the expert GEMM: shared-memory attribute, grid size, tile dispatch.
+#pragma once
+
+#include "common/cuda_check.h"
+#include "experts/cuda/expert_gemm_launch.h"
+
+namespace moekit::cuda {
+namespace {
+
+template <typename T, int BN, int BT, int BK, int WN, int WT, int WK, int STAGES>
+void launch_gemm(const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t stream) {
+  using G = ExpertGemm<T, BN, BT, BK, WN, WT, WK, STAGES>;
+  auto kernel = expert_gemm_kernel<T, BN, BT, BK, WN, WT, WK, STAGES>;
+  // Raising the dynamic shared-memory limit is a host-side attribute, not a stream operation:
+  // legal during graph capture. Done on every call (cheap) so no static state is needed.
+  MOEKIT_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes));
+  const int64_t groups = (tile_bound + p.tile_group - 1) / p.tile_group;
+  const int64_t blocks = groups * p.tile_group * p.row_tiles;
+  if (blocks == 0) return;
+  kernel<<<static_cast<unsigned>(blocks), G::kThreads, G::kSmemBytes, stream>>>(p);
+  MOEKIT_CUDA_CHECK_LAUNCH();
+}
+
+// The tile shapes come from the one table in configs.h.
+template <typename T, int Id>
+void launch_tile(const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t s) {
+  constexpr GemmTile c = kGemmTiles[Id];
+  launch_gemm<T, c.bn, c.bt, c.bk, c.wn, c.wt, c.wk, c.stages>(p, tile_bound, s);
+}
+
+}  // namespace
+
+template <typename T>
+void launch_expert_gemm(TileId id, const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t s) {
+  switch (id) {
+    case TileId::kDecode8: launch_tile<T, int(TileId::kDecode8)>(p, tile_bound, s); break;
+    case TileId::kDecode16: launch_tile<T, int(TileId::kDecode16)>(p, tile_bound, s); break;
+    case TileId::kSmall32: launch_tile<T, int(TileId::kSmall32)>(p, tile_bound, s); break;
+    case TileId::kMid64: launch_tile<T, int(TileId::kMid64)>(p, tile_bound, s); break;
+    default: launch_tile<T, int(TileId::kLarge128)>(p, tile_bound, s); break;
+  }
+}
+
+}  // namespace moekit::cuda
