@@ -76,5 +76,6 @@ NB_MODULE(_C, m) {
   moekit::python::bind_combine(m);
   moekit::python::bind_rope(m);
   moekit::python::bind_experts(m);
+  moekit::python::bind_gpu_experts(m);
   moekit::python::bind_quant(m);
 }

@@ -92,3 +92,16 @@ def test_quantizers_round_trip():
     back = np.empty_like(x)
     moekit.quant.dequantize_int8_per_row(q8, s8, back)
     np.testing.assert_allclose(back, x, atol=s8.max())
+
+
+@pytest.mark.skipif(not hasattr(moekit._C, "fused_experts"), reason="GPU experts not in this build")
+def test_gpu_fused_experts_rejects_cpu_tensors():
+    x = bf16(np.zeros((2, 64)))
+    w13 = moekit.ExpertWeights(bf16(np.zeros((4, 64, 64))))
+    w2 = moekit.ExpertWeights(bf16(np.zeros((4, 64, 32))))
+    ids, weights = np.zeros((2, 2), np.int32), np.ones((2, 2), np.float32)
+    size = moekit._C.fused_experts_workspace_size(x, w13, w2, ids)
+    assert size > 0
+    with pytest.raises(RuntimeError, match="hidden: expected a CUDA tensor"):
+        moekit._C.fused_experts(x, w13, w2, weights, ids, bf16(np.zeros((2, 64))),
+                                np.zeros(size, np.uint8))
