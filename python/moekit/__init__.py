@@ -35,6 +35,7 @@ from ._C import (
     typed,
 )
 from . import ops, quant, reference
+from .ops import fused_moe, pack_moe_weights
 
 __version__ = "0.1.0"
 
@@ -52,7 +53,9 @@ __all__ = [
     "cpu_features",
     "cpu_isa",
     "cpu_threads",
+    "fused_moe",
     "ops",
+    "pack_moe_weights",
     "quant",
     "reference",
     "set_cpu_isa",

@@ -386,8 +386,215 @@ def fused_qk_norm_rope(qkv, num_heads_q, num_heads_k, num_heads_v, head_dim, eps
                           stream_for(stream, qkv))
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Expert compute (moekit/experts.h, gpu_experts.h, cpu_experts.h)
+
+# SGLang's activation names (gated) -> moekit's.
+_SGLANG_ACTIVATIONS = {"silu": "silu_and_mul", "gelu": "gelu_and_mul",
+                       "gelu_tanh": "gelu_tanh_and_mul", "swigluoai": "swiglu_oai"}
+
+
+def _is_packed(w) -> bool:
+    """moekit's CPU packed weights are 1-D uint8 buffers (pack_moe_weights)."""
+    w = w.array if isinstance(w, _C.TypedArray) else w
+    return len(w.shape) == 1 and "uint8" in str(w.dtype)
+
+
+def _weights(w, bias=None):
+    return w if isinstance(w, _C.ExpertWeights) else _C.ExpertWeights(w, bias=bias)
+
+
+def _options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit, scheme="bf16"):
+    activation = _SGLANG_ACTIVATIONS.get(activation, activation)
+    return _C.FusedExpertsOptions(scheme=scheme, activation=activation,
+                                  swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit,
+                                  routed_scaling_factor=routed_scaling_factor)
+
+
+def fused_experts(hidden_states, w13, w2, topk_weights, topk_ids, *, activation="silu_and_mul",
+                  routed_scaling_factor=1.0, w13_bias=None, w2_bias=None, swiglu_alpha=0.0,
+                  swiglu_limit=0.0, output=None, workspace=None, stream=None):
+    """The MoE layer's expert part: out[m] = rsf * sum_t topk_weights[m, t] * W2[e] .
+    act(W13[e] . hidden[m]), e = topk_ids[m, t] (-1 = dropped). Returns ``output`` (new unless
+    given; may be hidden_states for in place).
+
+    GPU: CUDA tensors, weights in the logical layout, BF16/FP16 (the dtype of hidden):
+      w13 [E, 2I, H] (gate rows then up rows), w2 [E, H, I]; biases float32 [E, 2I], [E, H].
+    CPU: weights packed once with ``pack_moe_weights`` (1-D uint8 buffers).
+    hidden_states [M, H] bfloat16 / float16; topk_weights [M, k] float32; topk_ids [M, k] int32.
+    activation: silu_and_mul (SGLang "silu"), gelu_and_mul, gelu_tanh_and_mul, swiglu_oai (gpt-oss;
+    swiglu_alpha, swiglu_limit), silu / gelu (no mul; w13 [E, I, H]).
+    """
+    if is_torch(hidden_states):
+        result = _torch_ops().fused_experts(hidden_states, w13, w2, topk_weights, topk_ids,
+                                            activation, routed_scaling_factor, w13_bias, w2_bias,
+                                            swiglu_alpha, swiglu_limit)
+        if output is not None:
+            output.copy_(result)
+            return output
+        return result
+    source = hidden_states.array if isinstance(hidden_states, _C.TypedArray) else hidden_states
+    if output is None:
+        output = empty(hidden_states, tuple(source.shape), _dtype_name(hidden_states))
+    options = _options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit)
+    if _is_packed(w13):
+        if w13_bias is not None or w2_bias is not None:
+            raise ValueError("w13_bias / w2_bias: expected None for packed CPU weights")
+        _C.fused_experts_cpu(hidden_states, w13, w2, topk_weights, topk_ids, output, options, 0,
+                             workspace)
+        return output
+    w13, w2 = _weights(w13, w13_bias), _weights(w2, w2_bias)
+    if workspace is None:
+        size = _C.fused_experts_workspace_size(hidden_states, w13, w2, topk_ids, options)
+        workspace = empty(hidden_states, (max(size, 1),), "uint8")
+    _C.fused_experts(hidden_states, w13, w2, topk_weights, topk_ids, output, workspace, options,
+                     stream_for(stream, hidden_states))
+    return output
+
+
+def _dtype_name(x) -> str:
+    if isinstance(x, _C.TypedArray):
+        return x.dtype
+    return str(x.dtype).replace("torch.", "")
+
+
+def pack_moe_weights(weight, role, source="halves"):
+    """Pack a CPU bfloat16 / float16 weight ([E, R, C] or [R, C]) once for the CPU expert ops;
+    role "w13" ([E, 2I, H]; gate/up rows as "halves" or "interleaved"), "w2" ([E, H, I]) or
+    "dense". Returns a new 1-D uint8 array (the MKCPU v1 format)."""
+    packed = empty(weight, (_C.packed_weight_bytes(weight, role),), "uint8")
+    if is_torch(weight):
+        weight = weight.detach()
+    _C.pack_moe_weights(weight, role, packed, source)
+    return packed
+
+
+def convert_weight_packed(weight):
+    """sgl-kernel's CPU weight packing (row blocks in logical order); returns a new 1-D uint8
+    array in moekit's format (not sgl-kernel's: the two are not interchangeable)."""
+    packed = empty(weight, (_C.convert_weight_packed_bytes(weight),), "uint8")
+    _C.convert_weight_packed(weight.detach() if is_torch(weight) else weight, packed)
+    return packed
+
+
+_COMP_METHODS = {0: "bf16"}
+
+
+def fused_experts_cpu(hidden_states, w1, w2, topk_weights, topk_ids, inplace=False,
+                      moe_comp_method=0, w1_scale=None, w2_scale=None, w1_zero=None, w2_zero=None,
+                      block_size=None, w1_bias=None, w2_bias=None, alpha=None, limit=None,
+                      is_vnni=True, activation=None):
+    """sgl-kernel's ``fused_experts_cpu`` (newest signature): routed experts on the CPU with packed
+    weights (``convert_weight_packed`` / ``pack_moe_weights``; is_vnni=False packs on every call).
+    moe_comp_method 0 (BF16 / FP16) only; clamped SwiGLU when alpha and limit are given. Returns
+    the output (hidden_states itself when inplace)."""
+    if moe_comp_method not in _COMP_METHODS:
+        raise RuntimeError(f"fused_experts_cpu: moe_comp_method {moe_comp_method} is not supported "
+                           "by moekit's CPU path yet (0 = BF16/FP16 is)")
+    for name, t in (("w1_scale", w1_scale), ("w2_scale", w2_scale), ("w1_zero", w1_zero),
+                    ("w2_zero", w2_zero), ("block_size", block_size), ("w1_bias", w1_bias),
+                    ("w2_bias", w2_bias)):
+        if t is not None:
+            raise ValueError(f"{name}: expected None for moe_comp_method 0, got a value")
+    if not is_vnni:
+        w1, w2 = pack_moe_weights(w1, "w13"), pack_moe_weights(w2, "w2")
+    gated = _SGLANG_ACTIVATIONS.get(activation or "silu", activation)
+    if alpha is not None and limit is not None:
+        gated, swiglu_alpha, swiglu_limit = "swiglu_oai", alpha, limit
+    else:
+        swiglu_alpha = swiglu_limit = 0.0
+    return fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, activation=gated,
+                         swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit,
+                         output=hidden_states if inplace else None)
+
+
+def shared_expert_cpu(hidden_states, w1, w2, fused_experts_out, routed_scaling_factor=1.0,
+                      inplace=False, use_int8_w8a8=False, use_fp8_w8a16=False, w1_scale=None,
+                      w2_scale=None, block_size=None, is_vnni=True):
+    """sgl-kernel's ``shared_expert_cpu``: out = round(D + routed_scaling_factor *
+    fused_experts_out), D the packed shared expert's gated MLP (BF16 / FP16 only).
+    fused_experts_out may be None; returns the output (hidden_states itself when inplace)."""
+    if use_int8_w8a8 or use_fp8_w8a16:
+        raise RuntimeError("shared_expert_cpu: only BF16 / FP16 weights are supported by moekit's "
+                           "CPU path yet")
+    if not is_vnni:
+        w1, w2 = pack_moe_weights(w1, "w13"), pack_moe_weights(w2, "w2")
+    if is_torch(hidden_states):
+        result = _torch_ops().shared_expert_cpu(hidden_states, w1, w2, fused_experts_out,
+                                                1.0 if routed_scaling_factor is None
+                                                else routed_scaling_factor)
+        if inplace:
+            hidden_states.copy_(result)
+            return hidden_states
+        return result
+    source = hidden_states.array if isinstance(hidden_states, _C.TypedArray) else hidden_states
+    output = hidden_states if inplace else empty(hidden_states, tuple(source.shape),
+                                                 _dtype_name(hidden_states))
+    options = _C.FusedExpertsOptions(routed_scaling_factor=1.0 if routed_scaling_factor is None
+                                     else routed_scaling_factor)
+    _C.shared_expert_cpu(hidden_states, w1, w2, fused_experts_out, output, options)
+    return output
+
+
+def _is_cpu(x) -> bool:
+    x = x.array if isinstance(x, _C.TypedArray) else x
+    module = type(x).__module__
+    if module.startswith("torch"):
+        return not x.is_cuda
+    return not module.startswith(("cupy", "jax"))
+
+
+def fused_moe(hidden_states, w13, w2, router_logits, topk, renormalize=True, *, scheme="bf16",
+              activation="silu_and_mul", routed_scaling_factor=1.0, swiglu_alpha=0.0,
+              swiglu_limit=0.0, output=None, workspace=None, stream=None):
+    """A whole MoE layer's routing + experts: softmax top-k over router_logits [M, E] (ties -> lower
+    expert, NaN last; renormalize the k weights), then ``fused_experts``. Returns ``output`` (new
+    unless given).
+
+    w13, w2: arrays in the logical layout ([E, 2I, H], [E, H, I]) or ``moekit.ExpertWeights`` (for
+    scales / biases of a quantised ``scheme``); on the CPU also packed buffers (``pack_moe_weights``;
+    logical CPU weights are packed on every call, pack once for speed).
+    """
+    if is_torch(hidden_states):
+        result = _torch_ops().fused_moe(hidden_states, w13, w2, router_logits, topk, renormalize,
+                                        activation, routed_scaling_factor, swiglu_alpha,
+                                        swiglu_limit)
+        if output is not None:
+            output.copy_(result)
+            return output
+        return result
+    if _is_cpu(hidden_states):
+        m = _rows(router_logits)
+        weights, ids = empty(router_logits, (m, topk), "float32"), empty(router_logits, (m, topk), "int32")
+        topk_softmax(weights, ids, router_logits, renormalize)
+        if not _is_packed(w13 if not isinstance(w13, _C.ExpertWeights) else w13.weight):
+            w13 = pack_moe_weights(w13.weight if isinstance(w13, _C.ExpertWeights) else w13, "w13")
+            w2 = pack_moe_weights(w2.weight if isinstance(w2, _C.ExpertWeights) else w2, "w2")
+        return fused_experts(hidden_states, w13, w2, weights, ids, activation=activation,
+                             routed_scaling_factor=routed_scaling_factor,
+                             swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit, output=output,
+                             workspace=workspace)
+    source = hidden_states.array if isinstance(hidden_states, _C.TypedArray) else hidden_states
+    if output is None:
+        output = empty(hidden_states, tuple(source.shape), _dtype_name(hidden_states))
+    w13, w2 = _weights(w13), _weights(w2)
+    options = _options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit, scheme)
+    if workspace is None:
+        size = _C.fused_moe_workspace_size(hidden_states, w13, w2, router_logits, topk, options)
+        workspace = empty(hidden_states, (max(size, 1),), "uint8")
+    _C.fused_moe(hidden_states, w13, w2, router_logits, topk, renormalize, output, workspace,
+                 options, stream_for(stream, hidden_states))
+    return output
+
 __all__ = [
     "apply_shuffle_mul_sum",
+    "convert_weight_packed",
+    "fused_experts",
+    "fused_experts_cpu",
+    "fused_moe",
+    "pack_moe_weights",
+    "shared_expert_cpu",
     "biased_grouped_topk",
     "biased_grouped_topk_cpu",
     "fused_qk_norm_rope",

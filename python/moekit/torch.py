@@ -278,8 +278,118 @@ def fused_qk_norm_rope(qkv: Tensor, num_heads_q: int, num_heads_k: int, num_head
 fused_qk_norm_rope.register_fake(_no_result)
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Expert compute (moekit/gpu_experts.h, cpu_experts.h)
+
+_SGLANG_ACTIVATIONS = {"silu": "silu_and_mul", "gelu": "gelu_and_mul",
+                       "gelu_tanh": "gelu_tanh_and_mul", "swigluoai": "swiglu_oai"}
+
+
+def _experts_options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit):
+    return _C.FusedExpertsOptions(activation=_SGLANG_ACTIVATIONS.get(activation, activation),
+                                  swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit,
+                                  routed_scaling_factor=routed_scaling_factor)
+
+
+def _packed(w: Tensor) -> bool:
+    return w.dim() == 1 and w.dtype == torch.uint8
+
+
+@_custom_op("moekit::fused_experts", mutates_args=())
+def fused_experts(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: Tensor,
+                  topk_ids: Tensor, activation: str = "silu_and_mul",
+                  routed_scaling_factor: float = 1.0, w13_bias: Optional[Tensor] = None,
+                  w2_bias: Optional[Tensor] = None, swiglu_alpha: float = 0.0,
+                  swiglu_limit: float = 0.0) -> Tensor:
+    """moekit.ops.fused_experts as a torch op: returns a new [M, H] tensor. CUDA: logical BF16/FP16
+    weights w13 [E, 2I, H], w2 [E, H, I]; CPU: packed weights (moekit.ops.pack_moe_weights)."""
+    options = _experts_options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit)
+    output = torch.empty_like(hidden_states)
+    if _packed(w13):
+        _C.fused_experts_cpu(_arg(hidden_states), _arg(w13), _arg(w2), _arg(topk_weights),
+                             _arg(topk_ids), output, options)
+        return output
+    def weights():  # fresh exports for each call (a DLPack capsule is consumed once)
+        return (_C.ExpertWeights(_arg(w13), bias=_optional(w13_bias)),
+                _C.ExpertWeights(_arg(w2), bias=_optional(w2_bias)))
+
+    size = _C.fused_experts_workspace_size(_arg(hidden_states), *weights(), _arg(topk_ids),
+                                           options)
+    workspace = torch.empty(max(size, 1), dtype=torch.uint8, device=hidden_states.device)
+    _C.fused_experts(_arg(hidden_states), *weights(), _arg(topk_weights), _arg(topk_ids),
+                     _arg(output), _arg(workspace), options, _stream(hidden_states))
+    return output
+
+
+@fused_experts.register_fake
+def _(hidden_states, w13, w2, topk_weights, topk_ids, activation="silu_and_mul",
+      routed_scaling_factor=1.0, w13_bias=None, w2_bias=None, swiglu_alpha=0.0, swiglu_limit=0.0):
+    return torch.empty_like(hidden_states)
+
+
+@_custom_op("moekit::fused_moe", mutates_args=())
+def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, router_logits: Tensor, topk: int,
+              renormalize: bool = True, activation: str = "silu_and_mul",
+              routed_scaling_factor: float = 1.0, swiglu_alpha: float = 0.0,
+              swiglu_limit: float = 0.0) -> Tensor:
+    """moekit.ops.fused_moe as a torch op: softmax top-k routing then fused_experts; returns a new
+    [M, H] tensor."""
+    options = _experts_options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit)
+    output = torch.empty_like(hidden_states)
+    if not hidden_states.is_cuda:
+        M = router_logits.shape[0]
+        weights = torch.empty(M, topk, dtype=torch.float32)
+        ids = torch.empty(M, topk, dtype=torch.int32)
+        _C.topk_softmax(weights, ids, _arg(router_logits), renormalize, 0.0, None, "logit", 0)
+        if not _packed(w13):
+            w13, w2 = _pack(w13, "w13"), _pack(w2, "w2")
+        _C.fused_experts_cpu(_arg(hidden_states), w13, w2, weights, ids, output, options)
+        return output
+    def weights():  # fresh exports for each call (a DLPack capsule is consumed once)
+        return _C.ExpertWeights(_arg(w13)), _C.ExpertWeights(_arg(w2))
+
+    size = _C.fused_moe_workspace_size(_arg(hidden_states), *weights(), _arg(router_logits),
+                                       topk, options)
+    workspace = torch.empty(max(size, 1), dtype=torch.uint8, device=hidden_states.device)
+    _C.fused_moe(_arg(hidden_states), *weights(), _arg(router_logits), topk, renormalize,
+                 _arg(output), _arg(workspace), options, _stream(hidden_states))
+    return output
+
+
+@fused_moe.register_fake
+def _(hidden_states, w13, w2, router_logits, topk, renormalize=True, activation="silu_and_mul",
+      routed_scaling_factor=1.0, swiglu_alpha=0.0, swiglu_limit=0.0):
+    return torch.empty_like(hidden_states)
+
+
+def _pack(weight: Tensor, role: str) -> Tensor:
+    weight = weight.detach()
+    packed = torch.empty(_C.packed_weight_bytes(weight, role), dtype=torch.uint8)
+    _C.pack_moe_weights(weight, role, packed)
+    return packed
+
+
+@_custom_op("moekit::shared_expert_cpu", mutates_args=())
+def shared_expert_cpu(hidden_states: Tensor, w13_packed: Tensor, w2_packed: Tensor,
+                      fused_experts_out: Optional[Tensor] = None,
+                      routed_scaling_factor: float = 1.0) -> Tensor:
+    """moekit.ops.shared_expert_cpu as a torch op (packed BF16/FP16 weights); returns a new tensor."""
+    output = torch.empty_like(hidden_states)
+    _C.shared_expert_cpu(_arg(hidden_states), w13_packed, w2_packed, _optional(fused_experts_out),
+                         output, _C.FusedExpertsOptions(routed_scaling_factor=routed_scaling_factor))
+    return output
+
+
+@shared_expert_cpu.register_fake
+def _(hidden_states, w13_packed, w2_packed, fused_experts_out=None, routed_scaling_factor=1.0):
+    return torch.empty_like(hidden_states)
+
 __all__ = [
     "apply_shuffle_mul_sum",
+    "fused_experts",
+    "fused_moe",
+    "shared_expert_cpu",
     "biased_grouped_topk",
     "fused_qk_norm_rope",
     "grouped_topk",

@@ -94,6 +94,96 @@ def test_quantizers_round_trip():
     np.testing.assert_allclose(back, x, atol=s8.max())
 
 
+def _moe_problem(rng, M, E, k, H, I):
+    x = round_to(rng.standard_normal((M, H)).astype(np.float32), "bfloat16")
+    w13 = round_to((rng.standard_normal((E, 2 * I, H)) * 0.1).astype(np.float32), "bfloat16")
+    w2 = round_to((rng.standard_normal((E, H, I)) * 0.1).astype(np.float32), "bfloat16")
+    ids = np.array([rng.permutation(E)[:k] for _ in range(M)], np.int32).reshape(M, k)
+    weights = rng.random((M, k)).astype(np.float32)
+    return x, w13, w2, weights, ids
+
+
+def _reference_output(x, w13, w2, weights, ids, rsf=1.0):
+    out = np.zeros(x.shape, np.uint16)
+    moekit.reference.fused_experts(bf16(x), moekit.ExpertWeights(bf16(w13)),
+                                   moekit.ExpertWeights(bf16(w2)), weights, ids,
+                                   moekit.typed(out, "bfloat16"),
+                                   moekit.FusedExpertsOptions(routed_scaling_factor=rsf))
+    return bf16_to_f32(out)
+
+
+needs_cpu_experts = pytest.mark.skipif(not hasattr(moekit._C, "fused_experts_cpu"),
+                                       reason="CPU experts not in this build")
+needs_gpu_experts = pytest.mark.skipif(not hasattr(moekit._C, "fused_experts"),
+                                       reason="GPU experts not in this build")
+
+
+@needs_cpu_experts
+def test_pack_round_trip(cpu_backend):
+    rng = fresh_rng()
+    w = round_to(rng.standard_normal((3, 40, 48)).astype(np.float32), "bfloat16")
+    packed = moekit.ops.pack_moe_weights(bf16(w), "w13")
+    assert packed.ndim == 1 and packed.dtype == np.uint8
+    info = moekit._C.packed_weight_info(packed)
+    assert info["role"] == "w13" and info["experts"] == 3 and info["rows"] == 40
+    back = np.zeros(w.shape, np.uint16)
+    moekit._C.unpack_moe_weights(packed, moekit.typed(back, "bfloat16"))
+    np.testing.assert_array_equal(bf16_to_f32(back), w)
+
+
+@needs_cpu_experts
+@pytest.mark.parametrize("M,E,k,H,I", [(0, 4, 2, 32, 32), (3, 8, 2, 64, 32), (17, 6, 3, 40, 24)])
+def test_fused_experts_cpu_matches_the_oracle(backend, every_cpu_isa, M, E, k, H, I):
+    if backend.device != "cpu":
+        pytest.skip("CPU op")
+    rng = fresh_rng()
+    x, w13, w2, weights, ids = _moe_problem(rng, M, E, k, H, I)
+    w13p = moekit.ops.pack_moe_weights(backend.tensor(w13, "bfloat16"), "w13")
+    w2p = moekit.ops.pack_moe_weights(backend.tensor(w2, "bfloat16"), "w2")
+    out = moekit.ops.fused_experts(backend.tensor(x, "bfloat16"), w13p, w2p,
+                                   backend.tensor(weights), backend.tensor(ids),
+                                   routed_scaling_factor=2.0)
+    np.testing.assert_allclose(backend.numpy(out), _reference_output(x, w13, w2, weights, ids, 2.0),
+                               rtol=2e-2, atol=2e-2)
+    sgl = moekit.ops.fused_experts_cpu(backend.tensor(x, "bfloat16"), w13p, w2p,
+                                       backend.tensor(weights), backend.tensor(ids), False, 0)
+    np.testing.assert_allclose(backend.numpy(sgl), _reference_output(x, w13, w2, weights, ids),
+                               rtol=2e-2, atol=2e-2)
+
+
+@needs_gpu_experts
+@pytest.mark.parametrize("M,E,k,H,I", [(0, 4, 2, 64, 32), (1, 8, 2, 128, 64), (37, 16, 4, 256, 128)])
+def test_fused_experts_gpu_matches_the_oracle(backend, M, E, k, H, I):
+    if backend.device != "cuda":
+        pytest.skip("CUDA op")
+    rng = fresh_rng()
+    x, w13, w2, weights, ids = _moe_problem(rng, M, E, k, H, I)
+    out = moekit.ops.fused_experts(backend.tensor(x, "bfloat16"), backend.tensor(w13, "bfloat16"),
+                                   backend.tensor(w2, "bfloat16"), backend.tensor(weights),
+                                   backend.tensor(ids), routed_scaling_factor=2.0)
+    backend.synchronize()
+    np.testing.assert_allclose(backend.numpy(out), _reference_output(x, w13, w2, weights, ids, 2.0),
+                               rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("M,E,k,H,I", [(5, 8, 2, 64, 32)])
+def test_fused_moe_routes_then_computes(backend, M, E, k, H, I):
+    gpu = backend.device == "cuda"
+    if not hasattr(moekit._C, "fused_experts" if gpu else "fused_experts_cpu"):
+        pytest.skip("experts not in this build")
+    rng = fresh_rng()
+    x, w13, w2, _, _ = _moe_problem(rng, M, E, k, H, I)
+    logits = rng.standard_normal((M, E)).astype(np.float32)
+    out = moekit.fused_moe(backend.tensor(x, "bfloat16"), backend.tensor(w13, "bfloat16"),
+                           backend.tensor(w2, "bfloat16"), backend.tensor(logits), k)
+    backend.synchronize()
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    ids = np.argsort(-p, axis=1, kind="stable")[:, :k].astype(np.int32)
+    weights = np.take_along_axis(p, ids, 1)
+    weights = (weights / weights.sum(1, keepdims=True)).astype(np.float32)
+    np.testing.assert_allclose(backend.numpy(out), _reference_output(x, w13, w2, weights, ids),
+                               rtol=2e-2, atol=2e-2)
 @pytest.mark.skipif(not hasattr(moekit._C, "fused_experts"), reason="GPU experts not in this build")
 def test_gpu_fused_experts_rejects_cpu_tensors():
     x = bf16(np.zeros((2, 64)))

@@ -115,6 +115,31 @@ def _fused_qk_norm_rope(device):
             torch.arange(T, device=device, dtype=torch.int32) + 100, 1.0, 0.0, 0.0, 1.0)
 
 
+def _expert_weights(E, H, I, device):
+    return (torch.randn(E, 2 * I, H, device=device, dtype=torch.bfloat16) * 0.1,
+            torch.randn(E, H, I, device=device, dtype=torch.bfloat16) * 0.1)
+
+
+def _fused_experts(device):
+    M, E, k, H, I = 7, 8, 2, 128, 64
+    w13, w2 = _expert_weights(E, H, I, device)
+    if device == "cpu":
+        w13, w2 = moekit.ops.pack_moe_weights(w13, "w13"), moekit.ops.pack_moe_weights(w2, "w2")
+    weights = torch.rand(M, k, device=device)
+    return (torch.randn(M, H, device=device, dtype=torch.bfloat16), w13, w2, weights,
+            _topk_ids(M, E, k, device), "silu_and_mul", 2.0)
+
+
+def _fused_moe(device):
+    M, E, k, H, I = 7, 8, 2, 128, 64
+    w13, w2 = _expert_weights(E, H, I, device)
+    return (torch.randn(M, H, device=device, dtype=torch.bfloat16), w13, w2,
+            torch.randn(M, E, device=device), k, True)
+
+
+# The expert ops run on CUDA, and on the CPU where the CPU expert kernels are built in.
+_EXPERT_DEVICES = ("cpu", "cuda") if hasattr(moekit._C, "fused_experts_cpu") else ("cuda",)
+
 # name -> (make arguments for one valid call on a device, indices of the arguments it writes,
 #          devices it runs on)
 CASES = {
@@ -132,6 +157,8 @@ CASES = {
     "apply_shuffle_mul_sum": (_apply_shuffle_mul_sum, [1], ("cpu", "cuda")),
     "biased_grouped_topk": (_biased_grouped_topk, [0, 1], ("cpu", "cuda")),
     "fused_qk_norm_rope": (_fused_qk_norm_rope, [0], ("cpu", "cuda")),
+    "fused_experts": (_fused_experts, [], _EXPERT_DEVICES),
+    "fused_moe": (_fused_moe, [], _EXPERT_DEVICES),
 }
 
 
