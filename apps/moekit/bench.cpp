@@ -39,7 +39,7 @@ struct Options {
 void print_usage(FILE* out) {
   std::string presets_list, schemes_list, backends_list;
   for (const Preset& p : presets()) presets_list += (presets_list.empty() ? "" : ", ") + p.name;
-  for (const SchemeInfo& s : bench_schemes()) schemes_list += (schemes_list.empty() ? "" : ", ") + std::string(s.name);
+  for (WeightScheme s : bench_schemes()) schemes_list += (schemes_list.empty() ? "" : ", ") + std::string(weight_scheme_name(s));
   for (const BackendEntry& b : registered_backends())
     backends_list += detail::cat("\n      ", b.name, ": ", b.summary);
   std::fprintf(out,

@@ -8,6 +8,7 @@
 #include "common/checks.h"
 #include "common/numeric.h"
 #include "common/parallel.h"
+#include "moekit/quant.h"
 #include "moekit/route.h"
 
 namespace moekit::bench {
@@ -31,16 +32,20 @@ const Preset& find_preset(const std::string& name) {
   detail::fail(detail::cat("--preset: expected one of ", known, ", got '", name, "'"));
 }
 
-const std::vector<SchemeInfo>& bench_schemes() {
-  static const std::vector<SchemeInfo> list = {{"bf16", WeightScheme::kBF16}};
+const std::vector<WeightScheme>& bench_schemes() {
+  static const std::vector<WeightScheme> list = {
+      WeightScheme::kBF16,     WeightScheme::kFP8BlockW8A8, WeightScheme::kFP8BlockW8A16,
+      WeightScheme::kInt8W8A8, WeightScheme::kInt4W4A8,     WeightScheme::kNVFP4,
+      WeightScheme::kMXFP8,    WeightScheme::kMXFP4,
+  };
   return list;
 }
 
 WeightScheme parse_scheme(const std::string& name) {
   std::string known;
-  for (const SchemeInfo& s : bench_schemes()) {
-    if (name == s.name) return s.scheme;
-    known += (known.empty() ? "" : ", ") + std::string(s.name);
+  for (WeightScheme s : bench_schemes()) {
+    if (name == weight_scheme_name(s)) return s;
+    known += (known.empty() ? "" : ", ") + std::string(weight_scheme_name(s));
   }
   detail::fail(detail::cat("--scheme: expected one of ", known, ", got '", name, "'"));
 }
@@ -80,38 +85,162 @@ struct NormalStream {
 
 enum StreamId : uint64_t { kW13 = 1, kW2 = 2, kHidden = 3, kLogits = 4 };
 
-// Fills n fp32/bf16/fp16 values with N(0, stddev^2).
+void store(void* dst, DType dtype, int64_t i, float x) {
+  if (dtype == DType::kFloat32) static_cast<float*>(dst)[i] = x;
+  else if (dtype == DType::kBFloat16) static_cast<uint16_t*>(dst)[i] = numeric::float_to_bf16(x);
+  else static_cast<uint16_t*>(dst)[i] = numeric::float_to_half(x);
+}
+
+// Elements [first, first + n) of a stream of N(0, stddev^2) values, stored as fp32/bf16/fp16 at dst.
+void fill_normal_range(void* dst, DType dtype, int64_t first, int64_t n, double stddev, const NormalStream& gen) {
+  float v[2];
+  for (int64_t i = first; i < first + n;) {
+    gen.pair(static_cast<uint64_t>(i / 2), v);
+    for (int j = static_cast<int>(i % 2); j < 2 && i < first + n; ++j, ++i)
+      store(dst, dtype, i - first, static_cast<float>(v[j] * stddev));
+  }
+}
+
+// The whole stream [0, n), in parallel.
 void fill_normal(void* dst, DType dtype, int64_t n, double stddev, uint64_t seed, uint64_t stream) {
   NormalStream gen(seed, stream);
-  int64_t pairs = (n + 1) / 2;
-  detail::parallel_for(pairs, 1 << 14, [&](int64_t b, int64_t e) {
-    float v[2];
-    for (int64_t p = b; p < e; ++p) {
-      gen.pair(static_cast<uint64_t>(p), v);
-      for (int j = 0; j < 2 && 2 * p + j < n; ++j) {
-        float x = static_cast<float>(v[j] * stddev);
-        int64_t i = 2 * p + j;
-        if (dtype == DType::kFloat32) static_cast<float*>(dst)[i] = x;
-        else if (dtype == DType::kBFloat16) static_cast<uint16_t*>(dst)[i] = numeric::float_to_bf16(x);
-        else static_cast<uint16_t*>(dst)[i] = numeric::float_to_half(x);
-      }
-    }
+  detail::parallel_for((n + 1) / 2, 1 << 14, [&](int64_t b, int64_t e) {
+    int64_t first = 2 * b, last = std::min(2 * e, n);
+    fill_normal_range(static_cast<unsigned char*>(dst) + first * dtype_size(dtype), dtype, first, last - first, stddev,
+                      gen);
   });
 }
 
-// [E, R, C] weights with N(0, 0.02^2) in the experts marked in `touched` (each expert its own stream,
-// so the values do not depend on which others are touched); the rest stay zero.
-ExpertWeights expert_weights(MoeLayer& layer, DType dtype, int64_t E, int64_t R, int64_t C,
-                             const std::vector<char>& touched, uint64_t seed, uint64_t stream) {
-  const int64_t per_expert = R * C;
-  layer.storage.emplace_back(static_cast<size_t>(E * per_expert) * dtype_size(dtype));
-  auto* data = static_cast<unsigned char*>(layer.storage.back().data());
-  for (int64_t e = 0; e < E; ++e)
-    if (touched[e])
-      fill_normal(data + static_cast<size_t>(e * per_expert) * dtype_size(dtype), dtype, per_expert, 0.02, seed,
-                  stream * 0x100000000ull + static_cast<uint64_t>(e));
+constexpr double kWeightStd = 0.02;
+constexpr int64_t kRowsPerChunk = 128;  // a multiple of every block_n the bench uses
+
+TensorView slice(const TensorView& t, int64_t e) {  // expert e of [E, ...] as a view without E
+  TensorView v = t;
+  v.ndim = t.ndim - 1;
+  for (int d = 0; d < v.ndim; ++d) {
+    v.shape[d] = t.shape[d + 1];
+    v.strides[d] = t.strides[d + 1];
+  }
+  v.data = static_cast<unsigned char*>(t.data) + static_cast<size_t>(e * t.strides[0]) * dtype_size(t.dtype);
+  return v;
+}
+
+TensorView rows(const TensorView& t, int64_t r0, int64_t r1) {  // rows [r0, r1) of [R, ...]
+  TensorView v = t;
+  v.shape[0] = r1 - r0;
+  v.data = static_cast<unsigned char*>(t.data) + static_cast<size_t>(r0 * t.strides[0]) * dtype_size(t.dtype);
+  return v;
+}
+
+// One projection [E, R, C] in `scheme`, quantised from the same N(0, 0.02^2) draws for every scheme
+// (expert e's matrix is stream (stream, e), row-major). Only `touched` experts are filled; the rest
+// stay zero (never read). Work items are (expert, 128-row chunk).
+ExpertWeights expert_weights(MoeLayer& layer, int64_t R, int64_t C, const std::vector<char>& touched,
+                             uint64_t seed, uint64_t stream, float activation_amax) {
+  const int64_t E = layer.preset.experts;
+  const FusedExpertsOptions& o = layer.options;
+  auto tensor = [&](DType dtype, std::initializer_list<int64_t> shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    layer.storage.emplace_back(static_cast<size_t>(n) * dtype_size(dtype));
+    return TensorView(layer.storage.back().data(), dtype, shape);
+  };
+  auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   ExpertWeights w;
-  w.weight = TensorView(data, dtype, {E, R, C});
+  switch (o.scheme) {
+    case WeightScheme::kBF16: w.weight = tensor(layer.act_dtype, {E, R, C}); break;
+    case WeightScheme::kFP8BlockW8A8:
+    case WeightScheme::kFP8BlockW8A16:
+      w.weight = tensor(DType::kFloat8E4M3, {E, R, C});
+      w.scale = tensor(DType::kFloat32, {E, ceil_div(R, o.block_n), ceil_div(C, o.block_k)});
+      break;
+    case WeightScheme::kInt8W8A8:
+      w.weight = tensor(DType::kInt8, {E, R, C});
+      w.scale = tensor(DType::kFloat32, {E, R});
+      break;
+    case WeightScheme::kInt4W4A8:
+      w.weight = tensor(DType::kUInt8, {E, R, ceil_div(C, 2)});
+      w.scale = tensor(DType::kFloat32, {E, R, C / o.group_size});
+      w.zero = tensor(DType::kUInt8, {E, R, C / o.group_size});
+      break;
+    case WeightScheme::kNVFP4:
+      w.weight = tensor(DType::kUInt8, {E, R, ceil_div(C, 2)});
+      w.scale = tensor(DType::kFloat8E4M3, {E, R, ceil_div(C, 16)});
+      w.global_scale = tensor(DType::kFloat32, {E});
+      w.input_global_scale = tensor(DType::kFloat32, {E});
+      break;
+    case WeightScheme::kMXFP8:
+      w.weight = tensor(DType::kFloat8E4M3, {E, R, C});
+      w.scale = tensor(DType::kFloat8E8M0, {E, R, ceil_div(C, 32)});
+      break;
+    case WeightScheme::kMXFP4:
+      w.weight = tensor(DType::kUInt8, {E, R, ceil_div(C, 2)});
+      w.scale = tensor(DType::kFloat8E8M0, {E, R, ceil_div(C, 32)});
+      break;
+  }
+
+  std::vector<int64_t> experts;
+  for (int64_t e = 0; e < E; ++e)
+    if (touched[e]) experts.push_back(e);
+  const int64_t chunks = ceil_div(R, kRowsPerChunk);
+
+  if (o.scheme == WeightScheme::kNVFP4) {
+    // gs = 448 * 6 / amax of the expert's matrix (nvfp4_global_scale), from a first pass over it;
+    // the activations' input_global_scale = 448 * 6 / their expected amax.
+    std::vector<float> amax(E, 0.f);
+    detail::parallel_for(static_cast<int64_t>(experts.size()) * chunks, 1, [&](int64_t b, int64_t e_) {
+      std::vector<float> buf(static_cast<size_t>(kRowsPerChunk * C));
+      for (int64_t item = b; item < e_; ++item) {
+        int64_t e = experts[item / chunks], r0 = item % chunks * kRowsPerChunk, r1 = std::min(R, r0 + kRowsPerChunk);
+        fill_normal_range(buf.data(), DType::kFloat32, r0 * C, (r1 - r0) * C, kWeightStd,
+                          NormalStream(seed, stream * 0x100000000ull + static_cast<uint64_t>(e)));
+        float m = 0.f;
+        for (int64_t i = 0; i < (r1 - r0) * C; ++i) m = std::max(m, std::abs(buf[i]));
+#pragma omp critical
+        amax[e] = std::max(amax[e], m);
+      }
+    });
+    for (int64_t e = 0; e < E; ++e) {
+      w.global_scale.ptr<float>()[e] = amax[e] > 0.f ? 448.f * 6.f / amax[e] : 1.f;
+      w.input_global_scale.ptr<float>()[e] = 448.f * 6.f / activation_amax;
+    }
+  }
+
+  detail::parallel_for(static_cast<int64_t>(experts.size()) * chunks, 1, [&](int64_t b, int64_t e_) {
+    std::vector<float> buf(static_cast<size_t>(kRowsPerChunk * C));
+    for (int64_t item = b; item < e_; ++item) {
+      int64_t e = experts[item / chunks], r0 = item % chunks * kRowsPerChunk, r1 = std::min(R, r0 + kRowsPerChunk);
+      NormalStream gen(seed, stream * 0x100000000ull + static_cast<uint64_t>(e));
+      TensorView weight = rows(slice(w.weight, e), r0, r1);
+      if (o.scheme == WeightScheme::kBF16) {
+        fill_normal_range(weight.data, weight.dtype, r0 * C, (r1 - r0) * C, kWeightStd, gen);
+        continue;
+      }
+      fill_normal_range(buf.data(), DType::kFloat32, r0 * C, (r1 - r0) * C, kWeightStd, gen);
+      TensorView x(buf.data(), DType::kFloat32, {r1 - r0, C});
+      switch (o.scheme) {
+        case WeightScheme::kFP8BlockW8A8:
+        case WeightScheme::kFP8BlockW8A16:
+          quantize_fp8_block(x, weight, rows(slice(w.scale, e), r0 / o.block_n, ceil_div(r1, o.block_n)), o.block_n,
+                             o.block_k);
+          break;
+        case WeightScheme::kInt8W8A8:
+          quantize_int8_per_row(x, weight, rows(slice(w.scale, e), r0, r1));
+          break;
+        case WeightScheme::kInt4W4A8:
+          quantize_int4_group(x, weight, rows(slice(w.scale, e), r0, r1), rows(slice(w.zero, e), r0, r1),
+                              o.group_size);
+          break;
+        case WeightScheme::kNVFP4:
+          quantize_nvfp4(x, TensorView(w.global_scale.ptr<float>() + e, DType::kFloat32, {1}), weight,
+                         rows(slice(w.scale, e), r0, r1));
+          break;
+        case WeightScheme::kMXFP8: quantize_mxfp8(x, weight, rows(slice(w.scale, e), r0, r1)); break;
+        case WeightScheme::kMXFP4: quantize_mxfp4(x, weight, rows(slice(w.scale, e), r0, r1)); break;
+        case WeightScheme::kBF16: break;
+      }
+    }
+  });
   return w;
 }
 
@@ -127,18 +256,20 @@ size_t MoeLayer::expert_bytes() const {
 }
 
 MoeLayer make_layer(const Preset& preset, WeightScheme scheme, const RoutedInputs& inputs, uint64_t seed) {
-  detail::require(scheme == WeightScheme::kBF16, "--scheme: the bench builds bf16 weights only, got ",
-                  weight_scheme_name(scheme));
   MoeLayer layer;
   layer.preset = preset;
+  layer.act_dtype = inputs.act_dtype;
   layer.options.scheme = scheme;
   const int64_t E = preset.experts, H = preset.hidden, I = preset.intermediate;
   std::vector<char> touched(E, 0);
   const auto* ids = static_cast<const int32_t*>(inputs.topk_ids.data());
   for (int64_t i = 0; i < inputs.max_tokens * preset.topk; ++i) touched[ids[i]] = 1;
-  layer.storage.reserve(8);
-  layer.w13 = expert_weights(layer, layer.act_dtype, E, 2 * I, H, touched, seed, kW13);
-  layer.w2 = expert_weights(layer, layer.act_dtype, E, H, I, touched, seed, kW2);
+  // NVFP4 activation scales: x ~ N(0, 1) stays below ~6; gate and up are ~N(0, s^2) with
+  // s = 0.02 sqrt(H), so a = silu(gate) * up stays below ~(5 s)^2.
+  const float x_amax = 6.f, s = static_cast<float>(kWeightStd * std::sqrt(static_cast<double>(H)));
+  layer.storage.reserve(16);
+  layer.w13 = expert_weights(layer, 2 * I, H, touched, seed, kW13, x_amax);
+  layer.w2 = expert_weights(layer, H, I, touched, seed, kW2, 25.f * s * s);
   return layer;
 }
 

@@ -31,12 +31,8 @@ struct Preset {
 const std::vector<Preset>& presets();
 const Preset& find_preset(const std::string& name);  // throws listing the known names
 
-// Weight schemes the bench can build (those the oracle supports).
-struct SchemeInfo {
-  const char* name;
-  WeightScheme scheme;
-};
-const std::vector<SchemeInfo>& bench_schemes();
+// Weight schemes the bench can build (every scheme of the oracle), named by weight_scheme_name().
+const std::vector<WeightScheme>& bench_schemes();
 WeightScheme parse_scheme(const std::string& name);  // throws listing the known names
 
 // An owning, page-aligned host buffer that reads as zero until written; movable, shared on copy.
