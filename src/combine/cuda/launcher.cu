@@ -1,49 +1,103 @@
+#include <type_traits>
+
 #include "combine/cuda/launcher.h"
 #include "combine/cuda/moe_sum.cuh"
+#include "combine/cuda/shuffle_mul_sum.cuh"
 #include "common/cuda_check.h"
 
 namespace moekit::cuda {
 namespace {
 
-int64_t grid_for(int64_t work_items, int threads) {
-  int64_t blocks = (work_items + threads - 1) / threads;
-  return blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks);
+constexpr int kThreads = 256;
+
+// Calls launch(std::integral_constant<int, V>) for the pack width `vec` (only widths of at most
+// 16 bytes are instantiated).
+template <typename T, typename Launch>
+void with_pack_width(int vec, const Launch& launch) {
+  constexpr int kMax = 16 / static_cast<int>(sizeof(T));
+  if constexpr (kMax >= 8)
+    if (vec == 8) return launch(std::integral_constant<int, 8>{});
+  if constexpr (kMax >= 4)
+    if (vec == 4) return launch(std::integral_constant<int, 4>{});
+  if (vec == 2) return launch(std::integral_constant<int, 2>{});
+  launch(std::integral_constant<int, 1>{});
 }
 
 template <typename T>
-void launch_moe_sum(const TensorView& input, const TensorView& output, cudaStream_t stream) {
-  constexpr int kVec = 16 / sizeof(T) < 8 ? 16 / sizeof(T) : 8;
+void launch_moe_sum(const TensorView& input, const TensorView& output, double scale,
+                    cudaStream_t stream) {
   const int64_t M = input.size(0), H = input.size(2);
   const int k = static_cast<int>(input.size(1));
-  const int threads = 256;
-  const int64_t items = M * ((H + kVec - 1) / kVec);
-  moe_sum_kernel<T, kVec><<<grid_for(items, threads), threads, 0, stream>>>(
-      static_cast<const T*>(input.data), static_cast<T*>(output.data), M, k, H);
+  using Acc = typename Accumulator<T>::type;
+  const int vec = pack_elements<T>(H, {input.data, output.data});
+  const unsigned grid = grid_for(M * (H / vec), kThreads);
+  const T* in = static_cast<const T*>(input.data);
+  T* out = static_cast<T*>(output.data);
+  const Acc s = static_cast<Acc>(scale);
+  with_pack_width<T>(vec, [&](auto width) {
+    moe_sum_kernel<T, decltype(width)::value><<<grid, kThreads, 0, stream>>>(in, out, M, k, H, s);
+  });
   MOEKIT_CUDA_CHECK_LAUNCH();
+}
+
+void sum_scaled(const TensorView& input, const TensorView& output, double scale, Stream stream) {
+  cudaStream_t s = detail::as_cuda_stream(stream.handle);
+  switch (input.dtype) {
+    case DType::kFloat64: launch_moe_sum<double>(input, output, scale, s); break;
+    case DType::kFloat32: launch_moe_sum<float>(input, output, scale, s); break;
+    case DType::kFloat16: launch_moe_sum<__half>(input, output, scale, s); break;
+    default: launch_moe_sum<__nv_bfloat16>(input, output, scale, s); break;
+  }
+}
+
+template <typename T, typename F>
+void launch_shuffle_mul_sum(const TensorView& input, const TensorView& output,
+                            const TensorView& permutation, const F* factors, cudaStream_t stream) {
+  const int64_t M = output.size(0), H = output.size(1), R = input.size(0);
+  const int k = static_cast<int>(permutation.numel() / M);
+  const int vec = pack_elements<T>(H, {input.data, output.data});
+  const unsigned grid = grid_for(M * (H / vec), kThreads);
+  const T* in = static_cast<const T*>(input.data);
+  T* out = static_cast<T*>(output.data);
+  const int32_t* perm = permutation.ptr<int32_t>();
+  with_pack_width<T>(vec, [&](auto width) {
+    apply_shuffle_mul_sum_kernel<T, F, decltype(width)::value>
+        <<<grid, kThreads, 0, stream>>>(in, R, out, M, H, perm, k, factors);
+  });
+  MOEKIT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void shuffle_mul_sum_for(const TensorView& input, const TensorView& output,
+                         const TensorView& permutation, const TensorView& factors,
+                         cudaStream_t stream) {
+  if (factors.defined() && factors.dtype == DType::kFloat32)
+    launch_shuffle_mul_sum<T, float>(input, output, permutation, factors.ptr<float>(), stream);
+  else
+    launch_shuffle_mul_sum<T, T>(input, output, permutation,
+                                 factors.defined() ? factors.ptr<T>() : nullptr, stream);
 }
 
 }  // namespace
 
 void moe_sum(const TensorView& input, const TensorView& output, Stream stream) {
+  sum_scaled(input, output, 1.0, stream);
+}
+
+void moe_sum_reduce(const TensorView& input, const TensorView& output, double routed_scaling_factor,
+                    Stream stream) {
+  sum_scaled(input, output, routed_scaling_factor, stream);
+}
+
+void apply_shuffle_mul_sum(const TensorView& input, const TensorView& output,
+                           const TensorView& permutation, const TensorView& factors,
+                           Stream stream) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
-  switch (input.dtype) {
-    case DType::kFloat32: launch_moe_sum<float>(input, output, s); break;
-    case DType::kFloat16: launch_moe_sum<__half>(input, output, s); break;
-    default: launch_moe_sum<__nv_bfloat16>(input, output, s); break;
+  switch (output.dtype) {
+    case DType::kFloat32: shuffle_mul_sum_for<float>(input, output, permutation, factors, s); break;
+    case DType::kFloat16: shuffle_mul_sum_for<__half>(input, output, permutation, factors, s); break;
+    default: shuffle_mul_sum_for<__nv_bfloat16>(input, output, permutation, factors, s); break;
   }
-}
-
-}  // namespace moekit::cuda
-
-namespace moekit::cuda {
-
-void moe_sum_reduce(const TensorView&, const TensorView&, double, Stream) {
-  detail::fail("moe_sum_reduce: the CUDA kernel is not in this build yet", ErrorKind::NotSupported);
-}
-void apply_shuffle_mul_sum(const TensorView&, const TensorView&, const TensorView&,
-                           const TensorView&, Stream) {
-  detail::fail("apply_shuffle_mul_sum: the CUDA kernel is not in this build yet",
-               ErrorKind::NotSupported);
 }
 
 }  // namespace moekit::cuda

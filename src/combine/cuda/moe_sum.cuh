@@ -1,54 +1,47 @@
-// moe_sum kernel: each thread owns 8 consecutive columns of one token row (16-byte loads for
-// 16-bit types), accumulates the k slots in fp32 and rounds once. A grid-stride loop covers any M.
+// moe_sum / moe_sum_reduce kernel: each thread owns one pack (16 bytes) of one output row, loads
+// the k input packs of that column kBatch at a time (several 16-byte loads in flight), accumulates
+// in ascending j in fp32 (fp64 for fp64), scales once and rounds once. A grid-stride loop covers
+// any M; the pack width is chosen so that H needs no tail.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include <cstdint>
+#include "combine/cuda/vector_io.cuh"
 
 namespace moekit::cuda {
 
-template <typename T>
-__device__ __forceinline__ float to_float(T v);
-template <>
-__device__ __forceinline__ float to_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
 template <typename T, int kVec>
-__global__ void moe_sum_kernel(const T* __restrict__ in, T* __restrict__ out, int64_t M, int k,
-                               int64_t H) {
-  const int64_t chunks_per_row = (H + kVec - 1) / kVec;
-  const int64_t total = M * chunks_per_row;
+__global__ void __launch_bounds__(256) moe_sum_kernel(const T* __restrict__ in, T* __restrict__ out,
+                                                      int64_t M, int k, int64_t H,
+                                                      typename Accumulator<T>::type scale) {
+  using P = Pack<T, kVec>;
+  using Acc = typename Accumulator<T>::type;
+  constexpr int kBatch = 4;
+  const int64_t packs_per_row = H / kVec;
+  const int64_t total = M * packs_per_row;
+  const P* in_packs = reinterpret_cast<const P*>(in);
+  P* out_packs = reinterpret_cast<P*>(out);
   for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < total;
        c += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t m = c / chunks_per_row;
-    const int64_t h0 = (c % chunks_per_row) * kVec;
-    const T* row = in + m * k * H + h0;
-    float acc[kVec];
+    const int64_t m = c / packs_per_row, col = c - m * packs_per_row;
+    const P* src = in_packs + m * k * packs_per_row + col;
+    Acc acc[kVec];
 #pragma unroll
-    for (int v = 0; v < kVec; ++v) acc[v] = 0.f;
-    const bool full = h0 + kVec <= H;
-    for (int j = 0; j < k; ++j) {
+    for (int v = 0; v < kVec; ++v) acc[v] = Acc(0);
+    for (int j0 = 0; j0 < k; j0 += kBatch) {
+      P x[kBatch];
 #pragma unroll
-      for (int v = 0; v < kVec; ++v)
-        if (full || h0 + v < H) acc[v] += to_float(row[j * H + v]);
+      for (int b = 0; b < kBatch; ++b)
+        if (j0 + b < k) x[b] = src[int64_t(j0 + b) * packs_per_row];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        if (j0 + b < k) {
+#pragma unroll
+          for (int v = 0; v < kVec; ++v) acc[v] += Accumulator<T>::load(x[b].v[v]);
+        }
     }
+    P y;
 #pragma unroll
-    for (int v = 0; v < kVec; ++v)
-      if (full || h0 + v < H) out[m * H + h0 + v] = from_float<T>(acc[v]);
+    for (int v = 0; v < kVec; ++v) y.v[v] = Accumulator<T>::store(acc[v] * scale);
+    out_packs[c] = y;
   }
 }
 

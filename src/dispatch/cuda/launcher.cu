@@ -1,16 +1,93 @@
-#include "common/checks.h"
+#include <algorithm>
+
+#include "common/cuda_check.h"
+#include "dispatch/cuda/align.cuh"
 #include "dispatch/cuda/launcher.h"
+#include "dispatch/cuda/prepare.cuh"
+#include "dispatch/cuda/shuffle_rows.cuh"
 
 namespace moekit::cuda {
+namespace {
 
-void moe_align_block_size(const detail::AlignProblem&, Stream) {
-  detail::fail("moe_align_block_size: the CUDA kernel is not in this build yet", ErrorKind::NotSupported);
+// ---- bucketing kernels: one cluster; its size and the warps per CTA come from the shape ----
+constexpr int kMaxClusterCtas = 8;            // the portable cluster limit
+constexpr int64_t kPairsPerCta = 8192;        // below this one CTA does the whole input
+constexpr int64_t kPairsPerWarp = 64;         // fewer warps for small inputs (cheaper scans)
+constexpr int64_t kSmemBudgetBytes = 200 * 1024;
+
+struct BucketLaunch {
+  int ctas;
+  int warps;
+  size_t smem_bytes;
+};
+
+BucketLaunch choose_bucket_launch(int64_t numel, int nb) {
+  BucketLaunch l;
+  l.ctas = static_cast<int>(std::clamp<int64_t>((numel + kPairsPerCta - 1) / kPairsPerCta, 1,
+                                                kMaxClusterCtas));
+  const int64_t per_cta = (numel + l.ctas - 1) / l.ctas;
+  const int64_t fit = (kSmemBudgetBytes / 4 - BucketSmem::words(nb, 0)) / nb;
+  const int64_t want = std::clamp<int64_t>((per_cta + kPairsPerWarp - 1) / kPairsPerWarp, 4, 32);
+  l.warps = static_cast<int>(std::clamp<int64_t>(std::min(fit, want), 1, 32));
+  l.smem_bytes = static_cast<size_t>(BucketSmem::words(nb, l.warps)) * 4;
+  return l;
 }
-void prepare_moe_input(const detail::PrepareProblem&, Stream) {
-  detail::fail("prepare_moe_input: the CUDA kernel is not in this build yet", ErrorKind::NotSupported);
+
+template <typename Kernel, typename Arg>
+void launch_cluster(Kernel kernel, const BucketLaunch& l, cudaStream_t stream, const Arg& arg) {
+  if (l.smem_bytes > 48 * 1024)  // per device and function; cheap, and legal during capture
+    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(l.smem_bytes)));
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(l.ctas, 1, 1);
+  config.blockDim = dim3(l.warps * 32, 1, 1);
+  config.dynamicSmemBytes = l.smem_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = l.ctas;
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  MOEKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, arg));
 }
-void shuffle_rows(const detail::ShuffleRowsProblem&, Stream) {
-  detail::fail("shuffle_rows: the CUDA kernel is not in this build yet", ErrorKind::NotSupported);
+
+}  // namespace
+
+void moe_align_block_size(const detail::AlignProblem& p, Stream stream) {
+  const BucketLaunch l = choose_bucket_launch(p.numel, p.num_buckets());
+  cudaStream_t s = detail::as_cuda_stream(stream.handle);
+  if (p.ids_int64)
+    launch_cluster(moe_align_block_size_kernel<int64_t>, l, s, p);
+  else
+    launch_cluster(moe_align_block_size_kernel<int32_t>, l, s, p);
+}
+
+void prepare_moe_input(const detail::PrepareProblem& p, Stream stream) {
+  const BucketLaunch l = choose_bucket_launch(p.numel, p.num_experts);
+  launch_cluster(prepare_moe_input_kernel, l, detail::as_cuda_stream(stream.handle), p);
+}
+
+// ---- shuffle_rows: a warp per row, the widest copy unit the row pitch and pointers allow ----
+void shuffle_rows(const detail::ShuffleRowsProblem& p, Stream stream) {
+  const uint64_t align_bits = static_cast<uint64_t>(p.row_bytes) |
+                              reinterpret_cast<uintptr_t>(p.input) |
+                              reinterpret_cast<uintptr_t>(p.output);
+  constexpr int kThreads = 256, kWarpsPerBlock = kThreads / 32;
+  const int64_t blocks = std::clamp<int64_t>((p.dst_rows + kWarpsPerBlock - 1) / kWarpsPerBlock, 1,
+                                             int64_t{1} << 20);
+  cudaStream_t s = detail::as_cuda_stream(stream.handle);
+  auto run = [&](auto kernel) {
+    kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(p.input, p.src_rows, p.dst2src_map,
+                                                            p.output, p.dst_rows, p.row_bytes);
+    MOEKIT_CUDA_CHECK_LAUNCH();
+  };
+  if (align_bits % 16 == 0) run(shuffle_rows_kernel<16>);
+  else if (align_bits % 8 == 0) run(shuffle_rows_kernel<8>);
+  else if (align_bits % 4 == 0) run(shuffle_rows_kernel<4>);
+  else if (align_bits % 2 == 0) run(shuffle_rows_kernel<2>);
+  else run(shuffle_rows_kernel<1>);
 }
 
 }  // namespace moekit::cuda

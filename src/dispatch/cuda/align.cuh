@@ -1,0 +1,48 @@
+// moe_align_block_size kernel: one thread-block cluster buckets the pairs (stable_bucket.cuh), then
+// writes the block experts, the optional pad fill and the padded total.
+#pragma once
+
+#include "dispatch/cuda/stable_bucket.cuh"
+#include "dispatch/problem.h"
+
+namespace moekit::cuda {
+
+template <typename IdT>
+__global__ void __launch_bounds__(1024) moe_align_block_size_kernel(detail::AlignProblem p) {
+  extern __shared__ int32_t smem_words[];
+  cg::cluster_group cluster = cg::this_cluster();
+  const int nb = p.num_experts + 1;
+  const BucketSmem s(smem_words, nb, blockDim.x / 32);
+  const IdT* ids = static_cast<const IdT*>(p.topk_ids);
+  auto bucket_of = [&](int64_t i) -> int {
+    const int32_t e = detail::local_expert(static_cast<int64_t>(ids[i]), p.num_experts,
+                                           p.expert_map, p.map_size);
+    return e >= 0 ? e + 1 : (p.ignore_invalid_expert ? -1 : 0);
+  };
+
+  count_buckets(s, nb, p.numel, bucket_of);
+  combine_buckets(s, nb, p.block_size);
+  scatter_buckets(
+      s, nb, p.numel, bucket_of,
+      [&](int64_t i, int32_t slot) { p.sorted_token_ids[slot] = static_cast<int32_t>(i); },
+      [](int64_t) {});
+
+  // Cluster-wide thread numbering for the fills.
+  const int64_t thread = int64_t(cluster.block_rank()) * blockDim.x + threadIdx.x;
+  const int64_t threads = int64_t(cluster.num_blocks()) * blockDim.x;
+  const int64_t total = s.start[nb];
+  for (int64_t j = thread; j < total / p.block_size; j += threads)
+    p.experts_ids[j] = bucket_of_slot(s.start, nb, j * p.block_size) - 1;
+  if (p.pad_sorted_token_ids) {
+    const int32_t sentinel = static_cast<int32_t>(p.numel);
+    for (int64_t b = thread; b < nb; b += threads)
+      for (int64_t slot = s.start[b] + s.count[b]; slot < s.start[b + 1]; ++slot)
+        p.sorted_token_ids[slot] = sentinel;
+    for (int64_t slot = total + thread; slot < p.sorted_capacity; slot += threads)
+      p.sorted_token_ids[slot] = sentinel;
+  }
+  if (thread == 0) p.num_tokens_post_pad[0] = static_cast<int32_t>(total);
+  cluster.sync();  // no CTA leaves while others may still read its counts
+}
+
+}  // namespace moekit::cuda

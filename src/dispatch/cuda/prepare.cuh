@@ -1,0 +1,54 @@
+// prepare_moe_input kernel: one thread-block cluster buckets the pairs by local expert
+// (stable_bucket.cuh); CTA 0 writes the offsets and problem sizes.
+#pragma once
+
+#include "dispatch/cuda/stable_bucket.cuh"
+#include "dispatch/problem.h"
+
+namespace moekit::cuda {
+
+__global__ void __launch_bounds__(1024) prepare_moe_input_kernel(detail::PrepareProblem p) {
+  extern __shared__ int32_t smem_words[];
+  cg::cluster_group cluster = cg::this_cluster();
+  const int nb = p.num_experts;
+  const BucketSmem s(smem_words, nb, blockDim.x / 32);
+  auto expert_of = [&](int64_t i) -> int {
+    return detail::local_expert(p.topk_ids[i], p.num_experts, p.expert_map, p.map_size);
+  };
+
+  count_buckets(s, nb, p.numel, expert_of);
+  combine_buckets(s, nb, 1);
+  scatter_buckets(
+      s, nb, p.numel, expert_of,
+      [&](int64_t i, int32_t slot) {
+        p.input_permutation[slot] = static_cast<int32_t>(i / p.topk);
+        p.output_permutation[i] = slot;
+      },
+      [&](int64_t i) { p.output_permutation[i] = -1; });
+
+  const int64_t thread = int64_t(cluster.block_rank()) * blockDim.x + threadIdx.x;
+  const int64_t threads = int64_t(cluster.num_blocks()) * blockDim.x;
+  for (int64_t slot = s.start[nb] + thread; slot < p.numel; slot += threads)
+    p.input_permutation[slot] = -1;
+  if (cluster.block_rank() == 0) {
+    for (int e = threadIdx.x; e <= nb; e += blockDim.x) p.expert_offsets[e] = s.start[e];
+    for (int e = threadIdx.x; e < nb; e += blockDim.x) {
+      const int32_t c = s.count[e];
+      p.problem_sizes1[e * 3 + 0] = c;
+      p.problem_sizes1[e * 3 + 1] = 2 * p.n;
+      p.problem_sizes1[e * 3 + 2] = p.k;
+      p.problem_sizes2[e * 3 + 0] = c;
+      p.problem_sizes2[e * 3 + 1] = p.k;
+      p.problem_sizes2[e * 3 + 2] = p.n;
+    }
+    if (p.blockscale_offsets != nullptr) {
+      // The starts are no longer needed: scan the 128-padded counts into them.
+      __syncthreads();
+      block_scan_padded(s.count, s.start, s.warp_sums, nb, 128);
+      for (int e = threadIdx.x; e <= nb; e += blockDim.x) p.blockscale_offsets[e] = s.start[e];
+    }
+  }
+  cluster.sync();  // no CTA leaves while others may still read its counts
+}
+
+}  // namespace moekit::cuda
