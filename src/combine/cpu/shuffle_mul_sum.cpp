@@ -1,10 +1,13 @@
 // CPU apply_shuffle_mul_sum: gather the k rows of each token through the permutation, weight them
 // and sum in fp32; threads over tokens.
+#include <algorithm>
 #include <vector>
 
 #include "combine/cpu/kernels.h"
+#include "combine/cpu/rows.h"
 #include "common/numeric.h"
 #include "common/parallel.h"
+#include "moekit/cpu.h"
 
 namespace moekit::cpu {
 namespace {
@@ -47,10 +50,45 @@ void dispatch_factors(const TensorView& input, const TensorView& output,
   }
 }
 
+void shuffle_mul_sum_avx2(const TensorView& input, const TensorView& output,
+                          const TensorView& permutation, const TensorView& factors) {
+  const int64_t M = output.size(0), H = output.size(1), R = input.size(0);
+  const int64_t k = permutation.numel() / M;
+  const size_t elem = dtype_size(output.dtype);
+  const char* in = static_cast<const char*>(input.data);
+  char* out = static_cast<char*>(output.data);
+  const int32_t* perm = permutation.ptr<int32_t>();
+  detail::parallel_for(M, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> acc(H);
+    for (int64_t m = begin; m < end; ++m) {
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t src = perm[m * k + j];
+        if (src < 0 || src >= R) continue;
+        float f = 1.f;
+        if (factors.defined()) {
+          const int64_t pair = m * k + j;
+          switch (factors.dtype) {
+            case DType::kFloat16: f = numeric::half_to_float(factors.ptr<uint16_t>()[pair]); break;
+            case DType::kBFloat16: f = numeric::bf16_to_float(factors.ptr<uint16_t>()[pair]); break;
+            default: f = factors.ptr<float>()[pair];
+          }
+        }
+        avx2::accumulate_row(in + src * H * elem, input.dtype, f, acc.data(), H);
+      }
+      avx2::store_row(acc.data(), 1.f, output.dtype, out + m * H * elem, H);
+    }
+  });
+}
+
 }  // namespace
 
 void apply_shuffle_mul_sum(const TensorView& input, const TensorView& output,
                            const TensorView& permutation, const TensorView& factors) {
+  if (cpu_isa() >= CpuIsa::kAvx2) {
+    shuffle_mul_sum_avx2(input, output, permutation, factors);
+    return;
+  }
   switch (output.dtype) {
     case DType::kFloat32:
       dispatch_factors<float, load_f32, store_f32>(input, output, permutation, factors);

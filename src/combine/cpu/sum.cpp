@@ -3,8 +3,10 @@
 #include <vector>
 
 #include "combine/cpu/kernels.h"
+#include "combine/cpu/rows.h"
 #include "common/numeric.h"
 #include "common/parallel.h"
+#include "moekit/cpu.h"
 
 namespace moekit::cpu {
 namespace {
@@ -23,12 +25,32 @@ void sum_rows(const T* in, T* out, int64_t M, int64_t k, int64_t H, Acc scale) {
   });
 }
 
+void sum_rows_avx2(const TensorView& input, const TensorView& output, float scale) {
+  const int64_t M = input.size(0), k = input.size(1), H = input.size(2);
+  const size_t elem = dtype_size(input.dtype);
+  const char* in = static_cast<const char*>(input.data);
+  char* out = static_cast<char*>(output.data);
+  detail::parallel_for(M, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> acc(H);
+    for (int64_t m = begin; m < end; ++m) {
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t j = 0; j < k; ++j)
+        avx2::accumulate_row(in + ((m * k + j) * H) * elem, input.dtype, 1.f, acc.data(), H);
+      avx2::store_row(acc.data(), scale, output.dtype, out + m * H * elem, H);
+    }
+  });
+}
+
 template <typename T>
 T identity(T v) { return v; }
 
 void sum_scaled(const TensorView& input, const TensorView& output, double scale) {
   const int64_t M = input.size(0), k = input.size(1), H = input.size(2);
   const float scale32 = static_cast<float>(scale);
+  if (input.dtype != DType::kFloat64 && cpu_isa() >= CpuIsa::kAvx2) {
+    sum_rows_avx2(input, output, scale32);
+    return;
+  }
   switch (input.dtype) {
     case DType::kFloat64:
       sum_rows<double, double, identity<double>, identity<double>>(
