@@ -7,6 +7,7 @@
 #include "bench_backend.h"
 #include "ceilings.h"
 #include "common/cuda_check.h"
+#include "device_buffer.h"
 
 namespace moekit::bench {
 
@@ -33,12 +34,6 @@ __global__ void fill_random_bf16(__nv_bfloat16* out, size_t n, unsigned seed) {
     out[i] = __float2bfloat16(static_cast<float>(x) * (2.0f / 4294967296.0f) - 1.0f);
   }
 }
-
-struct DeviceBuffer {
-  void* data = nullptr;
-  explicit DeviceBuffer(size_t bytes) { MOEKIT_CUDA_CHECK(cudaMalloc(&data, bytes)); }
-  ~DeviceBuffer() { cudaFree(data); }
-};
 
 // Median seconds of `repeat` event-timed calls of `work` after `warmup` untimed ones.
 template <typename Work>
@@ -81,9 +76,9 @@ GpuCeilings measure_gpu_ceilings() {
   {
     constexpr size_t kCopyBytes = size_t{1} << 30;
     DeviceBuffer src(kCopyBytes), dst(kCopyBytes);
-    MOEKIT_CUDA_CHECK(cudaMemsetAsync(src.data, 1, kCopyBytes, stream));
+    MOEKIT_CUDA_CHECK(cudaMemsetAsync(src.data(), 1, kCopyBytes, stream));
     double s = median_seconds(stream, 2, 10, [&] {
-      MOEKIT_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, kCopyBytes, cudaMemcpyDeviceToDevice, stream));
+      MOEKIT_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), kCopyBytes, cudaMemcpyDeviceToDevice, stream));
     });
     c.copy_bytes_per_s = 2.0 * static_cast<double>(kCopyBytes) / s;
   }
@@ -91,8 +86,8 @@ GpuCeilings measure_gpu_ceilings() {
     constexpr int kN = 8192;
     const size_t elems = size_t{kN} * kN;
     DeviceBuffer a(elems * 2), b(elems * 2), out(elems * 2);
-    fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<__nv_bfloat16*>(a.data), elems, 1u);
-    fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<__nv_bfloat16*>(b.data), elems, 2u);
+    fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<__nv_bfloat16*>(a.data()), elems, 1u);
+    fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<__nv_bfloat16*>(b.data()), elems, 2u);
     MOEKIT_CUDA_CHECK_LAUNCH();
     cublasHandle_t handle;
     MOEKIT_CUBLAS_CHECK(cublasCreate(&handle));
@@ -100,8 +95,8 @@ GpuCeilings measure_gpu_ceilings() {
       MOEKIT_CUBLAS_CHECK(cublasSetStream(handle, stream));
       const float alpha = 1.f, beta = 0.f;
       double s = median_seconds(stream, 3, 10, [&] {
-        MOEKIT_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, kN, kN, kN, &alpha, a.data,
-                                         CUDA_R_16BF, kN, b.data, CUDA_R_16BF, kN, &beta, out.data,
+        MOEKIT_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, kN, kN, kN, &alpha, a.data(),
+                                         CUDA_R_16BF, kN, b.data(), CUDA_R_16BF, kN, &beta, out.data(),
                                          CUDA_R_16BF, kN, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       });
       c.bf16_flops = 2.0 * kN * double{kN} * kN / s;

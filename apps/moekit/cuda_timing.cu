@@ -1,22 +1,18 @@
-#include "common/cuda_check.h"
 #include "cuda_timing.h"
 
 #include <vector>
+
+#include "common/cuda_check.h"
+#include "device_buffer.h"
 
 namespace moekit::bench {
 
 namespace {
 constexpr size_t kL2FlushBytes = size_t{256} << 20;
-
-struct FlushBuffer {
-  void* data = nullptr;
-  FlushBuffer() { MOEKIT_CUDA_CHECK(cudaMalloc(&data, kL2FlushBytes)); }
-  ~FlushBuffer() { cudaFree(data); }
-};
 }  // namespace
 
 Timing time_cuda_graph(const std::function<void(cudaStream_t)>& enqueue, const TimingOptions& options) {
-  static FlushBuffer flush;
+  static DeviceBuffer flush(kL2FlushBytes);
   cudaStream_t stream;
   MOEKIT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaGraph_t graph = nullptr;
@@ -37,7 +33,7 @@ Timing time_cuda_graph(const std::function<void(cudaStream_t)>& enqueue, const T
   std::vector<cudaEvent_t> events(2 * options.repeat);
   for (cudaEvent_t& e : events) MOEKIT_CUDA_CHECK(cudaEventCreate(&e));
   for (int i = 0; i < options.repeat; ++i) {
-    MOEKIT_CUDA_CHECK(cudaMemsetAsync(flush.data, 0, kL2FlushBytes, stream));
+    MOEKIT_CUDA_CHECK(cudaMemsetAsync(flush.data(), 0, kL2FlushBytes, stream));
     MOEKIT_CUDA_CHECK(cudaEventRecord(events[2 * i], stream));
     MOEKIT_CUDA_CHECK(cudaGraphLaunch(exec, stream));
     MOEKIT_CUDA_CHECK(cudaEventRecord(events[2 * i + 1], stream));
