@@ -104,6 +104,33 @@ MOEKIT_API void biased_grouped_topk(TensorView topk_weights, TensorView topk_ids
                                     int num_fused_shared_experts = 0,
                                     double routed_scaling_factor = 1.0, Stream stream = {});
 
+// Route, then bucket the routing result by expert for the grouped GEMMs: the chosen router op
+// writes topk_weights / topk_ids exactly as it does alone, and sorted_token_ids / experts_ids /
+// num_tokens_post_pad are those of moe_align_block_size_experts(topk_ids, E + S, block_size, ...,
+// pad_sorted_token_ids, ignore_invalid_expert = true) (dispatch.h; S = fused shared experts, whose
+// ids E..E+S-1 are real buckets). On CUDA one launch does both for up to 4096 (token, slot) pairs
+// (the decode case); more pairs take two launches with the same results.
+//   gating_output [M, E], correction_bias as the chosen router op takes it (required by the gate)
+//   topk_weights [M, k] fp32, topk_ids [M, k] int32: out
+//   sorted_token_ids [P] int32, experts_ids [B] int32, num_tokens_post_pad [1] int32: out, with
+//   the capacity moe_align_block_size_capacity(M * k, E + S, block_size) gives
+struct RouteAndAlignOptions {
+  enum class Router { kTopkSoftmax, kTopkSigmoid, kMoeFusedGate };
+  Router router = Router::kTopkSoftmax;
+  bool renormalize = false;                           // kTopkSoftmax, kTopkSigmoid
+  float moe_softcapping = 0.f;                        // kTopkSoftmax
+  RouterBiasMode bias_mode = RouterBiasMode::kLogit;  // kTopkSoftmax
+  MoeFusedGateOptions gate = {};  // kMoeFusedGate (its own renormalize flag applies)
+  int64_t block_size = 64;
+  bool pad_sorted_token_ids = false;
+};
+
+MOEKIT_API void route_and_align_block_size(TensorView gating_output, TensorView correction_bias,
+                                           TensorView topk_weights, TensorView topk_ids,
+                                           TensorView sorted_token_ids, TensorView experts_ids,
+                                           TensorView num_tokens_post_pad,
+                                           const RouteAndAlignOptions& options, Stream stream = {});
+
 namespace reference {
 
 MOEKIT_API void topk_softmax(TensorView topk_weights, TensorView topk_indices,
@@ -127,6 +154,13 @@ MOEKIT_API void biased_grouped_topk(TensorView topk_weights, TensorView topk_ids
                                     bool renormalize, int num_expert_group, int topk_group,
                                     int num_fused_shared_experts = 0,
                                     double routed_scaling_factor = 1.0);
+
+// The oracle: the router oracle, then the moe_align_block_size_experts oracle.
+MOEKIT_API void route_and_align_block_size(TensorView gating_output, TensorView correction_bias,
+                                           TensorView topk_weights, TensorView topk_ids,
+                                           TensorView sorted_token_ids, TensorView experts_ids,
+                                           TensorView num_tokens_post_pad,
+                                           const RouteAndAlignOptions& options);
 
 // The router's fp32 functions (exposed for tests and other layers): bit-identical everywhere.
 MOEKIT_API float router_exp(float x);

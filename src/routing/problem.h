@@ -21,6 +21,9 @@
 
 namespace moekit::routing {
 
+// The fused route-and-align CUDA kernel handles up to this many (token, slot) pairs in one CTA.
+constexpr int64_t kMaxFusedRouteAlignPairs = 4096;
+
 enum class ScoreFunction { kSoftmax, kSigmoid };
 
 struct RouterProblem {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/host_values.h"
+#include "moekit/dispatch.h"
 #include "moekit/route.h"
 #include "routing/reference.h"
 #include "routing/router_math.h"
@@ -158,6 +159,20 @@ void biased_grouped_topk(TensorView topk_weights, TensorView topk_ids, TensorVie
   routing::reference_route(detail::validate_grouped_topk(
       topk_weights, topk_ids, gating_output, correction_bias, true, topk, renormalize,
       num_expert_group, topk_group, num_fused_shared_experts, routed_scaling_factor, Device{}));
+}
+
+void route_and_align_block_size(TensorView gating_output, TensorView correction_bias,
+                                TensorView topk_weights, TensorView topk_ids,
+                                TensorView sorted_token_ids, TensorView experts_ids,
+                                TensorView num_tokens_post_pad, const RouteAndAlignOptions& options) {
+  detail::RouteAndAlignProblem p = detail::validate_route_and_align(
+      gating_output, correction_bias, topk_weights, topk_ids, sorted_token_ids, experts_ids,
+      num_tokens_post_pad, options, Device{});
+  routing::reference_route(p.route);
+  reference::moe_align_block_size_experts(topk_ids, p.route.E + p.route.shared, options.block_size,
+                                          sorted_token_ids, experts_ids, num_tokens_post_pad,
+                                          options.pad_sorted_token_ids,
+                                          /*ignore_invalid_expert=*/true);
 }
 
 float router_exp(float x) { return routing::router_exp(x); }

@@ -1,5 +1,6 @@
 // Public routing ops: validate on the host, then run on the tensors' device.
 #include "common/backend.h"
+#include "moekit/dispatch.h"
 #include "moekit/route.h"
 #include "routing/cpu/kernels.h"
 #include "routing/cuda/launcher.h"
@@ -70,6 +71,28 @@ void biased_grouped_topk(TensorView topk_weights, TensorView topk_ids, TensorVie
                                     num_fused_shared_experts, routed_scaling_factor,
                                     gating_output.device),
       gating_output.device, stream, "biased_grouped_topk");
+}
+
+void route_and_align_block_size(TensorView gating_output, TensorView correction_bias,
+                                TensorView topk_weights, TensorView topk_ids,
+                                TensorView sorted_token_ids, TensorView experts_ids,
+                                TensorView num_tokens_post_pad, const RouteAndAlignOptions& options,
+                                Stream stream) {
+  const Device device = gating_output.device;
+  detail::RouteAndAlignProblem p = detail::validate_route_and_align(
+      gating_output, correction_bias, topk_weights, topk_ids, sorted_token_ids, experts_ids,
+      num_tokens_post_pad, options, device);
+  if (device.kind == DeviceKind::kCUDA &&
+      p.route.M * p.route.slots() <= routing::kMaxFusedRouteAlignPairs) {
+    MOEKIT_CUDA_ONLY(cuda::route_and_align(p, stream), "route_and_align_block_size");
+    return;
+  }
+  // Two steps: route, then align the ids just written (same stream, so in order on CUDA).
+  run(p.route, device, stream, "route_and_align_block_size");
+  moe_align_block_size_experts(topk_ids, p.route.E + p.route.shared, options.block_size,
+                               sorted_token_ids, experts_ids, num_tokens_post_pad,
+                               options.pad_sorted_token_ids, /*ignore_invalid_expert=*/true,
+                               TensorView{}, stream);
 }
 
 }  // namespace moekit

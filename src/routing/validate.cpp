@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/checks.h"
+#include "dispatch/validate.h"
 
 namespace moekit::detail {
 namespace {
@@ -191,6 +192,34 @@ RouterProblem validate_grouped_topk(const TensorView& topk_weights, const Tensor
   p.renormalize = renormalize;
   p.scale_by_rsf = routed_scaling_factor != 1.0;
   p.rsf = routed_scaling_factor;
+  return p;
+}
+
+RouteAndAlignProblem validate_route_and_align(const TensorView& gating_output,
+                                              const TensorView& correction_bias,
+                                              const TensorView& topk_weights,
+                                              const TensorView& topk_ids,
+                                              const TensorView& sorted_token_ids,
+                                              const TensorView& experts_ids,
+                                              const TensorView& num_tokens_post_pad,
+                                              const RouteAndAlignOptions& o, Device device) {
+  RouteAndAlignProblem p;
+  switch (o.router) {
+    case RouteAndAlignOptions::Router::kTopkSoftmax:
+      p.route = validate_topk_softmax(topk_weights, topk_ids, gating_output, o.renormalize,
+                                      o.moe_softcapping, correction_bias, o.bias_mode, device);
+      break;
+    case RouteAndAlignOptions::Router::kTopkSigmoid:
+      p.route = validate_topk_sigmoid(topk_weights, topk_ids, gating_output, o.renormalize,
+                                      correction_bias, device);
+      break;
+    default:
+      p.route = validate_moe_fused_gate(gating_output, correction_bias, topk_weights, topk_ids,
+                                        o.gate, device);
+  }
+  p.align = validate_align(topk_ids, p.route.E + p.route.shared, o.block_size, sorted_token_ids,
+                           experts_ids, num_tokens_post_pad, o.pad_sorted_token_ids,
+                           /*ignore_invalid_expert=*/true, TensorView{}, device);
   return p;
 }
 

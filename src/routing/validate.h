@@ -2,6 +2,7 @@
 // problem the op describes (pointers included); nothing is read from the tensors' memory.
 #pragma once
 
+#include "dispatch/problem.h"
 #include "moekit/route.h"
 #include "routing/problem.h"
 
@@ -32,5 +33,18 @@ routing::RouterProblem validate_grouped_topk(const TensorView& topk_weights,
                                              int topk, bool renormalize, int num_expert_group,
                                              int topk_group, int num_fused_shared_experts,
                                              double routed_scaling_factor, Device device);
+
+struct RouteAndAlignProblem {
+  routing::RouterProblem route;
+  AlignProblem align;
+};
+RouteAndAlignProblem validate_route_and_align(const TensorView& gating_output,
+                                              const TensorView& correction_bias,
+                                              const TensorView& topk_weights,
+                                              const TensorView& topk_ids,
+                                              const TensorView& sorted_token_ids,
+                                              const TensorView& experts_ids,
+                                              const TensorView& num_tokens_post_pad,
+                                              const RouteAndAlignOptions& options, Device device);
 
 }  // namespace moekit::detail

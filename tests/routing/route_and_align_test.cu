@@ -1,0 +1,179 @@
+// route_and_align_block_size on CUDA: the fused one-CTA launch (up to 4096 pairs) and the two-launch
+// path against the composed oracles, graph capture, and decode timings printed for the record.
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "common/cuda_test_util.h"
+#include "moekit/dispatch.h"
+#include "routing/router_cases.h"
+
+namespace moekit::test {
+namespace {
+
+using Router = RouteAndAlignOptions::Router;
+
+struct Case {
+  Router router;
+  int64_t M, E, bs;
+  int k;  // routed
+  bool pad;
+  DType dtype = DType::kFloat32;
+};
+
+RouteAndAlignOptions options_for(const Case& c) {
+  RouteAndAlignOptions o;
+  o.router = c.router;
+  o.block_size = c.bs;
+  o.pad_sorted_token_ids = c.pad;
+  o.renormalize = true;
+  o.moe_softcapping = c.M % 2 ? 0.f : 20.f;
+  const bool grouped = c.E % 8 == 0 && c.E >= 64;
+  o.gate.num_expert_group = grouped ? 8 : 1;
+  o.gate.topk_group = grouped ? 4 : 1;
+  o.gate.num_fused_shared_experts = c.k == 8 ? 1 : 0;
+  o.gate.topk = c.k + o.gate.num_fused_shared_experts;
+  o.gate.routed_scaling_factor = 2.5;
+  return o;
+}
+
+struct Buffers {
+  HostTensor w, ids, sorted, experts, total;
+  Buffers(int64_t M, int k, int64_t buckets, int64_t bs)
+      : w(DType::kFloat32, {M, k}), ids(DType::kInt32, {M, k}) {
+    AlignCapacity cap = moe_align_block_size_capacity(M * k, buckets, bs);
+    sorted = HostTensor(DType::kInt32, {cap.sorted_token_ids + 7});
+    experts = HostTensor(DType::kInt32, {cap.experts_ids + 2});
+    total = HostTensor(DType::kInt32, {1});
+    for (HostTensor* t : {&w, &ids, &sorted, &experts, &total}) t->poison();
+  }
+};
+
+void check(const Case& c, std::mt19937_64& rng) {
+  RouteAndAlignOptions o = options_for(c);
+  const bool gate = c.router == Router::kMoeFusedGate;
+  const int slots = gate ? o.gate.topk : c.k;
+  SCOPED_TRACE("router " + std::to_string(static_cast<int>(c.router)) + " M=" + std::to_string(c.M) +
+               " E=" + std::to_string(c.E) + " k=" + std::to_string(slots) + " bs=" +
+               std::to_string(c.bs) + " pad=" + std::to_string(c.pad) + " " + dtype_name(c.dtype));
+  HostTensor x(c.dtype, {c.M, c.E}), bias(gate ? c.dtype : DType::kFloat32, {c.E});
+  fill_logits(x, rng, true);
+  bias.fill_normal(rng);
+  const int64_t buckets = c.E + (gate ? o.gate.num_fused_shared_experts : 0);
+  Buffers want(c.M, slots, buckets, c.bs), got(c.M, slots, buckets, c.bs);
+  reference::route_and_align_block_size(x.view(), bias.view(), want.w.view(), want.ids.view(),
+                                        want.sorted.view(), want.experts.view(), want.total.view(), o);
+  DeviceTensor dx(x), db(bias), dw(got.w), di(got.ids), ds(got.sorted), de(got.experts), dt(got.total);
+  route_and_align_block_size(dx.view(), db.view(), dw.view(), di.view(), ds.view(), de.view(),
+                             dt.view(), o);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_TRUE(RoutesMatch(dw.to_host(), di.to_host(), want.w, want.ids));
+  EXPECT_TRUE(dt.to_host().bytes_equal(want.total)) << dt.to_host().get(0) << " vs " << want.total.get(0);
+  EXPECT_TRUE(ds.to_host().bytes_equal(want.sorted)) << "sorted_token_ids";
+  EXPECT_TRUE(de.to_host().bytes_equal(want.experts)) << "experts_ids";
+}
+
+TEST(RouteAndAlignCuda, MatchesComposedOracles) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  for (Router r : {Router::kTopkSoftmax, Router::kTopkSigmoid, Router::kMoeFusedGate})
+    for (int64_t E : {8, 60, 128, 256, 384, 512})
+      for (int k : {1, 8}) {
+        if (k > E) continue;
+        // 0..500 rows use the fused launch (500 * 8 = 4000 pairs); 520 * 8 > 4096 takes two.
+        for (int64_t M : {0, 1, 7, 64, 500, 520})
+          for (int64_t bs : {1, 16, 64, 128}) {
+            if ((M == 500 || M == 520) && bs != 64) continue;
+            check(Case{r, M, E, bs, k, (M + bs) % 3 == 0}, rng);
+          }
+      }
+  check(Case{Router::kMoeFusedGate, 64, 256, 64, 8, true, DType::kBFloat16}, rng);
+  check(Case{Router::kTopkSoftmax, 64, 256, 64, 8, false, DType::kFloat16}, rng);
+}
+
+TEST(RouteAndAlignCudaGraph, CaptureAndReplayIsIdentical) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  Case c{Router::kMoeFusedGate, 32, 256, 64, 8, true};
+  RouteAndAlignOptions o = options_for(c);
+  HostTensor x(DType::kFloat32, {c.M, c.E}), bias(DType::kFloat32, {c.E});
+  fill_logits(x, rng, false);
+  bias.fill_normal(rng);
+  Buffers b(c.M, o.gate.topk, c.E + 1, c.bs);
+  DeviceTensor dx(x), db(bias);
+  DeviceTensor ew(b.w), ei(b.ids), es(b.sorted), ee(b.experts), et(b.total);
+  DeviceTensor gw(b.w), gi(b.ids), gs(b.sorted), ge(b.experts), gt(b.total);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  route_and_align_block_size(dx.view(), db.view(), ew.view(), ei.view(), es.view(), ee.view(), et.view(), o, Stream{stream});
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  route_and_align_block_size(dx.view(), db.view(), gw.view(), gi.view(), gs.view(), ge.view(), gt.view(), o, Stream{stream});
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_TRUE(gw.to_host().bytes_equal(ew.to_host()));
+  EXPECT_TRUE(gi.to_host().bytes_equal(ei.to_host()));
+  EXPECT_TRUE(gs.to_host().bytes_equal(es.to_host()));
+  EXPECT_TRUE(ge.to_host().bytes_equal(ee.to_host()));
+  EXPECT_TRUE(gt.to_host().bytes_equal(et.to_host()));
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST(RouteAndAlignCudaTiming, DecodeSizes) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  for (Router r : {Router::kTopkSoftmax, Router::kMoeFusedGate})
+    for (int64_t M : {1, 16, 64, 256}) {
+      Case c{r, M, 256, 64, 8, false};
+      RouteAndAlignOptions o = options_for(c);
+      const int slots = r == Router::kMoeFusedGate ? o.gate.topk : 8;
+      HostTensor x(DType::kFloat32, {M, 256}), bias(DType::kFloat32, {256});
+      fill_logits(x, rng, false);
+      bias.fill_normal(rng);
+      Buffers b(M, slots, 257, 64);
+      DeviceTensor dx(x), db(bias), dw(b.w), di(b.ids), ds(b.sorted), de(b.experts), dt(b.total);
+      cudaStream_t stream;
+      cudaStreamCreate(&stream);
+      auto call = [&] {
+        route_and_align_block_size(dx.view(), db.view(), dw.view(), di.view(), ds.view(), de.view(),
+                                   dt.view(), o, Stream{stream});
+      };
+      call();
+      cudaGraph_t graph;
+      cudaGraphExec_t exec;
+      cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal);
+      for (int i = 0; i < 200; ++i) call();
+      cudaStreamEndCapture(stream, &graph);
+      cudaGraphInstantiate(&exec, graph, 0);
+      cudaEvent_t a, e;
+      cudaEventCreate(&a);
+      cudaEventCreate(&e);
+      std::vector<float> us;
+      for (int rep = 0; rep < 7; ++rep) {
+        cudaEventRecord(a, stream);
+        cudaGraphLaunch(exec, stream);
+        cudaEventRecord(e, stream);
+        cudaEventSynchronize(e);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, a, e);
+        us.push_back(ms * 1000 / 200);
+      }
+      std::sort(us.begin(), us.end());
+      std::printf("[route_and_align timing] router=%d E=256 k=%d M=%-4lld bs=64 %.2f us\n",
+                  static_cast<int>(r), slots, static_cast<long long>(M), us[3]);
+      if (M <= 64) EXPECT_LT(us[3], 12.f);
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+      cudaEventDestroy(a);
+      cudaEventDestroy(e);
+      cudaStreamDestroy(stream);
+    }
+}
+
+}  // namespace
+}  // namespace moekit::test
