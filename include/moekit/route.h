@@ -12,7 +12,7 @@
 //   - A NaN logit or selection score is treated as -inf (ranks last) and weighs 0: a row of NaN picks
 //     experts 0..k-1 with weight 0 (renormalisation keeps 0). A +inf logit takes the whole softmax
 //     mass (several share it equally); sigmoid(+inf) = 1, sigmoid(-inf) = 0.
-//   - exp, sigmoid and tanh are moekit's own fp32 functions (within 2 ulp of the exact value,
+//   - exp, sigmoid and tanh are moekit's own fp32 functions (exp and sigmoid within 2 ulp, tanh 4,
 //     results below FLT_MIN flushed to 0), bit-identical on every back end, so ids agree exactly
 //     between the oracle, the CPU and the CUDA paths; sums feeding weights accumulate in fp64.
 //   - Results are bit-identical run to run and for every thread count.
