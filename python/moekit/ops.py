@@ -171,6 +171,42 @@ def biased_grouped_topk(topk_weights, topk_ids, gating_output, correction_bias, 
                            routed_scaling_factor, stream_for(stream, gating_output))
 
 
+def route_and_align_block_size(gating_output, correction_bias, topk_weights, topk_ids,
+                               sorted_token_ids, experts_ids, num_tokens_post_pad, *,
+                               router="topk_softmax", renormalize=None, moe_softcapping=0.0,
+                               bias_mode="logit", num_expert_group=1, topk_group=1,
+                               num_fused_shared_experts=0, routed_scaling_factor=0.0,
+                               apply_routed_scaling_factor_on_output=False, block_size=64,
+                               pad_sorted_token_ids=False, stream=None) -> None:
+    """Route, then bucket the routing result by expert for the grouped GEMMs (one launch on CUDA
+    up to 4096 (token, slot) pairs), in place. ``router``: "topk_softmax", "topk_sigmoid" or
+    "moe_fused_gate" (with its group options; topk = topk_ids.shape[1]). ``renormalize`` defaults
+    to False for the top-k routers and True for the gate.
+
+    topk_weights / topk_ids [M, k] are written as the router op alone writes them;
+    sorted_token_ids [P], experts_ids [B], num_tokens_post_pad [1] (int32) as
+    ``moe_align_block_size_experts(topk_ids, E + S, block_size, ..., pad_sorted_token_ids,
+    ignore_invalid_expert=True)``; P, B from ``moe_align_block_size_capacity(M * k, E + S,
+    block_size)``.
+    """
+    gate = router == "moe_fused_gate"
+    if renormalize is None:
+        renormalize = gate
+    ids = topk_ids.array if isinstance(topk_ids, _C.TypedArray) else topk_ids
+    if is_torch(gating_output):
+        return _torch_ops().route_and_align_block_size(
+            gating_output, correction_bias, topk_weights, topk_ids, sorted_token_ids, experts_ids,
+            num_tokens_post_pad, router, renormalize, moe_softcapping, bias_mode,
+            num_expert_group, topk_group, num_fused_shared_experts, routed_scaling_factor,
+            apply_routed_scaling_factor_on_output, block_size, pad_sorted_token_ids)
+    _C.route_and_align_block_size(
+        gating_output, correction_bias, topk_weights, topk_ids, sorted_token_ids, experts_ids,
+        num_tokens_post_pad, router, renormalize, moe_softcapping, bias_mode, num_expert_group,
+        topk_group, int(ids.shape[1]), num_fused_shared_experts, routed_scaling_factor,
+        apply_routed_scaling_factor_on_output, renormalize, block_size, pad_sorted_token_ids,
+        stream_for(stream, gating_output))
+
+
 def _new_router_outputs(gating_output, topk):
     m = _rows(gating_output)
     return empty(gating_output, (m, topk), "float32"), empty(gating_output, (m, topk), "int32")
@@ -608,6 +644,7 @@ __all__ = [
     "moe_sum",
     "moe_sum_reduce",
     "prepare_moe_input",
+    "route_and_align_block_size",
     "shuffle_rows",
     "topk_sigmoid",
     "topk_sigmoid_cpu",

@@ -11,6 +11,7 @@ moe_fused_gate = _C.reference_moe_fused_gate
 kimi_k2_moe_fused_gate = _C.reference_kimi_k2_moe_fused_gate
 grouped_topk = _C.reference_grouped_topk
 biased_grouped_topk = _C.reference_biased_grouped_topk
+route_and_align_block_size = _C.reference_route_and_align_block_size
 
 # Dispatch
 moe_align_block_size = _C.reference_moe_align_block_size
@@ -43,6 +44,7 @@ __all__ = [
     "moe_sum",
     "moe_sum_reduce",
     "prepare_moe_input",
+    "route_and_align_block_size",
     "shared_expert",
     "shuffle_rows",
     "topk_sigmoid",

@@ -151,6 +151,31 @@ def biased_grouped_topk(topk_weights: Tensor, topk_ids: Tensor, gating_output: T
 biased_grouped_topk.register_fake(_no_result)
 
 
+@_custom_op("moekit::route_and_align_block_size",
+            mutates_args=("topk_weights", "topk_ids", "sorted_token_ids", "experts_ids",
+                          "num_tokens_post_pad"))
+def route_and_align_block_size(gating_output: Tensor, correction_bias: Optional[Tensor],
+                               topk_weights: Tensor, topk_ids: Tensor, sorted_token_ids: Tensor,
+                               experts_ids: Tensor, num_tokens_post_pad: Tensor,
+                               router: str = "topk_softmax", renormalize: bool = False,
+                               moe_softcapping: float = 0.0, bias_mode: str = "logit",
+                               num_expert_group: int = 1, topk_group: int = 1,
+                               num_fused_shared_experts: int = 0,
+                               routed_scaling_factor: float = 0.0,
+                               apply_routed_scaling_factor_on_output: bool = False,
+                               block_size: int = 64, pad_sorted_token_ids: bool = False) -> None:
+    """moekit.ops.route_and_align_block_size as a torch op (renormalize applies to the gate too)."""
+    _C.route_and_align_block_size(
+        _arg(gating_output), _optional(correction_bias), _arg(topk_weights), _arg(topk_ids),
+        _arg(sorted_token_ids), _arg(experts_ids), _arg(num_tokens_post_pad), router, renormalize,
+        moe_softcapping, bias_mode, num_expert_group, topk_group, topk_ids.shape[1],
+        num_fused_shared_experts, routed_scaling_factor, apply_routed_scaling_factor_on_output,
+        renormalize, block_size, pad_sorted_token_ids, _stream(gating_output))
+
+
+route_and_align_block_size.register_fake(_no_result)
+
+
 # ---------------------------------------------------------------------------------------------
 # Dispatch (moekit/dispatch.h)
 
@@ -400,6 +425,7 @@ __all__ = [
     "moe_sum",
     "moe_sum_reduce",
     "prepare_moe_input",
+    "route_and_align_block_size",
     "shuffle_rows",
     "topk_sigmoid",
     "topk_softmax",

@@ -32,6 +32,48 @@ MoeFusedGateOptions gate_options(int num_expert_group, int topk_group, int topk,
   return o;
 }
 
+RouteAndAlignOptions route_and_align_options(
+    const std::string& router, bool renormalize, float moe_softcapping, const std::string& bias_mode,
+    int num_expert_group, int topk_group, int topk, int num_fused_shared_experts,
+    double routed_scaling_factor, bool apply_routed_scaling_factor_on_output,
+    bool gate_renormalize, int64_t block_size, bool pad_sorted_token_ids) {
+  RouteAndAlignOptions o;
+  using Router = RouteAndAlignOptions::Router;
+  if (router == "topk_softmax") {
+    o.router = Router::kTopkSoftmax;
+  } else if (router == "topk_sigmoid") {
+    o.router = Router::kTopkSigmoid;
+  } else if (router == "moe_fused_gate") {
+    o.router = Router::kMoeFusedGate;
+  } else {
+    throw Error(ErrorKind::InvalidArgument,
+                "router: expected \"topk_softmax\", \"topk_sigmoid\" or \"moe_fused_gate\", got \"" +
+                    router + "\"");
+  }
+  o.renormalize = renormalize;
+  o.moe_softcapping = moe_softcapping;
+  o.bias_mode = parse_bias_mode(bias_mode);
+  o.gate = gate_options(num_expert_group, topk_group, topk, num_fused_shared_experts,
+                        routed_scaling_factor, apply_routed_scaling_factor_on_output,
+                        gate_renormalize);
+  o.block_size = block_size;
+  o.pad_sorted_token_ids = pad_sorted_token_ids;
+  return o;
+}
+
+constexpr const char* kRouteAndAlignDoc =
+    "Route, then bucket the result by expert for the grouped GEMMs, in one launch on CUDA for up "
+    "to 4096 (token, slot) pairs. router: \"topk_softmax\" (renormalize, moe_softcapping, "
+    "bias_mode), \"topk_sigmoid\" (renormalize) or \"moe_fused_gate\" (num_expert_group, "
+    "topk_group, topk, num_fused_shared_experts, routed_scaling_factor, apply flag, "
+    "gate_renormalize). topk_weights / topk_ids are written as the router op alone writes them; "
+    "sorted_token_ids / experts_ids / num_tokens_post_pad as moe_align_block_size_experts(topk_ids, "
+    "E + S, block_size, ..., pad_sorted_token_ids, ignore_invalid_expert=True).\n\n"
+    "gating_output [M, E]; correction_bias [E] or None (required by the gate)\n"
+    "topk_weights [M, k] float32, topk_ids [M, k] int32: written\n"
+    "sorted_token_ids [P] int32, experts_ids [B] int32, num_tokens_post_pad [1] int32: written; "
+    "capacity from moe_align_block_size_capacity(M * k, E + S, block_size)";
+
 constexpr const char* kTopkSoftmaxDoc =
     "Softmax router (Mixtral / Qwen-MoE). Per row: x = logits; if moe_softcapping c != 0, "
     "x = c*tanh(x/c); with bias_mode \"logit\" x += correction_bias; p = softmax(x); choose the k "
@@ -273,6 +315,45 @@ void bind_route(nb::module_& m) {
       "topk_weights"_a, "topk_ids"_a, "gating_output"_a, "correction_bias"_a, "topk"_a,
       "renormalize"_a, "num_expert_group"_a, "topk_group"_a, "num_fused_shared_experts"_a = 0,
       "routed_scaling_factor"_a = 1.0, kBiasedGroupedTopkDoc);
+  for (bool reference : {false, true}) {
+    auto body = [reference](Tensor gating_output, OptionalTensor correction_bias,
+                            Tensor topk_weights, Tensor topk_ids, Tensor sorted_token_ids,
+                            Tensor experts_ids, Tensor num_tokens_post_pad,
+                            const std::string& router, bool renormalize, float moe_softcapping,
+                            const std::string& bias_mode, int num_expert_group, int topk_group,
+                            int topk, int num_fused_shared_experts, double routed_scaling_factor,
+                            bool apply_routed_scaling_factor_on_output, bool gate_renormalize,
+                            int64_t block_size, bool pad_sorted_token_ids, uintptr_t stream) {
+      TensorView logits = gating_output.input("gating_output"),
+                 bias = input(correction_bias, "correction_bias"),
+                 w = topk_weights.output("topk_weights"), ids = topk_ids.output("topk_ids"),
+                 sorted = sorted_token_ids.output("sorted_token_ids"),
+                 experts = experts_ids.output("experts_ids"),
+                 post_pad = num_tokens_post_pad.output("num_tokens_post_pad");
+      RouteAndAlignOptions o = route_and_align_options(
+          router, renormalize, moe_softcapping, bias_mode, num_expert_group, topk_group, topk,
+          num_fused_shared_experts, routed_scaling_factor, apply_routed_scaling_factor_on_output,
+          gate_renormalize, block_size, pad_sorted_token_ids);
+      nb::gil_scoped_release nogil;
+      if (reference) {
+        moekit::reference::route_and_align_block_size(logits, bias, w, ids, sorted, experts,
+                                                      post_pad, o);
+      } else {
+        moekit::route_and_align_block_size(logits, bias, w, ids, sorted, experts, post_pad, o,
+                                           stream_from(stream));
+      }
+    };
+    // The oracle ignores `stream`.
+    m.def(reference ? "reference_route_and_align_block_size" : "route_and_align_block_size", body,
+          "gating_output"_a, "correction_bias"_a.none(), "topk_weights"_a, "topk_ids"_a,
+          "sorted_token_ids"_a, "experts_ids"_a, "num_tokens_post_pad"_a,
+          "router"_a = "topk_softmax", "renormalize"_a = false, "moe_softcapping"_a = 0.f,
+          "bias_mode"_a = "logit", "num_expert_group"_a = 1, "topk_group"_a = 1, "topk"_a = 1,
+          "num_fused_shared_experts"_a = 0, "routed_scaling_factor"_a = 0.0,
+          "apply_routed_scaling_factor_on_output"_a = false, "gate_renormalize"_a = true,
+          "block_size"_a = 64, "pad_sorted_token_ids"_a = false, "stream"_a = 0,
+          kRouteAndAlignDoc);
+  }
 }
 
 }  // namespace moekit::python

@@ -190,3 +190,40 @@ def test_router_errors_name_the_argument(backend):
     w, ids = backend.empty((3, 2), "float32"), backend.empty((3, 2), "int64")
     with pytest.raises(ValueError, match="topk_indices: expected int32, got int64"):
         moekit.ops.topk_softmax(w, ids, backend.tensor(np.zeros((3, 8), np.float32)))
+
+
+@pytest.mark.parametrize("router", ["topk_softmax", "topk_sigmoid", "moe_fused_gate"])
+@pytest.mark.parametrize("M", [0, 1, 37, 600])
+def test_route_and_align_block_size_equals_the_two_ops(backend, router, M):
+    rng = fresh_rng()
+    E, k, bs, shared = 64, 8, 16, (1 if router == "moe_fused_gate" else 0)
+    logits = rng.standard_normal((M, E)).astype(np.float32)
+    bias = rng.standard_normal(E).astype(np.float32) * 0.1
+    P, B = moekit.ops.moe_align_block_size_capacity(M * k, E + shared, bs)
+    out = [backend.empty((M, k), "float32"), backend.empty((M, k), "int32"),
+           backend.empty((P,), "int32", fill=-7), backend.empty((B,), "int32", fill=-7),
+           backend.empty((1,), "int32")]
+    gate = dict(num_expert_group=8, topk_group=4, num_fused_shared_experts=shared,
+                routed_scaling_factor=2.5) if router == "moe_fused_gate" else {}
+    moekit.ops.route_and_align_block_size(backend.tensor(logits), backend.tensor(bias), *out,
+                                          router=router, block_size=bs,
+                                          pad_sorted_token_ids=True, **gate)
+    backend.synchronize()
+    got = [backend.numpy(t) for t in out]
+
+    w, ids = np.full((M, k), np.nan, np.float32), np.full((M, k), -2, np.int32)
+    if router == "topk_softmax":
+        moekit.reference.topk_softmax(w, ids, logits, False, 0.0, bias)
+    elif router == "topk_sigmoid":
+        moekit.reference.topk_sigmoid(w, ids, logits, False, bias)
+    else:
+        moekit.reference.moe_fused_gate(logits, bias, w, ids, 8, 4, k, shared, 2.5)
+    np.testing.assert_array_equal(got[0], w)
+    np.testing.assert_array_equal(got[1], ids)
+    sorted_ids, experts, post_pad = (np.full(P, -7, np.int32), np.full(B, -7, np.int32),
+                                     np.zeros(1, np.int32))
+    moekit.reference.moe_align_block_size_experts(ids, E + shared, bs, sorted_ids, experts,
+                                                  post_pad, True, True)
+    np.testing.assert_array_equal(got[4], post_pad)
+    np.testing.assert_array_equal(got[2], sorted_ids)
+    np.testing.assert_array_equal(got[3], experts)

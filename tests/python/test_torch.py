@@ -137,6 +137,15 @@ def _fused_moe(device):
             torch.randn(M, E, device=device), k, True)
 
 
+def _route_and_align_block_size(device):
+    M, E, k, bs = 9, 64, 8, 16
+    P, B = moekit.ops.moe_align_block_size_capacity(M * k, E, bs)
+    return (torch.randn(M, E, device=device), torch.randn(E, device=device),
+            *_router_outputs(M, k, device), _int32(P, device=device, fill=-7),
+            _int32(B, device=device, fill=-7), _int32(1, device=device), "topk_softmax", True,
+            0.0, "logit", 1, 1, 0, 0.0, False, bs, True)
+
+
 # The expert ops run on CUDA, and on the CPU where the CPU expert kernels are built in.
 _EXPERT_DEVICES = ("cpu", "cuda") if hasattr(moekit._C, "fused_experts_cpu") else ("cuda",)
 
@@ -149,6 +158,7 @@ CASES = {
     "moe_fused_gate": (_moe_fused_gate, [], ("cpu", "cuda")),
     "kimi_k2_moe_fused_gate": (_kimi_k2_moe_fused_gate, [], ("cpu", "cuda")),
     "grouped_topk": (_grouped_topk, [0, 1], ("cpu", "cuda")),
+    "route_and_align_block_size": (_route_and_align_block_size, [2, 3, 4, 5, 6], ("cpu", "cuda")),
     "moe_align_block_size": (_moe_align_block_size, [3, 4, 5], ("cpu", "cuda")),
     "moe_align_block_size_experts": (_moe_align_block_size_experts, [3, 4, 5], ("cpu", "cuda")),
     "prepare_moe_input": (_prepare_moe_input, [1, 2, 3, 4, 5, 9], ("cpu", "cuda")),
