@@ -578,7 +578,9 @@ def _is_cpu(x) -> bool:
     module = type(x).__module__
     if module.startswith("torch"):
         return not x.is_cuda
-    return not module.startswith(("cupy", "jax"))
+    if module.startswith("jax"):
+        return all(d.platform == "cpu" for d in x.devices())
+    return not module.startswith("cupy")
 
 
 def fused_moe(hidden_states, w13, w2, router_logits, topk, renormalize=True, *, scheme="bf16",

@@ -133,3 +133,24 @@ def test_stubs_and_docstrings():
     import pathlib
 
     assert (pathlib.Path(moekit.__file__).parent / "_C.pyi").exists()
+
+
+class _Float8Array:
+    """Stands in for an array whose dtype DLPack cannot carry (ml_dtypes, older torch fp8): it has
+    a dtype name and a view() of its bytes, but no __dlpack__."""
+
+    def __init__(self, data):
+        self.data = data
+        self.dtype = "float8_e4m3fn"
+
+    def view(self, dtype):
+        return self.data.view(dtype)
+
+
+def test_arrays_without_dlpack_dtype_go_through_a_byte_view():
+    # moekit.quant.dequantize_fp8_per_token_group reads e4m3 codes: 0x38 = 1.0, 0x40 = 2.0.
+    codes = np.array([[0x38, 0x40, 0x00, 0xB8]], np.uint8)
+    out = np.zeros((1, 4), np.float32)
+    moekit.quant.dequantize_fp8_per_token_group(_Float8Array(codes), np.ones((1, 1), np.float32),
+                                                out, 4)
+    np.testing.assert_array_equal(out, [[1.0, 2.0, 0.0, -1.0]])
