@@ -34,35 +34,24 @@ double fma_fp32_peak(int threads, double seconds) {
 #pragma omp parallel num_threads(threads)
   {
     const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-3f);
-    __m256 c0 = _mm256_set1_ps(1.f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0,
-           c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    __m256 c[12];
+    for (__m256& x : c) x = _mm256_set1_ps(1.f);
     constexpr long kInner = 4096;
     long iterations = 0;
     double start = now_seconds(), elapsed = 0;
     do {
       for (long i = 0; i < kInner; ++i) {
-        c0 = _mm256_fmadd_ps(c0, a, b);
-        c1 = _mm256_fmadd_ps(c1, a, b);
-        c2 = _mm256_fmadd_ps(c2, a, b);
-        c3 = _mm256_fmadd_ps(c3, a, b);
-        c4 = _mm256_fmadd_ps(c4, a, b);
-        c5 = _mm256_fmadd_ps(c5, a, b);
-        c6 = _mm256_fmadd_ps(c6, a, b);
-        c7 = _mm256_fmadd_ps(c7, a, b);
-        c8 = _mm256_fmadd_ps(c8, a, b);
-        c9 = _mm256_fmadd_ps(c9, a, b);
-        c10 = _mm256_fmadd_ps(c10, a, b);
-        c11 = _mm256_fmadd_ps(c11, a, b);
-        __asm__ volatile("" : "+x"(c0), "+x"(c1), "+x"(c2), "+x"(c3), "+x"(c4), "+x"(c5));
+#pragma GCC unroll 12
+        for (int j = 0; j < 12; ++j) c[j] = _mm256_fmadd_ps(c[j], a, b);
+        __asm__ volatile("" : "+v"(c[0]), "+v"(c[1]), "+v"(c[2]), "+v"(c[3]), "+v"(c[4]), "+v"(c[5]),
+                         "+v"(c[6]), "+v"(c[7]), "+v"(c[8]), "+v"(c[9]), "+v"(c[10]), "+v"(c[11]));
       }
       iterations += kInner;
       elapsed = now_seconds() - start;
     } while (elapsed < seconds);
-    __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)),
-                               _mm256_add_ps(_mm256_add_ps(c4, c5), _mm256_add_ps(c6, c7)));
-    sum = _mm256_add_ps(sum, _mm256_add_ps(_mm256_add_ps(c8, c9), _mm256_add_ps(c10, c11)));
-    volatile float keep = _mm256_cvtss_f32(sum);
-    (void)keep;
+    __m256 sum = c[0];
+    for (int j = 1; j < 12; ++j) sum = _mm256_add_ps(sum, c[j]);
+    __asm__ volatile("" : : "v"(sum));  // the result is used: the chains stay
     rate[omp_get_thread_num()] = static_cast<double>(iterations) * 12 * 8 * 2 / elapsed;
   }
   double total = 0;
