@@ -27,6 +27,7 @@ __global__ void shuffle_rows_kernel(const unsigned char* __restrict__ input, int
     Vec* dst = reinterpret_cast<Vec*>(output + r * row_bytes);
     if (src >= 0 && src < src_rows) {
       const Vec* from = reinterpret_cast<const Vec*>(input + src * row_bytes);
+#pragma unroll 4
       for (int64_t v = lane; v < vecs_per_row; v += 32) dst[v] = from[v];
     } else {
       Vec zero{};
