@@ -2,8 +2,8 @@
 //
 // The frequencies f_i (base^(-2i/R) with the YaRN correction) are computed once per call on the host
 // in fp64 and handed to the kernels by value; the angle p * f_i is formed from the integer position
-// as an exact double-double product and reduced modulo 2*pi in fp64, so sin/cos of the reduced fp32
-// argument are accurate for any position up to 2^53.
+// as an exact double-double product and reduced modulo pi/2 in fp64, so its cos/sin are accurate
+// for any position up to 2^53 (positions never pass through fp32).
 #pragma once
 
 #include <cmath>
@@ -24,18 +24,34 @@ struct RotaryFrequencies {
 const RotaryFrequencies& rotary_frequencies(double base, int64_t rotary_dim, double factor,
                                             double low, double high);
 
-// p * f reduced to about [-pi, pi]: hi + lo = p * f exactly (fma), then a two-part Cody-Waite
-// subtraction of k * 2pi. Accurate to a few fp64 ulps of pi for |p| <= 2^53 and f <= 1.
-MOEKIT_HD double reduced_rotary_angle(int64_t position, double freq) {
-  constexpr double kInvTwoPi = 0.15915494309189535;
-  constexpr double kTwoPiHi = 6.283185307179586;          // 2pi rounded to fp64
-  constexpr double kTwoPiLo = 2.4492935982947064e-16;     // 2pi - kTwoPiHi
+// cos and sin of the angle p * f, accurate to 2 fp32 ulps for |p| <= 2^53 and f <= 1.
+// hi + lo = p * f exactly (fma); a two-part Cody-Waite subtraction of k * pi/2 in fp64 leaves
+// |r| <= pi/4 (error a few fp64 ulps), then minimax polynomials on [-pi/4, pi/4] in fp32 (the Cephes
+// sinf/cosf kernels, about 1 ulp) and the quadrant k mod 4 picks signs and order.
+struct RotaryCosSin {
+  float cos, sin;
+};
+
+MOEKIT_HD RotaryCosSin rotary_cos_sin(int64_t position, double freq) {
+  constexpr double kTwoOverPi = 0.63661977236758134;
+  constexpr double kPiOverTwoHi = 1.5707963267948966;     // pi/2 rounded to fp64
+  constexpr double kPiOverTwoLo = 6.123233995736766e-17;  // pi/2 - kPiOverTwoHi
   const double p = static_cast<double>(position);
   const double hi = p * freq;
   const double lo = fma(p, freq, -hi);
-  const double k = rint(hi * kInvTwoPi);
-  const double r = fma(-k, kTwoPiHi, hi);
-  return fma(-k, kTwoPiLo, r + lo);
+  const double k = rint(hi * kTwoOverPi);
+  const double r = fma(-k, kPiOverTwoLo, fma(-k, kPiOverTwoHi, hi) + lo);
+  const float x = static_cast<float>(r), z = x * x;
+  const float sin_r = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * x + x;
+  const float cos_r =
+      ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z -
+      0.5f * z + 1.0f;
+  switch (static_cast<int64_t>(k) & 3) {
+    case 0: return {cos_r, sin_r};
+    case 1: return {-sin_r, cos_r};
+    case 2: return {-cos_r, -sin_r};
+    default: return {sin_r, -cos_r};
+  }
 }
 
 }  // namespace moekit::detail

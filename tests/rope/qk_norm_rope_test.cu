@@ -1,10 +1,63 @@
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "common/cuda_test_util.h"
 #include "rope/qk_norm_rope_cases.h"
+#include "rope/rotary_frequencies.h"
 
 namespace moekit::test {
 namespace {
+
+__global__ void rotary_cos_sin_kernel(const int64_t* positions, const double* freqs, float2* out, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) {
+    const detail::RotaryCosSin cs = detail::rotary_cos_sin(positions[i], freqs[i]);
+    out[i] = make_float2(cs.cos, cs.sin);
+  }
+}
+
+// The device build of the angle helper (with fp32 FMA contraction) is within 2 fp32 ulps too.
+TEST(RotaryCosSinCuda, WithinTwoUlps) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  const int n = 1 << 18;
+  std::vector<int64_t> p(n);
+  std::vector<double> f(n);
+  std::uniform_int_distribution<int64_t> pos(-2147483647, 2147483647);
+  std::uniform_real_distribution<double> exponent(-12.0, 0.0);
+  for (int i = 0; i < n; ++i) {
+    p[i] = i % 2 ? pos(rng) : (1 << 24) + i / 2 - n / 4;
+    f[i] = i % 5 == 0 ? 1.0 : std::pow(10.0, exponent(rng));
+  }
+  int64_t* dp = nullptr;
+  double* df = nullptr;
+  float2* dout = nullptr;
+  ASSERT_EQ(cudaMalloc(&dp, n * 8), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&df, n * 8), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dout, n * 8), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dp, p.data(), n * 8, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(df, f.data(), n * 8, cudaMemcpyHostToDevice), cudaSuccess);
+  rotary_cos_sin_kernel<<<(n + 255) / 256, 256>>>(dp, df, dout, n);
+  std::vector<float2> out(n);
+  ASSERT_EQ(cudaMemcpy(out.data(), dout, n * 8, cudaMemcpyDeviceToHost), cudaSuccess);
+  auto ulps = [](float got, long double exact) {
+    int e = 0;
+    std::frexp(static_cast<double>(exact), &e);
+    const double ulp = std::ldexp(1.0, std::max(e, -125) - 24);
+    return std::max(std::fabs(static_cast<double>(got - exact)) - std::ldexp(1.0, -32), 0.0) / ulp;
+  };
+  double worst = 0;
+  for (int i = 0; i < n; ++i) {
+    const long double theta = static_cast<long double>(p[i]) * static_cast<long double>(f[i]);
+    worst = std::max({worst, ulps(out[i].x, std::cos(theta)), ulps(out[i].y, std::sin(theta))});
+  }
+  EXPECT_LE(worst, 2.0);
+  RecordProperty("worst_ulps", std::to_string(worst));
+  cudaFree(dp);
+  cudaFree(df);
+  cudaFree(dout);
+}
 
 // Runs the CUDA path on device copies of `in` and brings qkv back into `in`.
 void call_cuda(const RopeCase& c, RopeInputs& in, cudaStream_t stream = nullptr) {

@@ -36,8 +36,8 @@ void normalize_rotate_head_scalar(uint16_t* head, const float* weight, const Rot
 void rotary_row(int64_t position, const detail::RotaryFrequencies& freqs, const HeadArgs& a,
                 float attention_factor, RotaryRow& row) {
   for (int i = 0; i < freqs.pairs; ++i) {
-    const float r = static_cast<float>(detail::reduced_rotary_angle(position, freqs.freq[i]));
-    const float c = std::cos(r) * attention_factor, s = std::sin(r) * attention_factor;
+    const detail::RotaryCosSin cs = detail::rotary_cos_sin(position, freqs.freq[i]);
+    const float c = cs.cos * attention_factor, s = cs.sin * attention_factor;
     const int first = a.is_neox ? i : 2 * i;
     const int second = a.is_neox ? i + a.half : 2 * i + 1;
     row.cos_a[first] = c;

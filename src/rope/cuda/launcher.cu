@@ -12,10 +12,11 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 
 template <typename T, typename Pos, int kHeadDim>
 void launch(const QkNormRopeParams& p, cudaStream_t stream) {
-  // Threads: the token's head slices in as few equal passes of at most kRopeMaxThreads as fit,
-  // rounded up to whole warps (a warp boundary is always a head boundary: D/8 divides 32).
+  // Threads: the token's slices in two equal passes (both loaded up front) of at most
+  // kRopeMaxThreads, more passes only past 1024 slices; rounded up to whole warps (a warp boundary
+  // is always a head boundary: D/8 divides 32).
   const int64_t items = int64_t(p.num_heads_q + p.num_heads_k) * (kHeadDim / kRopeValuesPerLane);
-  const int64_t passes = (items + kRopeMaxThreads - 1) / kRopeMaxThreads;
+  const int64_t passes = std::max<int64_t>(2, (items + kRopeMaxThreads - 1) / kRopeMaxThreads);
   const int64_t per_pass = (items + passes - 1) / passes;
   const int threads = static_cast<int>((per_pass + 31) / 32 * 32);
   const int blocks = static_cast<int>(std::min<int64_t>(p.num_tokens, INT_MAX));
