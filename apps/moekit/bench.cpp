@@ -187,11 +187,17 @@ double ulp(DType dtype, double r) {
 struct CheckResult {
   int rows = 0;
   int bad_rows = 0;
+  int64_t nonfinite = 0;  // over the whole output: the inputs give finite results everywhere
   double max_calc_diff = 0;
   std::string first_failure;
+  bool failed() const { return bad_rows > 0 || nonfinite > 0; }
   std::string text() const {
+    char buf[128];
+    if (nonfinite) {
+      std::snprintf(buf, sizeof buf, "FAIL %lld non-finite", static_cast<long long>(nonfinite));
+      return buf;
+    }
     if (rows == 0) return "skipped";
-    char buf[96];
     std::snprintf(buf, sizeof buf, "%s %d rows, diff %.1e", bad_rows ? "FAIL" : "ok", rows, max_calc_diff);
     return buf;
   }
@@ -202,8 +208,11 @@ struct CheckResult {
 CheckResult check_rows(const MoeLayer& layer, const RoutedBatch& b, const std::vector<uint16_t>& got,
                        const std::vector<int32_t>& rows) {
   CheckResult result;
-  if (rows.empty()) return result;
   const int64_t H = layer.preset.hidden;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!std::isfinite(decode(layer.act_dtype, got[i])) && result.nonfinite++ == 0)
+      result.first_failure = detail::cat("row ", i / H, " col ", i % H, " is not finite (never written?)");
+  if (rows.empty()) return result;
   std::vector<uint16_t> expected(static_cast<size_t>(b.tokens * H), 0x7fc0);
   TensorView expected_view(expected.data(), layer.act_dtype, {b.tokens, H});
   std::vector<int32_t> rows_copy = rows;
@@ -244,6 +253,24 @@ std::string human_bytes(double bytes) {
   if (bytes >= 1e9) std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
   else std::snprintf(buf, sizeof buf, "%.1f MB", bytes / 1e6);
   return buf;
+}
+
+// Best anchor at (preset, M), time / floor on one H100 (anchors.md; BF16 GPU only); 0 if none.
+double anchor_ratio(const std::string& preset, int64_t tokens) {
+  static const int64_t grid[8] = {1, 4, 16, 64, 256, 1024, 4096, 8192};
+  static const struct {
+    const char* preset;
+    double ratio[8];
+  } anchors[] = {
+      {"qwen3-30b-a3b", {2.00, 1.34, 1.09, 1.06, 1.10, 1.26, 2.01, 1.83}},
+      {"mixtral-8x7b", {1.15, 1.05, 1.03, 1.03, 1.10, 1.64, 1.28, 1.17}},
+      {"deepseek-v3", {1.17, 1.07, 1.01, 1.01, 1.03, 1.13, 1.37, 1.95}},
+  };
+  for (const auto& a : anchors)
+    if (preset == a.preset)
+      for (int i = 0; i < 8; ++i)
+        if (grid[i] == tokens) return a.ratio[i];
+  return 0.0;
 }
 
 struct Roofline {
@@ -369,8 +396,11 @@ int bench_command(int argc, char** argv) {
     std::string describe = backend.describe();
     std::printf("\n## %s%s%s (warmup %d, repeat %d, median)\n", s.entry->name, describe.empty() ? "" : ": ",
                 describe.c_str(), timing.warmup, timing.repeat);
-    std::printf("| tokens | experts | time us | GB/s | TFLOP/s | %% roofline | time/floor | check |\n");
-    std::printf("|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    // The anchors are H100 BF16 figures: shown beside GPU runs of BF16 weights.
+    const bool show_anchor = backend.device() == DeviceKind::kCUDA && scheme == WeightScheme::kBF16;
+    std::printf("| tokens | experts | time us | GB/s | TFLOP/s | %% roofline | time/floor |%s check |\n",
+                show_anchor ? " anchor |" : "");
+    std::printf("|---:|---:|---:|---:|---:|---:|---:|%s---|\n", show_anchor ? "---:|" : "");
     std::fflush(stdout);
 
     progress.say(s.entry->name, ": prepare (pack / upload weights)");
@@ -387,7 +417,7 @@ int bench_command(int argc, char** argv) {
       std::vector<int32_t> rows = sample_rows(M, o.check_rows);
       if (!rows.empty()) progress.say(s.entry->name, ": tokens ", M, ": checking ", rows.size(), " rows against the oracle");
       CheckResult check = check_rows(layer, b, got, rows);
-      if (check.bad_rows) {
+      if (check.failed()) {
         ++failures;
         std::fprintf(stderr, "moekit bench: %s tokens %lld: check failed: %s\n", s.entry->name, (long long)M,
                      check.first_failure.c_str());
@@ -398,16 +428,21 @@ int bench_command(int argc, char** argv) {
       double time_s = t.median_s;
       double pct = time_s > 0 ? 100.0 * floor_s / time_s : 0.0;
       double ratio = floor_s > 0 ? time_s / floor_s : 0.0;
-      std::printf("| %lld | %lld | %.1f | %.1f | %.2f | %.1f | %.2f | %s |\n", (long long)M,
+      std::string anchor;
+      if (show_anchor) {
+        double a = anchor_ratio(preset.name, M);
+        anchor = a > 0 ? detail::cat(" ", a, ratio <= a ? " beaten |" : " missed |") : " - |";
+      }
+      std::printf("| %lld | %lld | %.1f | %.1f | %.2f | %.1f | %.2f |%s %s |\n", (long long)M,
                   (long long)work.distinct_experts, time_s * 1e6, work.bytes / time_s / 1e9, work.flops / time_s / 1e12,
-                  pct, ratio, check.text().c_str());
+                  pct, ratio, anchor.c_str(), check.text().c_str());
       std::fflush(stdout);
       if (csv.is_open()) {
         csv << preset.name << ',' << o.scheme << ',' << s.entry->name << ',' << M << ',' << work.distinct_experts
             << ',' << time_s * 1e6 << ',' << t.min_s * 1e6 << ',' << work.bytes << ',' << work.flops << ','
             << work.bytes / time_s / 1e9 << ',' << work.flops / time_s / 1e12 << ',' << floor_s * 1e6 << ','
             << pct << ',' << ratio << ',' << roof.bytes_per_s / 1e9 << ',' << roof.flops / 1e12 << ','
-            << (check.rows == 0 ? "skipped" : check.bad_rows ? "FAIL" : "ok") << ',' << check.rows << ','
+            << (check.failed() ? "FAIL" : check.rows == 0 ? "skipped" : "ok") << ',' << check.rows << ','
             << check.max_calc_diff << '\n';
         csv.flush();
       }
