@@ -5,6 +5,7 @@
 #include "moekit/cpu.h"
 #include "moekit/experts.h"
 #include "moekit/qk_norm_rope.h"
+#include "moekit/quant.h"
 #include "moekit/route.h"
 #include "moekit/status.h"
 #include "moekit/tensor.h"

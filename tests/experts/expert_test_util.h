@@ -129,7 +129,7 @@ inline MoeProblem make_problem(std::mt19937_64& rng, const FusedExpertsOptions& 
   m2.fill_normal(rng, 0.0, 1.0 / std::sqrt(static_cast<double>(I)));
   // NVFP4 activation global scales: 448 * 6 / (a generous amax of the GEMM input).
   p.w13 = make_projection(o.scheme, act, m13, o, 448.f * 6.f / 5.f);
-  p.w2 = make_projection(o.scheme, act, m2, o, 448.f * 6.f / 1.f);
+  p.w2 = make_projection(o.scheme, act, m2, o, 448.f * 6.f / 16.f);
   if (with_bias) {
     p.w13.bias = HostTensor(DType::kFloat32, {E, R13});
     p.w13.bias.fill_normal(rng, 0.0, 0.1);
