@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <ostream>
 #include <cmath>
 #include <random>
 #include <vector>
