@@ -215,6 +215,48 @@ def op_moe_align_block_size(M, E=128, k=8, bs=64):
     return mk_fn, torch_fn, compare, f"E={E} k={k} block={bs} pad"
 
 
+def op_route_and_align_block_size(M, E=128, k=8, bs=64):
+    """moekit's fused route + align against torch's softmax top-k followed by the torch align
+    composition of op_moe_align_block_size."""
+    logits = torch.randn(M, E, device=DEV)
+    w, ids = routing_weights_ids(M, k)
+    P, B = moekit.ops.moe_align_block_size_capacity(M * k, E, bs)
+    i32 = dict(device=DEV, dtype=torch.int32)
+    sorted_ids, experts, post_pad = torch.empty(P, **i32), torch.empty(B, **i32), torch.empty(1, **i32)
+    res = {}
+
+    def mk_fn():
+        torch.ops.moekit.route_and_align_block_size(logits, None, w, ids, sorted_ids, experts,
+                                                    post_pad, "topk_softmax", True, 0.0, "logit",
+                                                    1, 1, 0, 0.0, False, bs, True)
+
+    def torch_fn():
+        tw, tids = torch.topk(torch.softmax(logits, -1), k)
+        tw = tw / tw.sum(-1, keepdim=True)
+        flat = tids.flatten()
+        order = torch.argsort(flat, stable=True)
+        counts = torch.zeros(E, device=DEV, dtype=torch.long).scatter_add_(0, flat, torch.ones_like(flat))
+        padded = (counts + bs - 1) // bs * bs
+        pad_end = torch.cumsum(padded, 0)
+        slot = (pad_end - padded)[flat[order]] + torch.arange(M * k, device=DEV) - (
+            torch.cumsum(counts, 0) - counts)[flat[order]]
+        t_sorted = torch.full((P,), M * k, device=DEV, dtype=torch.int32).scatter_(0, slot, order.int())
+        block_start = torch.arange(B, device=DEV) * bs
+        t_experts = torch.searchsorted(pad_end, block_start, right=True).int()
+        res["torch"] = (tw, tids.int(), t_sorted, t_experts, pad_end[-1:].int())
+
+    def compare():
+        mk_fn(); torch_fn()
+        tw, tids, t_sorted, t_experts, t_post = res["torch"]
+        used = int(post_pad.item())
+        return max(max_diff(w, tw), float((ids != tids).sum().item()),
+                   float((sorted_ids[:used] != t_sorted[:used]).sum().item()),
+                   float((experts[:used // bs] != t_experts[:used // bs]).sum().item()),
+                   float((post_pad != t_post).sum().item()))
+
+    return mk_fn, torch_fn, compare, f"E={E} k={k} block={bs} softmax renorm + align"
+
+
 def op_prepare_moe_input(M, E=128, k=8, n=768, h=2048):
     ids = random_topk_ids(M, E, k)
     i32 = dict(device=DEV, dtype=torch.int32)
@@ -360,6 +402,7 @@ OPS = {
     "moe_fused_gate": op_moe_fused_gate,
     "kimi_k2_moe_fused_gate": op_kimi_k2_moe_fused_gate,
     "moe_align_block_size": op_moe_align_block_size,
+    "route_and_align_block_size": op_route_and_align_block_size,
     "prepare_moe_input": op_prepare_moe_input,
     "shuffle_rows": op_shuffle_rows,
     "moe_sum": op_moe_sum,
