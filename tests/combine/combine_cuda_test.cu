@@ -99,6 +99,24 @@ TEST(MoeSumReduceCuda, ManyRows) {
   EXPECT_ALLCLOSE(d_out.to_host(), expected, 8e-3, 8e-3);
 }
 
+TEST(ApplyShuffleMulSumCuda, ManyRows) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  const int64_t M = 600000, H = 8;
+  HostTensor in(DType::kBFloat16, {M, H});
+  in.fill_normal(rng);
+  HostTensor perm(DType::kInt32, {M}), f(DType::kFloat32, {M});
+  for (int64_t i = 0; i < M; ++i) perm.set(i, static_cast<double>((i * 7919) % M));
+  f.fill_uniform(rng, 0, 1);
+  HostTensor expected(DType::kBFloat16, {M, H}), poisoned(DType::kBFloat16, {M, H});
+  reference::apply_shuffle_mul_sum(in.view(), expected.view(), perm.view(), f.view());
+  poisoned.poison();
+  DeviceTensor d_in(in), d_out(poisoned), d_perm(perm), d_f(f);
+  apply_shuffle_mul_sum(d_in.view(), d_out.view(), d_perm.view(), d_f.view());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_ALLCLOSE(d_out.to_host(), expected, 8e-3, 8e-3);
+}
+
 HostTensor random_permutation(std::mt19937_64& rng, int64_t M, int64_t k, bool mark_invalid) {
   std::vector<int32_t> p(M * k);
   for (int64_t i = 0; i < M * k; ++i) p[i] = static_cast<int32_t>(i);
