@@ -369,11 +369,12 @@ int bench_command(int argc, char** argv) {
   if (need_cpu) cpu_roof = measure_and_print_cpu_ceilings(progress);
   if (need_gpu) gpu_roof = measure_and_print_gpu_ceilings(progress);
 
-  progress.say("building layer: ", preset.experts, " experts, ",
-               human_bytes(static_cast<double>(preset.experts) * 3.0 * static_cast<double>(preset.hidden * preset.intermediate) * 2.0),
-               " of weights; inputs for ", max_tokens, " tokens");
+  progress.say("building the layer and the inputs of ", max_tokens, " tokens");
   RoutedInputs inputs = make_inputs(preset, max_tokens, o.seed);
   MoeLayer layer = make_layer(preset, scheme, inputs, o.seed);
+  progress.say("layer ready: ", work_of(layer, batch(inputs, max_tokens)).distinct_experts, " of ", preset.experts,
+               " experts routed to, ", human_bytes(static_cast<double>(layer.expert_bytes() * preset.experts)),
+               " of weights");
 
   std::ofstream csv;
   if (!o.csv.empty()) {
