@@ -3,9 +3,10 @@
 #include <cstdio>
 #include <vector>
 
-#include "moekit/combine.h"
-#include "moekit/cpu.h"
-#include "moekit/status.h"
+// Every public header must compile in a user's project (the umbrella, and the headers it leaves out).
+#include "moekit/dispatch.h"
+#include "moekit/gpu_experts.h"
+#include "moekit/moekit.h"
 
 int main() {
   const int64_t M = 3, k = 2, H = 5;
