@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "ceilings.h"
+
 namespace moekit::bench {
 
 namespace {
@@ -32,6 +34,7 @@ Timing Backend::time(const TimingOptions& options) {
   for (int i = 0; i < options.warmup; ++i) run();
   std::vector<double> seconds;
   for (int i = 0; i < options.repeat; ++i) {
+    flush_cpu_caches();
     double start = now_seconds();
     run();
     seconds.push_back(now_seconds() - start);

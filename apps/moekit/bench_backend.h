@@ -54,7 +54,8 @@ class Backend {
   virtual void set_batch(const RoutedBatch& batch) = 0;
   // One forward pass of the staged batch, finished when it returns.
   virtual void run() = 0;
-  // Default: host wall clock around each run(). GPU back ends override this (cuda_timing.h:
+  // Default: host wall clock around each run(), after a write over twice the last-level cache
+  // (cold caches, as a layer meets them in a model). GPU back ends override this (cuda_timing.h:
   // graph replay with an L2 flush before each one, events, median).
   virtual Timing time(const TimingOptions& options);
   virtual void fetch_output(TensorView host_output) = 0;

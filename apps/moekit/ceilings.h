@@ -42,6 +42,13 @@ struct CpuCeilings {
 
 CpuCeilings measure_cpu_ceilings(int threads);
 
+// Bytes of the highest cache level over all its instances (sysfs; e.g. 2 x 105 MiB on a two-socket
+// host), 0 when unknown.
+size_t last_level_cache_bytes();
+// Evicts the caches: every thread writes its part of a buffer of twice the last-level cache, so
+// the next run reads its weights from DRAM (a decode layer's weights fit in L3 on big hosts).
+void flush_cpu_caches();
+
 // Read-only streaming sum of `bytes` at `data` (64-byte aligned, multiple of 64), one thread.
 // The AVX2 version is used when the CPU has it.
 unsigned long long read_sum_scalar(const void* data, size_t bytes);

@@ -11,6 +11,7 @@
 #include "bench_layer.h"
 #include "ceilings.h"
 #include "common/checks.h"
+#include "common/parallel.h"
 
 namespace moekit::bench {
 
@@ -28,8 +29,8 @@ std::string read_line(const std::filesystem::path& path) {
   return s;
 }
 
-// Total bytes of the highest cache level over all its instances (sysfs), e.g. 2 x 105 MiB on a
-// two-socket host; 0 when sysfs says nothing.
+}  // namespace
+
 size_t last_level_cache_bytes() {
   namespace fs = std::filesystem;
   std::map<std::string, size_t> instances;  // shared_cpu_list -> size, for the highest level
@@ -61,6 +62,18 @@ size_t last_level_cache_bytes() {
   }
   return total;
 }
+
+void flush_cpu_caches() {
+  static HostBuffer buffer(std::max<size_t>(2 * last_level_cache_bytes(), size_t{64} << 20));
+  auto* p = static_cast<unsigned char*>(buffer.data());
+  static unsigned char value = 0;
+  ++value;
+  detail::parallel_for(static_cast<int64_t>(buffer.bytes() / 64), 1 << 12, [&](int64_t b, int64_t e) {
+    for (int64_t line = b; line < e; ++line) p[line * 64] = value;
+  });
+}
+
+namespace {
 
 double read_bandwidth(int threads, size_t bytes) {
   HostBuffer buffer(bytes);
