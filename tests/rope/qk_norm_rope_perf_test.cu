@@ -1,0 +1,98 @@
+// Performance targets of the CUDA fused_qk_norm_rope (H100/H200), timed as CUDA-graph replays of 20
+// launches (median of 15). Run alone: moekit_cuda_tests --gtest_filter='*QkNormRopeCudaPerf*'.
+//   16384 tokens: >= 75% of the device-to-device copy bandwidth measured in the same run
+//   (bytes = Q and K heads read and written in place);  decode sizes (1, 16, 64 tokens): < 5 us.
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "common/cuda_test_util.h"
+#include "moekit/qk_norm_rope.h"
+
+namespace moekit::test {
+namespace {
+
+template <typename Op>
+double graph_us(const Op& op, cudaStream_t stream, int launches = 20, int replays = 15) {
+  op();  // warm-up outside the capture
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  EXPECT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  for (int i = 0; i < launches; ++i) op();
+  EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::vector<double> us;
+  for (int r = 0; r < replays; ++r) {
+    cudaEventRecord(start, stream);
+    cudaGraphLaunch(exec, stream);
+    cudaEventRecord(stop, stream);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    us.push_back(1000.0 * ms / launches);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
+}
+
+TEST(QkNormRopeCudaPerf, BandwidthAndDecodeLatency) {
+  MOEKIT_REQUIRE_GPU();
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  const size_t copy_bytes = size_t{1} << 30;
+  void *a = nullptr, *b = nullptr;
+  ASSERT_EQ(cudaMalloc(&a, copy_bytes), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&b, copy_bytes), cudaSuccess);
+  const double copy_us = graph_us(
+      [&] { cudaMemcpyAsync(b, a, copy_bytes, cudaMemcpyDeviceToDevice, stream); }, stream, 5, 9);
+  const double copy_gbps = 2.0 * copy_bytes / copy_us / 1e3;
+  cudaFree(a);
+  cudaFree(b);
+
+  struct Shape {
+    int64_t hq, hkv, D, R;
+  };
+  // Qwen3-30B-A3B, Qwen3-235B, GLM-4.5 (partial rotary), a D = 64 and a D = 256 model.
+  for (Shape s : {Shape{32, 4, 128, 128}, Shape{64, 4, 128, 128}, Shape{96, 8, 128, 64},
+                  Shape{16, 8, 64, 64}, Shape{16, 2, 256, 256}})
+    for (int64_t T : {1, 16, 64, 16384}) {
+      const int64_t width = (s.hq + 2 * s.hkv) * s.D;
+      HostTensor qkv(DType::kBFloat16, {T, width}), w(DType::kBFloat16, {s.D}), pos(DType::kInt32, {T});
+      // Cheap pseudo-random bf16 values in [-2, 2) (the timing does not depend on the data).
+      uint32_t state = 12345;
+      uint16_t* q = qkv.ptr<uint16_t>();
+      for (int64_t i = 0; i < qkv.numel(); ++i) {
+        state = state * 1664525u + 1013904223u;
+        q[i] = static_cast<uint16_t>(0x3f80u | ((state >> 16) & 0x807fu)) ^ ((state >> 9) & 0x0080u);
+      }
+      w.fill(1.0);
+      for (int64_t t = 0; t < T; ++t) pos.set(t, 100 + t);
+      DeviceTensor d_qkv(qkv), d_w(w), d_pos(pos);
+      const double us = graph_us(
+          [&] {
+            fused_qk_norm_rope(d_qkv.view(), s.hq, s.hkv, s.hkv, s.D, 1e-6, d_w.view(), d_w.view(), 1e6,
+                               true, d_pos.view(), 1.0, 0.0, 0.0, 1.0, s.R, Stream{stream});
+          },
+          stream);
+      const double bytes = 2.0 * T * (s.hq + s.hkv) * s.D * 2 + 4.0 * T;
+      const double gbps = bytes / us / 1e3;
+      std::printf("fused_qk_norm_rope T=%ld Hq=%ld Hkv=%ld D=%ld R=%ld bf16: %.2f us, %.0f GB/s = %.0f%% of copy %.0f GB/s\n",
+                  long(T), long(s.hq), long(s.hkv), long(s.D), long(s.R), us, gbps, 100 * gbps / copy_gbps,
+                  copy_gbps);
+      if (T <= 64)
+        EXPECT_LT(us, 5.0) << "T " << T << " Hq " << s.hq << " D " << s.D;
+      else
+        EXPECT_GE(gbps, 0.75 * copy_gbps) << "Hq " << s.hq << " D " << s.D;
+    }
+  cudaStreamDestroy(stream);
+}
+
+}  // namespace
+}  // namespace moekit::test
