@@ -2,7 +2,9 @@
 // time / floor beside the best anchor. floor = max(bytes / copy bandwidth, flops / bf16 matmul
 // peak), both ceilings measured at the start of this run; time = median of CUDA-graph replays with
 // a 256 MiB buffer zeroed before each (cold L2).
-//   gpu_moe_bench [csv_path] [preset-substring]
+//   gpu_moe_bench [csv_path] [preset-substring] [M]
+// Env: MOEKIT_BENCH_REPS (timed replays per point), MOEKIT_BENCH_FIXED_CEILINGS=1 (skip measuring
+// the ceilings and use 3000 GB/s and 790 TFLOP/s: for profiler runs).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -155,12 +157,16 @@ void route(int64_t M, int64_t E, int64_t k, std::vector<int>& ids, std::vector<f
 int main(int argc, char** argv) {
   const char* csv_path = argc > 1 ? argv[1] : "gpu_moe_bench.csv";
   const char* only = argc > 2 ? argv[2] : nullptr;
+  const int64_t only_m = argc > 3 ? std::atoll(argv[3]) : 0;
+  const char* reps_env = std::getenv("MOEKIT_BENCH_REPS");
+  const char* fixed_env = std::getenv("MOEKIT_BENCH_FIXED_CEILINGS");
+  const bool fixed = fixed_env && *fixed_env == '1';
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   cudaStream_t s;
   CK(cudaStreamCreate(&s));
-  const double bw = measure_copy_bw(s);
-  const double peak = measure_matmul_peak(s);
+  const double bw = fixed ? 3000e9 : measure_copy_bw(s);
+  const double peak = fixed ? 790e12 : measure_matmul_peak(s);
   std::printf("device %s (%d SMs); copy %.0f GB/s; bf16 matmul %.0f TFLOP/s\n", prop.name,
               prop.multiProcessorCount, bw / 1e9, peak / 1e12);
   FILE* csv = std::fopen(csv_path, "w");
@@ -184,6 +190,7 @@ int main(int argc, char** argv) {
     fill(w2, E * H * I, 0.02f, 12);
     for (int mi = 0; mi < 8; ++mi) {
       const int64_t M = kMs[mi];
+      if (only_m && M != only_m) continue;
       std::vector<int> ids;
       std::vector<float> w;
       std::set<int> touched;
@@ -217,14 +224,15 @@ int main(int argc, char** argv) {
       CK(cudaStreamEndCapture(s, &graph));
       CK(cudaGraphInstantiate(&exec, graph, 0));
       std::vector<double> t;
-      const int reps = M >= 4096 ? 15 : 40;
-      for (int r = 0; r < reps + 3; ++r) {
+      const int reps = reps_env ? std::max(1, std::atoi(reps_env)) : (M >= 4096 ? 15 : 40);
+      const int warm = reps_env ? 0 : 3;
+      for (int r = 0; r < reps + warm; ++r) {
         CK(cudaMemsetAsync(flush, 0, flush_bytes, s));
         CK(cudaEventRecord(e0, s));
         CK(cudaGraphLaunch(exec, s));
         CK(cudaEventRecord(e1, s));
         CK(cudaEventSynchronize(e1));
-        if (r >= 3) t.push_back(time_ms(e0, e1) * 1e3);
+        if (r >= warm) t.push_back(time_ms(e0, e1) * 1e3);
       }
       const double time_us = median(t);
       const double bytes = double(touched.size()) * 3.0 * I * H * 2 + 2.0 * M * H * 2;

@@ -8,6 +8,8 @@
 //   wn, wt, wk   warps along rows, tokens and K (wk > 1 splits each stage's K between warps and
 //                reduces in shared memory in a fixed order)
 //   stages cp.async pipeline depth
+//   min_blocks  CTAs per SM the register budget is capped for (__launch_bounds__): two CTAs let
+//               one's prologue/epilogue overlap the other's main loop
 #pragma once
 
 #include <cstdint>
@@ -15,7 +17,7 @@
 namespace moekit::cuda {
 
 struct GemmTile {
-  int bn, bt, bk, wn, wt, wk, stages;
+  int bn, bt, bk, wn, wt, wk, stages, min_blocks;
   const char* name;
 };
 
@@ -24,11 +26,11 @@ enum class TileId : int { kDecode8 = 0, kDecode16, kSmall32, kMid64, kLarge128, 
 // Decode tiles stream weights (memory-bound): deep K stages, K split among warps so that 8 warps
 // keep many 16-byte loads in flight. Prefill tiles are square-ish for tensor-core reuse.
 inline constexpr GemmTile kGemmTiles[] = {
-    {64, 8, 128, 2, 1, 4, 4, "decode8"},
-    {64, 16, 128, 2, 1, 4, 4, "decode16"},
-    {128, 32, 64, 4, 1, 2, 4, "small32"},
-    {128, 64, 64, 4, 2, 1, 4, "mid64"},
-    {128, 128, 64, 2, 4, 1, 4, "large128"},
+    {64, 8, 128, 2, 1, 4, 4, 1, "decode8"},
+    {64, 16, 128, 2, 1, 4, 4, 1, "decode16"},
+    {128, 32, 64, 4, 1, 2, 4, 1, "small32"},
+    {128, 64, 64, 4, 2, 1, 4, 2, "mid64"},
+    {128, 128, 64, 2, 4, 1, 3, 2, "large128"},
 };
 
 inline constexpr int kMinTileTokens = 8;  // smallest bt: sizes the tile list in the workspace

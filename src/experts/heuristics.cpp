@@ -11,11 +11,14 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   const int64_t pairs = M * k;
   const int64_t touched = pairs < E ? pairs : E;
   const double per_expert = touched > 0 ? double(pairs) / double(touched) : 0.0;
+  // Token tiles about twice the average count: routing noise (roughly Poisson) then rarely spills an
+  // expert into a second tile, which would re-read its weights; part-filled tiles skip their empty
+  // n8 blocks, so the larger tile costs no tensor work.
   TileId tile = TileId::kLarge128;
-  if (per_expert <= 8) tile = TileId::kDecode8;
-  else if (per_expert <= 16) tile = TileId::kDecode16;
-  else if (per_expert <= 32) tile = TileId::kSmall32;
-  else if (per_expert <= 64) tile = TileId::kMid64;
+  if (per_expert <= 4) tile = TileId::kDecode8;
+  else if (per_expert <= 8) tile = TileId::kDecode16;
+  else if (per_expert <= 16) tile = TileId::kSmall32;
+  else if (per_expert <= 48) tile = TileId::kMid64;
   ExpertsPlan plan{tile, 4};
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");

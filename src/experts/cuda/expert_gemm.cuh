@@ -67,6 +67,14 @@ struct MmaTraits<__half> {
   static __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
 };
 
+// Programmatic dependent launch (sm_90): `wait` blocks until the preceding kernel of the stream
+// has completed and its writes are visible; `launch_dependents` lets the next kernel start its
+// prologue early. Both are no-ops when the kernel was launched without the PDL attribute.
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void pdl_launch_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -144,8 +152,8 @@ struct ExpertGemm {
   static_assert(kWarpTokens % 8 == 0 && kWarpK % 16 == 0, "warp tile");
 };
 
-template <typename T, int BN, int BT, int BK, int WN, int WT, int WK, int STAGES>
-__global__ void __launch_bounds__(WN * WT * WK * 32)
+template <typename T, int BN, int BT, int BK, int WN, int WT, int WK, int STAGES, int MIN_BLOCKS>
+__global__ void __launch_bounds__(WN * WT * WK * 32, MIN_BLOCKS)
     expert_gemm_kernel(const ExpertGemmParams p) {
   using G = ExpertGemm<T, BN, BT, BK, WN, WT, WK, STAGES>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -155,6 +163,11 @@ __global__ void __launch_bounds__(WN * WT * WK * 32)
   // Block -> (token tile, row tile): `tile_group` token tiles are walked across every row tile
   // before the next group, so gathered rows stay in L2 while the weights stream; consecutive token
   // tiles of one expert share each weight tile back to back.
+  // GEMM 1 follows route_prep, whose tile list it reads first: wait, then let GEMM 2 start (GEMM 2
+  // reads the tile list and streams its weights before waiting for GEMM 1's activations).
+  const bool down = p.epilogue == EpilogueKind::kDown;
+  if (!down) pdl_wait();
+  pdl_launch_dependents();
   const int64_t bid = blockIdx.x;
   const int64_t group_span = int64_t(p.tile_group) * p.row_tiles;
   const int64_t group = bid / group_span;
@@ -225,7 +238,7 @@ __global__ void __launch_bounds__(WN * WT * WK * 32)
 
   const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);
   const uint32_t smem_base = smem_u32(smem);
-  auto load_stage = [&](int stage, int kt) {
+  auto load_a = [&](int stage, int kt) {
     const int64_t k0 = int64_t(kt) * BK;
     const uint32_t sbase = smem_base + stage * G::kStageElems * 2;
 #pragma unroll
@@ -234,6 +247,10 @@ __global__ void __launch_bounds__(WN * WT * WK * 32)
       const bool ok = a_ok[c] && k0 + kc * 8 < p.K;
       cp_async_16(sbase + a_soff[c] * 2, ok ? a_ptr[c] + k0 : a_ptr[c], ok);
     }
+  };
+  auto load_b = [&](int stage, int kt) {
+    const int64_t k0 = int64_t(kt) * BK;
+    const uint32_t sbase = smem_base + stage * G::kStageElems * 2;
 #pragma unroll
     for (int c = 0; c < G::kBChunks; ++c) {
       if (tid + c * G::kThreads >= BT * G::kChunksK) continue;
@@ -251,9 +268,14 @@ __global__ void __launch_bounds__(WN * WT * WK * 32)
 #pragma unroll
       for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.f;
 
+  // Weights first (they depend on no earlier kernel), then the B rows once they are ready.
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s)
+    if (s < k_tiles) load_a(s, s);
+  if (down) pdl_wait();
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < k_tiles) load_stage(s, s);
+    if (s < k_tiles) load_b(s, s);
     cp_async_commit();
   }
 
@@ -264,11 +286,18 @@ __global__ void __launch_bounds__(WN * WT * WK * 32)
     cp_async_wait<STAGES - 2>();
     __syncthreads();
     const int next = kt + STAGES - 1;
-    if (next < k_tiles) load_stage(next % STAGES, next);
+    if (next < k_tiles) {
+      load_a(next % STAGES, next);
+      load_b(next % STAGES, next);
+    }
     cp_async_commit();
 
     const uint32_t sA = smem_base + (kt % STAGES) * G::kStageElems * 2;
     const uint32_t sB = sA + BN * BK * 2;
+    // Token columns of this warp that hold real pairs: n8 blocks past them are skipped (a tile's
+    // last token block of an expert is usually part-filled).
+    const int warp_tokens = rows - b_row0;
+    if (warp_tokens <= 0) continue;
 #pragma unroll
     for (int ks = 0; ks < G::kWarpK / 16; ++ks) {
       const int kchunk = (k_lo + ks * 16) / 8;
@@ -281,6 +310,7 @@ __global__ void __launch_bounds__(WN * WT * WK * 32)
       uint32_t b[G::NT][2];
 #pragma unroll
       for (int j = 0; j < G::NT; j += 2) {
+        if (j * 8 >= warp_tokens) break;
         if (j + 1 < G::NT) {
           const int row = b_row0 + j * 8 + (lane & 7) + ((lane >> 4) << 3);
           uint32_t r[4];
@@ -297,7 +327,8 @@ __global__ void __launch_bounds__(WN * WT * WK * 32)
 #pragma unroll
       for (int i = 0; i < G::MT; ++i)
 #pragma unroll
-        for (int j = 0; j < G::NT; ++j) MmaTraits<T>::mma(acc[i][j], a[i], b[j]);
+        for (int j = 0; j < G::NT; ++j)
+          if (j * 8 < warp_tokens) MmaTraits<T>::mma(acc[i][j], a[i], b[j]);
     }
   }
   cp_async_wait<0>();

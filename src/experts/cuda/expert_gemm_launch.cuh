@@ -7,10 +7,10 @@
 namespace moekit::cuda {
 namespace {
 
-template <typename T, int BN, int BT, int BK, int WN, int WT, int WK, int STAGES>
+template <typename T, int BN, int BT, int BK, int WN, int WT, int WK, int STAGES, int MIN_BLOCKS>
 void launch_gemm(const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t stream) {
   using G = ExpertGemm<T, BN, BT, BK, WN, WT, WK, STAGES>;
-  auto kernel = expert_gemm_kernel<T, BN, BT, BK, WN, WT, WK, STAGES>;
+  auto kernel = expert_gemm_kernel<T, BN, BT, BK, WN, WT, WK, STAGES, MIN_BLOCKS>;
   // Raising the dynamic shared-memory limit is a host-side attribute, not a stream operation:
   // legal during graph capture. Done on every call (cheap) so no static state is needed.
   MOEKIT_CUDA_CHECK(
@@ -18,15 +18,15 @@ void launch_gemm(const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t str
   const int64_t groups = (tile_bound + p.tile_group - 1) / p.tile_group;
   const int64_t blocks = groups * p.tile_group * p.row_tiles;
   if (blocks == 0) return;
-  kernel<<<static_cast<unsigned>(blocks), G::kThreads, G::kSmemBytes, stream>>>(p);
-  MOEKIT_CUDA_CHECK_LAUNCH();
+  launch_with_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(G::kThreads), G::kSmemBytes,
+                  stream, p);
 }
 
 // The tile shapes come from the one table in configs.h.
 template <typename T, int Id>
 void launch_tile(const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t s) {
   constexpr GemmTile c = kGemmTiles[Id];
-  launch_gemm<T, c.bn, c.bt, c.bk, c.wn, c.wt, c.wk, c.stages>(p, tile_bound, s);
+  launch_gemm<T, c.bn, c.bt, c.bk, c.wn, c.wt, c.wk, c.stages, c.min_blocks>(p, tile_bound, s);
 }
 
 }  // namespace

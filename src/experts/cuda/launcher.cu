@@ -1,5 +1,7 @@
 // Host launchers of the GPU expert path: route_prep -> GEMM 1 (+activation) -> GEMM 2 (+top-k
 // weight) -> combine. Four launches per layer whatever M; tile choice from configs.h/heuristics.cpp.
+#include <cstdlib>
+
 #include "common/cuda_check.h"
 #include "experts/configs.h"
 #include "experts/cuda/combine_rows.cuh"
@@ -86,13 +88,21 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   const int64_t items = a.M * (a.H / 8);
   int64_t blocks = (items + threads - 1) / threads;
   if (blocks > 132 * 16) blocks = 132 * 16;
-  combine_rows_kernel<T><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
-      down_rows, pair_pos, static_cast<T*>(a.output), a.M, static_cast<int>(a.k), a.H,
-      a.routed_scaling_factor);
-  MOEKIT_CUDA_CHECK_LAUNCH();
+  launch_with_pdl(combine_rows_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(threads), 0,
+                  stream, static_cast<const T*>(down_rows), static_cast<const int*>(pair_pos),
+                  static_cast<T*>(a.output), a.M, static_cast<int>(a.k), a.H,
+                  a.routed_scaling_factor);
 }
 
 }  // namespace
+
+bool experts_pdl_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("MOEKIT_EXPERTS_PDL");
+    return !(v && v[0] == '0');
+  }();
+  return enabled;
+}
 
 void fused_experts(const FusedExpertsArgs& args, Stream stream) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);

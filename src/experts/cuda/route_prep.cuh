@@ -29,6 +29,8 @@ __global__ void __launch_bounds__(kRoutePrepThreads)
     route_prep_kernel(const int* __restrict__ topk_ids, int64_t P, int E, int tile_tokens,
                       int* __restrict__ sorted_pairs, int* __restrict__ pair_pos,
                       int4* __restrict__ tiles, int* __restrict__ num_tiles) {
+  // GEMM 1 (launched with PDL) may get its CTAs resident now; they wait for this grid's results.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   extern __shared__ int smem[];
   int* counts = smem;
   int* offsets = counts + E;
