@@ -21,7 +21,7 @@ struct GemmTile {
   const char* name;
 };
 
-enum class TileId : int { kDecode8 = 0, kDecode16, kSmall32, kMid64, kLarge128, kCount };
+enum class TileId : int { kDecode8 = 0, kDecode16, kSmall32, kMid64, kLarge128, kDecode8Narrow, kCount };
 
 // Decode tiles stream weights (memory-bound): deep K stages, K split among warps so that 8 warps
 // keep many 16-byte loads in flight. Prefill tiles are square-ish for tensor-core reuse.
@@ -31,6 +31,7 @@ inline constexpr GemmTile kGemmTiles[] = {
     {128, 32, 64, 4, 1, 2, 4, 1, "small32"},
     {128, 64, 64, 4, 2, 1, 4, 2, "mid64"},
     {128, 128, 64, 2, 4, 1, 3, 2, "large128"},
+    {32, 8, 128, 1, 1, 8, 4, 1, "decode8narrow"},  // more, smaller CTAs: balance when few experts
 };
 
 inline constexpr int kMinTileTokens = 8;  // smallest bt: sizes the tile list in the workspace
@@ -42,6 +43,7 @@ struct ExpertsPlan {
 };
 
 // Deterministic choice from shapes only (M tokens, k slots, E experts, H, I).
+// MOEKIT_EXPERTS_TILE=<name> forces a tile of the table (tuning); MOEKIT_DEBUG_EXPERTS=1 prints.
 ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I);
 
 }  // namespace moekit::cuda

@@ -2,6 +2,7 @@
 // MOEKIT_DEBUG_EXPERTS=1 prints each choice to stderr.
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "experts/configs.h"
 
@@ -18,7 +19,11 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   if (per_expert <= 4) tile = TileId::kDecode8;
   else if (per_expert <= 8) tile = TileId::kDecode16;
   else if (per_expert <= 16) tile = TileId::kSmall32;
-  else if (per_expert <= 48) tile = TileId::kMid64;
+  else if (per_expert <= 96) tile = TileId::kMid64;
+  static const char* forced = std::getenv("MOEKIT_EXPERTS_TILE");
+  if (forced && *forced)
+    for (int t = 0; t < int(TileId::kCount); ++t)
+      if (std::strcmp(forced, kGemmTiles[t].name) == 0) tile = TileId(t);
   ExpertsPlan plan{tile, 4};
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");

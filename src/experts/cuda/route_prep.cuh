@@ -12,6 +12,7 @@
 namespace moekit::cuda {
 
 constexpr int kRoutePrepThreads = 1024;
+constexpr int kIdsPerThread = 16;
 
 __device__ __forceinline__ int warp_aggregated_add(int* counter, int key) {
   // Lanes sharing `key` add their count once; each gets its own slot.
@@ -42,11 +43,19 @@ __global__ void __launch_bounds__(kRoutePrepThreads)
     fill[e] = 0;
   }
   __syncthreads();
-  // P may not be a multiple of blockDim: inactive lanes leave the loop early, which is fine for
-  // __match_any_sync with __activemask().
-  for (int64_t i = tid; i < P; i += blockDim.x) {
-    const int e = topk_ids[i];
-    if (e >= 0 && e < E) warp_aggregated_add(&counts[e], e);
+  // Each thread loads kIdsPerThread ids before using any: one CTA must keep many loads in flight
+  // or it pays one memory round trip per id per thread.
+  const int64_t batch = int64_t(blockDim.x) * kIdsPerThread;
+  for (int64_t base = 0; base < P; base += batch) {
+    int ids[kIdsPerThread];
+#pragma unroll
+    for (int j = 0; j < kIdsPerThread; ++j) {
+      const int64_t i = base + int64_t(j) * blockDim.x + tid;
+      ids[j] = i < P ? topk_ids[i] : -1;
+    }
+#pragma unroll
+    for (int j = 0; j < kIdsPerThread; ++j)
+      if (ids[j] >= 0 && ids[j] < E) warp_aggregated_add(&counts[ids[j]], ids[j]);
   }
   __syncthreads();
   // One warp scans counts and tile counts: each lane owns a contiguous run of experts.
@@ -93,14 +102,25 @@ __global__ void __launch_bounds__(kRoutePrepThreads)
     const int start = j * tile_tokens;
     tiles[t] = make_int4(lo, offsets[lo] + start, min(tile_tokens, counts[lo] - start), 0);
   }
-  for (int64_t i = tid; i < P; i += blockDim.x) {
-    const int e = topk_ids[i];
-    int pos = -1;
-    if (e >= 0 && e < E) {
-      pos = offsets[e] + warp_aggregated_add(&fill[e], e);
-      sorted_pairs[pos] = static_cast<int>(i);
+  for (int64_t base = 0; base < P; base += batch) {
+    int ids[kIdsPerThread];
+#pragma unroll
+    for (int j = 0; j < kIdsPerThread; ++j) {
+      const int64_t i = base + int64_t(j) * blockDim.x + tid;
+      ids[j] = i < P ? topk_ids[i] : -1;
     }
-    pair_pos[i] = pos;
+#pragma unroll
+    for (int j = 0; j < kIdsPerThread; ++j) {
+      const int64_t i = base + int64_t(j) * blockDim.x + tid;
+      if (i >= P) continue;
+      const int e = ids[j];
+      int pos = -1;
+      if (e >= 0 && e < E) {
+        pos = offsets[e] + warp_aggregated_add(&fill[e], e);
+        sorted_pairs[pos] = static_cast<int>(i);
+      }
+      pair_pos[i] = pos;
+    }
   }
 }
 
