@@ -44,6 +44,6 @@ struct ExpertsPlan {
 
 // Deterministic choice from shapes only (M tokens, k slots, E experts, H, I).
 // MOEKIT_EXPERTS_TILE=<name> forces a tile of the table (tuning); MOEKIT_DEBUG_EXPERTS=1 prints.
-ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I);
+ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I, bool gated);
 
 }  // namespace moekit::cuda

@@ -8,18 +8,26 @@
 
 namespace moekit::cuda {
 
-ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I) {
+ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I, bool gated) {
   const int64_t pairs = M * k;
   const int64_t touched = pairs < E ? pairs : E;
   const double per_expert = touched > 0 ? double(pairs) / double(touched) : 0.0;
-  // Token tiles about twice the average count: routing noise (roughly Poisson) then rarely spills an
-  // expert into a second tile, which would re-read its weights; part-filled tiles skip their empty
-  // n8 blocks, so the larger tile costs no tensor work.
+  const int64_t rows13 = gated ? 2 * I : I;
+  // Weight-row CTAs of the smaller GEMM with the 64-row decode tile: under two per SM (few
+  // experts touched, e.g. one decode token), the 32-row tile spreads the stream over more CTAs.
+  const int64_t decode_ctas = touched * ((rows13 < H ? rows13 : H) / 64);
+  // Experts too large to stay in L2 between two token tiles: prefer one larger token tile.
+  const bool big_expert = double(rows13 + I) * double(H) * 2.0 > 32.0 * 1024 * 1024;
+  // Token tiles about twice the average count: routing noise (roughly Poisson) then rarely spills
+  // an expert into a second tile, which would re-read its weights; part-filled tiles skip their
+  // empty n8 blocks, so the larger tile costs little tensor work. Thresholds measured on H100
+  // (bench/RESULTS_gpu_moe.md).
   TileId tile = TileId::kLarge128;
-  if (per_expert <= 4) tile = TileId::kDecode8;
+  if (per_expert <= 4 && decode_ctas < 264) tile = TileId::kDecode8Narrow;
+  else if (per_expert <= 4) tile = TileId::kDecode8;
   else if (per_expert <= 8) tile = TileId::kDecode16;
   else if (per_expert <= 16) tile = TileId::kSmall32;
-  else if (per_expert <= 96) tile = TileId::kMid64;
+  else if (per_expert <= (big_expert ? 48 : 96)) tile = TileId::kMid64;
   static const char* forced = std::getenv("MOEKIT_EXPERTS_TILE");
   if (forced && *forced)
     for (int t = 0; t < int(TileId::kCount); ++t)

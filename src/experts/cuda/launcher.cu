@@ -35,7 +35,7 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   T* act_rows = reinterpret_cast<T*>(ws + lay.act_rows);
   T* down_rows = reinterpret_cast<T*>(ws + lay.down_rows);
 
-  const ExpertsPlan plan = choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I);
+  const ExpertsPlan plan = choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated);
   const GemmTile& tile = kGemmTiles[int(plan.tile)];
   const int64_t P = a.M * a.k;
   const int64_t tile_bound = (P + tile.bt - 1) / tile.bt + (P < a.E ? P : a.E);
