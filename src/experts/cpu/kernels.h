@@ -1,0 +1,59 @@
+// Per-ISA building blocks of the CPU expert ops. The driver (fused_experts_cpu.cpp) does routing,
+// work splitting and the combine; an ISA supplies the GEMM micro-kernel on one packed 32-row block,
+// the activation epilogue and the weighted add.
+//
+// One reduction order on every path: for each output, one fp32 accumulator over ascending K pairs,
+// the odd element of a pair first, then the even one, each a fused multiply-add (the order of
+// VDPBF16PS). Scalar, AVX2 and AVX-512-BF16 are therefore bit-identical (up to denormals, which
+// VDPBF16PS flushes); AMX's TDPBF16PS order is the hardware's.
+#pragma once
+
+#include <cstdint>
+
+#include "moekit/cpu.h"
+#include "moekit/experts.h"
+#include "moekit/tensor.h"
+
+namespace moekit::cpu {
+
+struct ActivationParams {
+  Activation kind = Activation::kSiluAndMul;
+  float alpha = 0.f, limit = 0.f;
+};
+
+// A panels (the GEMM's left operand rows) are fp32, or the activation's 16-bit dtype for the
+// paths whose dot-product instruction reads bf16 directly.
+enum class PanelFormat { kFloat32, kBFloat16 };
+
+struct ExpertKernels {
+  CpuIsa isa = CpuIsa::kScalar;
+  PanelFormat panel = PanelFormat::kFloat32;
+  int max_rows = 4;  // A rows one gemm call takes; AMX always reads 16 rows (see gemm below)
+  // c[r * 32 + n] = sum_{k < 2 * kpairs} a[r * lda + k] * W[n][k] for r < rows, where w is one
+  // VNNI-2 block (32 columns n, kpairs K pairs) of weights in `dtype`. a holds at least
+  // `read_rows` rows (AMX reads 16 whatever `rows` is; the extra rows' results are discarded).
+  void (*gemm)(const void* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c);
+  int read_rows = 0;
+  // dst[n] = round(act(gate[n]) * up[n]) for n < count (stored in `panel` format, rounding to
+  // `dtype`); zero for count <= n < 32.
+  void (*activate)(const float* gate, const float* up, int count, const ActivationParams& act, DType dtype,
+                   PanelFormat panel, void* dst);
+  // acc[n] += round_dtype(w * d[n]) for n < count.
+  void (*weighted_add)(const float* d, float w, float* acc, int count, DType dtype);
+};
+
+// The kernels of `isa` for activations/weights of `dtype` (bf16 or fp16). Paths without a kernel
+// of their own use the nearest one below (avx512 uses avx2; fp16 on avx512bf16/amx uses avx2).
+const ExpertKernels& expert_kernels(CpuIsa isa, DType dtype);
+
+// Per-ISA tables (each defined in its own translation unit).
+const ExpertKernels* scalar_expert_kernels(DType dtype);
+const ExpertKernels* avx2_expert_kernels(DType dtype);
+const ExpertKernels* avx512bf16_expert_kernels(DType dtype);  // bf16 only, else nullptr
+const ExpertKernels* amx_expert_kernels(DType dtype);         // bf16 only, else nullptr
+
+// Shared scalar pieces (also the reference structure the vector paths mirror).
+float exp_approx(float x);  // relative error < 2^-22 on [-87, 88]; NaN -> NaN
+float activation_scalar(float gate, float up, const ActivationParams& act);
+
+}  // namespace moekit::cpu

@@ -1,0 +1,165 @@
+// AVX2 + FMA + F16C expert kernels: weights widened to fp32 in registers (bf16: shift / mask,
+// fp16: VCVTPH2PS), one FMA per K element in the shared order (kernels.h). Also serves the avx512
+// path and fp16 on the avx512bf16 / amx paths.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "common/numeric.h"
+#include "experts/cpu/kernels.h"
+
+namespace moekit::cpu {
+namespace {
+
+// 8 columns of one K pair of a VNNI-2 block -> (even k, odd k) fp32 vectors.
+struct Bf16Cols {
+  static void load(const uint16_t* p, __m256& even, __m256& odd) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    odd = _mm256_castsi256_ps(_mm256_and_si256(raw, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+    even = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+  }
+  static __m256 column_order(__m256 v) { return v; }
+};
+
+// fp16: the even/odd shuffle leaves the columns in the order 0 1 4 5 2 3 6 7; column_order undoes it.
+struct Fp16Cols {
+  static void load(const uint16_t* p, __m256& even, __m256& odd) {
+    const __m256 lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256 hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)));
+    even = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    odd = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+  static __m256 column_order(__m256 v) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
+  }
+};
+
+// R rows x 16 columns (two 8-wide halves) per pass, two passes per 32-column block.
+template <typename Cols, int R>
+void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, float* c) {
+  for (int half = 0; half < 2; ++half) {
+    const uint16_t* wp = w + half * 32;
+    __m256 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < kpairs; ++p) {
+      __m256 e0, o0, e1, o1;
+      Cols::load(wp + p * 64, e0, o0);
+      Cols::load(wp + p * 64 + 16, e1, o1);
+      for (int r = 0; r < R; ++r) {
+        const __m256 xo = _mm256_broadcast_ss(a + r * lda + 2 * p + 1);
+        acc[r][0] = _mm256_fmadd_ps(xo, o0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(xo, o1, acc[r][1]);
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m256 xe = _mm256_broadcast_ss(a + r * lda + 2 * p);
+        acc[r][0] = _mm256_fmadd_ps(xe, e0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(xe, e1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      _mm256_storeu_ps(c + r * 32 + half * 16, Cols::column_order(acc[r][0]));
+      _mm256_storeu_ps(c + r * 32 + half * 16 + 8, Cols::column_order(acc[r][1]));
+    }
+  }
+}
+
+template <typename Cols>
+void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
+  const float* a = static_cast<const float*>(a_panel);
+  switch (rows) {
+    case 1: gemm_rows<Cols, 1>(a, lda, w, kpairs, c); break;
+    case 2: gemm_rows<Cols, 2>(a, lda, w, kpairs, c); break;
+    case 3: gemm_rows<Cols, 3>(a, lda, w, kpairs, c); break;
+    default: gemm_rows<Cols, 4>(a, lda, w, kpairs, c); break;
+  }
+}
+
+// Mirrors exp_approx() operation for operation.
+__m256 exp_approx8(__m256 x) {
+  x = _mm256_min_ps(_mm256_set1_ps(88.0f), x);  // (88 < x) ? 88 : x, NaN stays in x
+  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  __m256 y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+  y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+}
+
+__m256 activation8(__m256 g, __m256 u, const ActivationParams& act) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  if (act.kind == Activation::kSiluAndMul) {
+    const __m256 e = exp_approx8(_mm256_xor_ps(g, _mm256_set1_ps(-0.0f)));
+    return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), u);
+  }
+  // kSwigluOai
+  const __m256 limit = _mm256_set1_ps(act.limit);
+  const __m256 gc = _mm256_min_ps(limit, g);
+  __m256 uc = _mm256_min_ps(limit, u);
+  uc = _mm256_max_ps(_mm256_set1_ps(-act.limit), uc);
+  const __m256 z = _mm256_mul_ps(_mm256_set1_ps(act.alpha), gc);
+  const __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp_approx8(_mm256_xor_ps(z, _mm256_set1_ps(-0.0f)))));
+  return _mm256_mul_ps(_mm256_mul_ps(gc, sig), _mm256_add_ps(uc, one));
+}
+
+// RNE to bf16 / fp16, returned as the fp32 value (bf16 NaN -> quiet NaN, as numeric::float_to_bf16).
+__m256 round8(__m256 v, DType dtype) {
+  if (dtype == DType::kFloat16)
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
+  const __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
+  const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+  const __m256i r = _mm256_castps_si256(
+      _mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(quiet), nan));
+  return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+
+float round_to(float v, DType dtype) {
+  return dtype == DType::kBFloat16 ? numeric::round_bf16(v) : numeric::round_half(v);
+}
+
+void activate(const float* gate, const float* up, int count, const ActivationParams& act, DType dtype,
+              PanelFormat panel, void* dst) {
+  alignas(32) float out[32];
+  const bool vector = act.kind == Activation::kSiluAndMul || act.kind == Activation::kSwigluOai;
+  int n = 0;
+  if (vector)
+    for (; n + 8 <= count; n += 8)
+      _mm256_store_ps(out + n, round8(activation8(_mm256_loadu_ps(gate + n), _mm256_loadu_ps(up + n), act), dtype));
+  for (; n < count; ++n) out[n] = round_to(activation_scalar(gate[n], up[n], act), dtype);
+  for (; n < 32; ++n) out[n] = 0.f;
+  if (panel == PanelFormat::kFloat32) {
+    std::memcpy(dst, out, sizeof(out));
+  } else {
+    uint16_t* d = static_cast<uint16_t*>(dst);
+    for (int i = 0; i < 32; ++i) d[i] = static_cast<uint16_t>(numeric::float_bits(out[i]) >> 16);
+  }
+}
+
+void weighted_add(const float* d, float w, float* acc, int count, DType dtype) {
+  const __m256 wv = _mm256_set1_ps(w);
+  int n = 0;
+  for (; n + 8 <= count; n += 8)
+    _mm256_storeu_ps(acc + n, _mm256_add_ps(_mm256_loadu_ps(acc + n),
+                                            round8(_mm256_mul_ps(wv, _mm256_loadu_ps(d + n)), dtype)));
+  for (; n < count; ++n) acc[n] += round_to(w * d[n], dtype);
+}
+
+const ExpertKernels kBf16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 4, gemm<Bf16Cols>, 0, activate, weighted_add};
+const ExpertKernels kFp16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 4, gemm<Fp16Cols>, 0, activate, weighted_add};
+
+}  // namespace
+
+const ExpertKernels* avx2_expert_kernels(DType dtype) { return dtype == DType::kBFloat16 ? &kBf16 : &kFp16; }
+
+}  // namespace moekit::cpu
