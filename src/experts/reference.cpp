@@ -142,28 +142,39 @@ struct Projection {
       }
       case WeightScheme::kFP8BlockW8A8:
       case WeightScheme::kFP8BlockW8A16: {
-        const int64_t kb = ceil_div(C, options.block_k);
-        const float* s = w.scale.ptr<float>() + (e * ceil_div(R, options.block_n) + r / options.block_n) * kb;
-        if (options.fp8_round_dequantized_weights) {  // mode (B): bf16(dec(W) * S) in fp32
-          for (int64_t k = 0; k < C; ++k)
-            out[k] = round_to(act_dtype, static_cast<float>(t.e4m3[wb[k]]) * s[k / options.block_k]);
-        } else {
-          for (int64_t k = 0; k < C; ++k) out[k] = t.e4m3[wb[k]] * s[k / options.block_k];
+        const int64_t bk = options.block_k;
+        const float* s = w.scale.ptr<float>() + (e * ceil_div(R, options.block_n) + r / options.block_n) * ceil_div(C, bk);
+        for (int64_t k0 = 0, b = 0; k0 < C; k0 += bk, ++b) {
+          const int64_t k1 = std::min(C, k0 + bk);
+          if (options.fp8_round_dequantized_weights) {  // mode (B): round(dec(W) * S), product in fp32
+            for (int64_t k = k0; k < k1; ++k) out[k] = round_to(act_dtype, static_cast<float>(t.e4m3[wb[k]]) * s[b]);
+          } else {
+            const double sb = s[b];
+            for (int64_t k = k0; k < k1; ++k) out[k] = t.e4m3[wb[k]] * sb;
+          }
         }
         return;
       }
-      case WeightScheme::kNVFP4: {
-        const uint8_t* sf = static_cast<const uint8_t*>(w.scale.data) + row * ceil_div(C, 16);
-        for (int64_t k = 0; k < C; ++k) out[k] = t.e2m1[detail::nibble(wb, k)] * t.e4m3[sf[k / 16]];
-        return;
-      }
+      case WeightScheme::kNVFP4:
       case WeightScheme::kMXFP8:
       case WeightScheme::kMXFP4: {
-        const uint8_t* u = static_cast<const uint8_t*>(w.scale.data) + row * ceil_div(C, 32);
-        const bool fp4 = options.scheme == WeightScheme::kMXFP4;
-        for (int64_t k = 0; k < C; ++k)
-          out[k] = (fp4 ? t.e2m1[detail::nibble(wb, k)] : t.e4m3[wb[k]]) *
-                   static_cast<double>(numeric::e8m0_to_float(u[k / 32]));
+        const bool nv = options.scheme == WeightScheme::kNVFP4, fp4 = options.scheme != WeightScheme::kMXFP8;
+        const int64_t group = nv ? detail::kNvfp4Group : detail::kMxGroup;
+        const uint8_t* sc = static_cast<const uint8_t*>(w.scale.data) + row * ceil_div(C, group);
+        for (int64_t k0 = 0, b = 0; k0 < C; k0 += group, ++b) {
+          const int64_t k1 = std::min(C, k0 + group);
+          const double sb = nv ? t.e4m3[sc[b]] : static_cast<double>(numeric::e8m0_to_float(sc[b]));
+          if (fp4) {  // groups start at even k: two codes per byte
+            int64_t k = k0;
+            for (; k + 1 < k1; k += 2) {
+              const uint8_t byte = wb[k >> 1];
+              out[k] = t.e2m1[byte & 0xf] * sb;
+              out[k + 1] = t.e2m1[byte >> 4] * sb;
+            }
+            if (k < k1) out[k] = t.e2m1[wb[k >> 1] & 0xf] * sb;
+          } else
+            for (int64_t k = k0; k < k1; ++k) out[k] = t.e4m3[wb[k]] * sb;
+        }
         return;
       }
       default: return;
@@ -203,8 +214,14 @@ struct Projection {
             double v = 0;
             for (int64_t gi = 0; gi < groups; ++gi) {
               int64_t p = 0;  // sum qx * (q - z) over the group, exact
-              for (int64_t k = gi * g; k < (gi + 1) * g; ++k)
-                p += int64_t{a.q[k]} * (int64_t{detail::nibble(wq, k)} - z[gi]);
+              const int32_t zp = z[gi];
+              int64_t k = gi * g;
+              if ((k & 1) == 0)
+                for (; k + 1 < (gi + 1) * g; k += 2) {
+                  const uint8_t byte = wq[k >> 1];
+                  p += int32_t{a.q[k]} * ((byte & 0xf) - zp) + int32_t{a.q[k + 1]} * ((byte >> 4) - zp);
+                }
+              for (; k < (gi + 1) * g; ++k) p += int32_t{a.q[k]} * (detail::nibble(wq, k) - zp);
               v += static_cast<double>(p) * s[gi];
             }
             v *= a.scale;

@@ -267,6 +267,32 @@ INSTANTIATE_TEST_SUITE_P(
                                          IdealBound{WeightScheme::kNVFP4, 0.1, 1.8}),
                        ::testing::Values(DType::kBFloat16, DType::kFloat16)));
 
+// Odd sizes everywhere: partial FP8 blocks (5 x 7), odd packed 4-bit rows, partial MX / NVFP4
+// groups, INT4 groups of 3; E = 7 (not a power of two), topk = 1 and topk = E. Short rows (33)
+// make the activation-quantisation noise of a row more variable: bounds about 3x the table above.
+TEST(ReferenceSchemeIdeal, OddShapes) {
+  const IdealBound bounds[] = {{WeightScheme::kFP8BlockW8A16, 1e-4, 4e-2}, {WeightScheme::kMXFP4, 1e-4, 4e-2},
+                               {WeightScheme::kInt4W4A8, 4e-3, 0.2},       {WeightScheme::kFP8BlockW8A8, 3e-2, 0.8},
+                               {WeightScheme::kMXFP8, 3e-2, 0.8},          {WeightScheme::kNVFP4, 0.3, 2.5}};
+  for (const IdealBound& b : bounds)
+    for (int64_t k : {1, 7}) {
+      auto rng = fresh_rng();
+      FusedExpertsOptions o;
+      o.scheme = b.scheme;
+      o.block_n = 5;
+      o.block_k = 7;
+      o.group_size = 3;
+      const int64_t M = 3, H = 33, I = 21, E = 7;
+      MoeProblem p = make_problem(rng, o, DType::kBFloat16, M, H, I, E, k);
+      HostTensor out(DType::kBFloat16, {M, H});
+      out.poison();
+      run_oracle(p, out);
+      const RowMetrics r = row_metrics(out, ideal_fused_experts(p), M, H);
+      EXPECT_LT(r.worst_calc_diff, b.calc_diff) << weight_scheme_name(b.scheme) << " k " << k;
+      EXPECT_LE(r.worst_abs_over_rms, b.abs_over_rms) << weight_scheme_name(b.scheme) << " k " << k;
+    }
+}
+
 TEST(ReferenceSchemeIdeal, Fp8ModeBStaysClose) {
   auto rng = fresh_rng();
   FusedExpertsOptions o;
