@@ -8,22 +8,28 @@
 namespace moekit::cuda {
 
 template <typename IdT>
+struct AlignSource {
+  const IdT* ids;
+  const detail::AlignProblem& p;
+  __device__ int64_t id(int64_t i) const { return static_cast<int64_t>(ids[i]); }
+  __device__ int bucket(int64_t id) const {
+    const int32_t e = detail::local_expert(id, p.num_experts, p.expert_map, p.map_size);
+    return e >= 0 ? e + 1 : (p.ignore_invalid_expert ? -1 : 0);
+  }
+};
+
+template <typename IdT>
 __global__ void __launch_bounds__(1024) moe_align_block_size_kernel(detail::AlignProblem p) {
   extern __shared__ int32_t smem_words[];
   cg::cluster_group cluster = cg::this_cluster();
   const int nb = p.num_experts + 1;
   const BucketSmem s(smem_words, nb, blockDim.x / 32);
-  const IdT* ids = static_cast<const IdT*>(p.topk_ids);
-  auto bucket_of = [&](int64_t i) -> int {
-    const int32_t e = detail::local_expert(static_cast<int64_t>(ids[i]), p.num_experts,
-                                           p.expert_map, p.map_size);
-    return e >= 0 ? e + 1 : (p.ignore_invalid_expert ? -1 : 0);
-  };
+  const AlignSource<IdT> source{static_cast<const IdT*>(p.topk_ids), p};
 
-  count_buckets(s, nb, p.numel, bucket_of);
+  count_buckets(s, nb, p.numel, source);
   combine_buckets(s, nb, p.block_size);
   scatter_buckets(
-      s, nb, p.numel, bucket_of,
+      s, nb, p.numel, source,
       [&](int64_t i, int32_t slot) { p.sorted_token_ids[slot] = static_cast<int32_t>(i); },
       [](int64_t) {});
 

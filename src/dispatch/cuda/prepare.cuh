@@ -7,19 +7,25 @@
 
 namespace moekit::cuda {
 
+struct PrepareSource {
+  const detail::PrepareProblem& p;
+  __device__ int64_t id(int64_t i) const { return p.topk_ids[i]; }
+  __device__ int bucket(int64_t id) const {
+    return detail::local_expert(id, p.num_experts, p.expert_map, p.map_size);
+  }
+};
+
 __global__ void __launch_bounds__(1024) prepare_moe_input_kernel(detail::PrepareProblem p) {
   extern __shared__ int32_t smem_words[];
   cg::cluster_group cluster = cg::this_cluster();
   const int nb = p.num_experts;
   const BucketSmem s(smem_words, nb, blockDim.x / 32);
-  auto expert_of = [&](int64_t i) -> int {
-    return detail::local_expert(p.topk_ids[i], p.num_experts, p.expert_map, p.map_size);
-  };
+  const PrepareSource source{p};
 
-  count_buckets(s, nb, p.numel, expert_of);
+  count_buckets(s, nb, p.numel, source);
   combine_buckets(s, nb, 1);
   scatter_buckets(
-      s, nb, p.numel, expert_of,
+      s, nb, p.numel, source,
       [&](int64_t i, int32_t slot) {
         p.input_permutation[slot] = static_cast<int32_t>(i / p.topk);
         p.output_permutation[i] = slot;

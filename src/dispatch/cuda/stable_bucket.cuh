@@ -23,7 +23,7 @@ namespace moekit::cuda {
 
 namespace cg = cooperative_groups;
 
-inline constexpr int kBucketBatch = 4;  // rounds of ids loaded before they are used (loads in flight)
+inline constexpr int kBucketBatch = 8;  // rounds of ids loaded before they are used (loads in flight)
 
 // Shared-memory layout for nb buckets and `warps` warps (int32 entries).
 struct BucketSmem {
@@ -58,9 +58,24 @@ __device__ __forceinline__ SubChunk warp_sub_chunk(int64_t n, int cta, int ctas,
   return {cb + len * warp / warps, cb + len * (warp + 1) / warps};
 }
 
-// Phase 1. bucket_of(i) returns the bucket in [0, nb) or -1 (pair dropped).
-template <typename BucketOf>
-__device__ void count_buckets(const BucketSmem& s, int nb, int64_t n, const BucketOf& bucket_of) {
+// The pairs' buckets: src.id(i) loads the id of pair i, src.bucket(id) maps it to a bucket in
+// [0, nb) or -1 (pair dropped). A warp loads kBucketBatch rounds of ids before mapping any.
+template <typename Source>
+__device__ __forceinline__ void load_buckets(const Source& src, int64_t base, int64_t end, int lane,
+                                             int (&b)[kBucketBatch]) {
+  int64_t id[kBucketBatch];
+#pragma unroll
+  for (int r = 0; r < kBucketBatch; ++r) {
+    const int64_t i = base + r * 32 + lane;
+    id[r] = i < end ? src.id(i) : 0;
+  }
+#pragma unroll
+  for (int r = 0; r < kBucketBatch; ++r) b[r] = base + r * 32 + lane < end ? src.bucket(id[r]) : -1;
+}
+
+// Phase 1.
+template <typename Source>
+__device__ void count_buckets(const BucketSmem& s, int nb, int64_t n, const Source& src) {
   cg::cluster_group cluster = cg::this_cluster();
   const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int64_t x = threadIdx.x; x < int64_t(warps) * nb; x += blockDim.x) s.warp_cursor[x] = 0;
@@ -69,11 +84,7 @@ __device__ void count_buckets(const BucketSmem& s, int nb, int64_t n, const Buck
   int32_t* row = s.warp_cursor + int64_t(warp) * nb;
   for (int64_t base = sub.begin; base < sub.end; base += 32 * kBucketBatch) {
     int b[kBucketBatch];
-#pragma unroll
-    for (int r = 0; r < kBucketBatch; ++r) {
-      const int64_t i = base + r * 32 + lane;
-      b[r] = i < sub.end ? bucket_of(i) : -1;
-    }
+    load_buckets(src, base, sub.end, lane, b);
 #pragma unroll
     for (int r = 0; r < kBucketBatch; ++r)
       if (b[r] >= 0) atomicAdd(row + b[r], 1);
@@ -135,6 +146,7 @@ __device__ void combine_buckets(const BucketSmem& s, int nb, int32_t block) {
   const int warps = blockDim.x / 32;
   for (int bk = threadIdx.x; bk < nb; bk += blockDim.x) {
     int32_t prefix = 0, total = 0;
+#pragma unroll 8
     for (int c = 0; c < ctas; ++c) {
       const int32_t v = c == me ? s.cta_count[bk] : cluster.map_shared_rank(s.cta_count, c)[bk];
       if (c < me) prefix += v;
@@ -158,8 +170,8 @@ __device__ void combine_buckets(const BucketSmem& s, int nb, int32_t block) {
 }
 
 // Phase 3: write(i, slot) for every kept pair, drop(i) for every dropped one.
-template <typename BucketOf, typename Write, typename Drop>
-__device__ void scatter_buckets(const BucketSmem& s, int nb, int64_t n, const BucketOf& bucket_of,
+template <typename Source, typename Write, typename Drop>
+__device__ void scatter_buckets(const BucketSmem& s, int nb, int64_t n, const Source& src,
                                 const Write& write, const Drop& drop) {
   cg::cluster_group cluster = cg::this_cluster();
   const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -168,11 +180,7 @@ __device__ void scatter_buckets(const BucketSmem& s, int nb, int64_t n, const Bu
   const unsigned lanes_below = (1u << lane) - 1;
   for (int64_t base = sub.begin; base < sub.end; base += 32 * kBucketBatch) {
     int b[kBucketBatch];
-#pragma unroll
-    for (int r = 0; r < kBucketBatch; ++r) {
-      const int64_t i = base + r * 32 + lane;
-      b[r] = i < sub.end ? bucket_of(i) : -1;
-    }
+    load_buckets(src, base, sub.end, lane, b);
 #pragma unroll
     for (int r = 0; r < kBucketBatch; ++r) {
       const int64_t i = base + r * 32 + lane;
