@@ -296,6 +296,26 @@ TEST(CpuFusedExpertsCases, ThreadCountsAndRepeatsBitIdentical) {
   }
 }
 
+// Shapes that split the work the other ways: several token chunks in stage 2 (M > 1024), several
+// output blocks per stage-2 item with a partial last block (K = 1000, one thread), more than one
+// stage-1 chunk per expert (E = 2).
+TEST(CpuFusedExpertsCases, WorkSplitShapes) {
+  auto rng = fresh_rng();
+  IsaScope scope;
+  for (auto [M, K, N, E, k] : {Shape{1100, 40, 8, 3, 2}, Shape{5, 1000, 16, 2, 2}, Shape{300, 24, 40, 2, 1}}) {
+    MoeCase c(rng, M, K, N, E, k, DType::kBFloat16);
+    const HostTensor r = c.oracle();
+    const std::vector<double> slack = c.slot_ulps();
+    const HostTensor p13 = pack(c.w13, PackedRole::kW13), p2 = pack(c.w2, PackedRole::kW2);
+    for (CpuIsa isa : supported_cpu_isas()) {
+      set_cpu_isa(isa);
+      const HostTensor one = run_fused(c, p13, p2, {}, {1, {}});
+      EXPECT_TRUE(MatchesOracle(one, r, K, slack)) << cpu_isa_name(isa) << " M " << M << " K " << K;
+      EXPECT_TRUE(run_fused(c, p13, p2, {}, {3, {}}).bytes_equal(one)) << cpu_isa_name(isa);
+    }
+  }
+}
+
 TEST(CpuFusedExpertsCases, BatchInvariant) {
   auto rng = fresh_rng();
   IsaScope scope;

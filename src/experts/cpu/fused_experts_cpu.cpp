@@ -40,7 +40,11 @@ namespace {
 
 constexpr int64_t kPanelRows = 16;         // rows of an A panel buffer (AMX reads 16)
 constexpr int64_t kStage1ChunkSlots = 128;  // token slots per stage-1 item
-constexpr int64_t kStage2ChunkTokens = 2048;
+// Stage 2 items: up to kStage2ChunkTokens tokens x up to kStage2MaxBlocks output blocks. Tokens per
+// item bound how often W2 is re-read (once per token chunk); blocks per item bound how often ic1 is
+// (once per block group), and the W2 blocks of one expert for one item (8 x 32 x I) stay in L2.
+constexpr int64_t kStage2ChunkTokens = 1024;
+constexpr int64_t kStage2MaxBlocks = 8;
 
 int64_t align64(int64_t v) { return round_up(v, 64); }
 
@@ -76,7 +80,7 @@ struct Workspace {
     take_thread(panel_bytes);
     gate = take_thread(kPanelRows * 32 * 4);
     up = take_thread(kPanelRows * 32 * 4);
-    acc = take_thread(chunk * 32 * 4);
+    acc = take_thread(chunk * kStage2MaxBlocks * 32 * 4);
     thread_bytes = t;
     per_thread = off;
     total = off + thread_bytes * threads;
@@ -277,7 +281,11 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
   const int64_t items1 = prefix1[n_touched];
   const int64_t chunk2 = std::min<int64_t>(M, kStage2ChunkTokens);
   const int64_t out_blocks = k_pad / 32, token_chunks = (M + chunk2 - 1) / chunk2;
-  const int64_t items2 = out_blocks * token_chunks;
+  // As many blocks per item as keep >= 4 items per thread.
+  const int64_t group2 =
+      std::clamp<int64_t>(out_blocks * token_chunks / (4 * static_cast<int64_t>(pb.threads)), 1, kStage2MaxBlocks);
+  const int64_t block_groups = (out_blocks + group2 - 1) / group2;
+  const int64_t items2 = block_groups * token_chunks;
   const int rows_max = kn.max_rows;
 
 #pragma omp parallel num_threads(pb.threads)
@@ -313,37 +321,41 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items2; ++item) {
-      const int64_t tc = item / out_blocks, nb = item % out_blocks;
+      const int64_t tc = item / block_groups, nb0 = (item % block_groups) * group2;
+      const int64_t nb1 = std::min(out_blocks, nb0 + group2), width = (nb1 - nb0) * 32;
       const int64_t m0 = tc * chunk2, m1 = std::min(M, m0 + chunk2);
-      const int count = static_cast<int>(std::min<int64_t>(32, K - nb * 32));
-      std::fill(acc, acc + (m1 - m0) * 32, 0.f);
+      std::fill(acc, acc + (m1 - m0) * width, 0.f);
       for (int64_t u = 0; u < n_touched; ++u) {
         const int64_t e = touched[u];
         const int32_t* seg_end = sorted + seg[e + 1];
         const int32_t* lo = std::lower_bound<const int32_t*>(sorted + seg[e], seg_end, static_cast<int32_t>(m0 * k));
         const int32_t* hi = std::lower_bound(lo, seg_end, static_cast<int32_t>(m1 * k));
-        const uint16_t* w = pb.ops.w2.block(e, nb);
         for (int64_t g = lo - sorted; g < hi - sorted; g += rows_max) {
           const int rows = static_cast<int>(std::min<int64_t>(rows_max, (hi - sorted) - g));
-          kn.gemm(ic1 + g * n_pad * elem, n_pad, rows, w, n_pad / 2, cg);
-          for (int r = 0; r < rows; ++r) {
-            const int64_t i = sorted[g + r];
-            float* a = acc + (i / k - m0) * 32;
-            if (pb.shared)
-              std::memcpy(a, cg + r * 32, 32 * 4);
-            else
-              kn.weighted_add(cg + r * 32, wts[i], a, count, pb.dtype);
+          for (int64_t nb = nb0; nb < nb1; ++nb) {
+            kn.gemm(ic1 + g * n_pad * elem, n_pad, rows, pb.ops.w2.block(e, nb), n_pad / 2, cg);
+            const int count = static_cast<int>(std::min<int64_t>(32, K - nb * 32));
+            for (int r = 0; r < rows; ++r) {
+              const int64_t i = sorted[g + r];
+              float* a = acc + (i / k - m0) * width + (nb - nb0) * 32;
+              if (pb.shared)
+                std::memcpy(a, cg + r * 32, 32 * 4);
+              else
+                kn.weighted_add(cg + r * 32, wts[i], a, count, pb.dtype);
+            }
           }
         }
       }
+      const int64_t cols = std::min(K, nb1 * 32) - nb0 * 32;
       for (int64_t m = m0; m < m1; ++m) {
-        const float* a = acc + (m - m0) * 32;
-        uint16_t* o = pb.out + m * K + nb * 32;
+        const float* a = acc + (m - m0) * width;
+        uint16_t* o = pb.out + m * K + nb0 * 32;
         if (pb.shared) {
-          const uint16_t* f = pb.shared_routed ? pb.shared_routed + m * K + nb * 32 : nullptr;
-          for (int n = 0; n < count; ++n) o[n] = encode(f ? a[n] + decode(f[n], pb.dtype) * pb.rsf : a[n], pb.dtype);
+          const uint16_t* f = pb.shared_routed ? pb.shared_routed + m * K + nb0 * 32 : nullptr;
+          for (int64_t n = 0; n < cols; ++n)
+            o[n] = encode(f ? a[n] + decode(f[n], pb.dtype) * pb.rsf : a[n], pb.dtype);
         } else {
-          for (int n = 0; n < count; ++n) o[n] = encode(pb.rsf * a[n], pb.dtype);
+          for (int64_t n = 0; n < cols; ++n) o[n] = encode(pb.rsf * a[n], pb.dtype);
         }
       }
     }
