@@ -17,6 +17,7 @@ void bind_route(nb::module_& m);
 void bind_dispatch(nb::module_& m);
 void bind_experts(nb::module_& m);
 void bind_gpu_experts(nb::module_& m);
+void bind_cpu_experts(nb::module_& m);
 void bind_quant(nb::module_& m);
 
 }  // namespace moekit::python

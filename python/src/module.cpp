@@ -77,5 +77,6 @@ NB_MODULE(_C, m) {
   moekit::python::bind_rope(m);
   moekit::python::bind_experts(m);
   moekit::python::bind_gpu_experts(m);
+  moekit::python::bind_cpu_experts(m);
   moekit::python::bind_quant(m);
 }

@@ -195,3 +195,25 @@ def test_gpu_fused_experts_rejects_cpu_tensors():
     with pytest.raises(RuntimeError, match="hidden: expected a CUDA tensor"):
         moekit._C.fused_experts(x, w13, w2, weights, ids, bf16(np.zeros((2, 64))),
                                 np.zeros(size, np.uint8))
+
+
+@needs_cpu_experts
+@pytest.mark.parametrize("with_routed", [False, True])
+def test_shared_expert_cpu_matches_the_oracle(cpu_backend, every_cpu_isa, with_routed):
+    rng = fresh_rng()
+    M, H, I = 9, 64, 32
+    x = round_to(rng.standard_normal((M, H)).astype(np.float32), "bfloat16")
+    w13 = round_to((rng.standard_normal((2 * I, H)) * 0.1).astype(np.float32), "bfloat16")
+    w2 = round_to((rng.standard_normal((H, I)) * 0.1).astype(np.float32), "bfloat16")
+    routed = round_to(rng.standard_normal((M, H)).astype(np.float32), "bfloat16") if with_routed else None
+    w13p = moekit.ops.pack_moe_weights(bf16(w13), "w13")
+    w2p = moekit.ops.pack_moe_weights(bf16(w2), "w2")
+    got = moekit.ops.shared_expert_cpu(bf16(x), w13p, w2p, None if routed is None else bf16(routed),
+                                       2.5)
+    expected = np.zeros((M, H), np.uint16)
+    moekit.reference.shared_expert(bf16(x), moekit.ExpertWeights(bf16(w13)),
+                                   moekit.ExpertWeights(bf16(w2)),
+                                   None if routed is None else bf16(routed),
+                                   moekit.typed(expected, "bfloat16"),
+                                   moekit.FusedExpertsOptions(routed_scaling_factor=2.5))
+    np.testing.assert_allclose(bf16_to_f32(got.array), bf16_to_f32(expected), rtol=2e-2, atol=2e-2)
