@@ -399,3 +399,61 @@ TEST(ReferenceSchemeErrors, MissingAndStrayTensors) {
 
 }  // namespace
 }  // namespace moekit::test
+
+namespace moekit::test {
+namespace {
+
+// A NaN in a token row: schemes that quantise the row (one scale per row or group) turn the whole
+// output row to NaN; the other rows stay finite in every scheme.
+TEST(ReferenceSchemeEdges, NonFiniteRowStaysInItsRow) {
+  for (WeightScheme s : kAllSchemes) {
+    MoeProblem p = exact_problem(s, DType::kBFloat16);
+    p.hidden.set(4 + 1, std::nan(""));
+    HostTensor out(DType::kBFloat16, {3, 4});
+    run_oracle(p, out);
+    bool any = false;
+    for (int n = 0; n < 4; ++n) {
+      EXPECT_EQ(out.get(n), kExpected[0][n]) << weight_scheme_name(s);
+      EXPECT_EQ(out.get(8 + n), kExpected[2][n]) << weight_scheme_name(s);
+      any |= std::isnan(out.get(4 + n));
+    }
+    EXPECT_TRUE(any) << weight_scheme_name(s);
+  }
+}
+
+// int64 ids and bf16 / fp16 routing weights are read as their int32 / fp32 equivalents.
+TEST(ReferenceSchemeEdges, Int64IdsAndHalfWeights) {
+  MoeProblem p = exact_problem(WeightScheme::kInt8W8A8, DType::kFloat16);
+  HostTensor ids64(DType::kInt64, {3, 2}), w16(DType::kBFloat16, {3, 2}), out(DType::kFloat16, {3, 4});
+  for (int i = 0; i < 6; ++i) {
+    ids64.set(i, p.topk_ids.get(i));
+    w16.set(i, p.topk_weights.get(i));
+  }
+  reference::fused_experts(p.hidden.view(), p.w13.view(), p.w2.view(), w16.view(), ids64.view(), out.view(),
+                           p.options);
+  for (int m = 0; m < 3; ++m)
+    for (int n = 0; n < 4; ++n) EXPECT_EQ(out.get(m * 4 + n), kExpected[m][n]);
+}
+
+// gpt-oss clamped SwiGLU by hand: g = 10 > limit 7 -> 7; u = -9 -> -7;
+// a = round(float(7 * sigmoid(1.702 * 7)) * (-7 + 1)).
+TEST(ReferenceSchemeEdges, SwigluOaiClamps) {
+  HostTensor x = make(DType::kBFloat16, {1, 2}, {1, 1});
+  HostTensor w13 = make(DType::kBFloat16, {1, 2, 2}, {10, 0, 0, -9});
+  HostTensor w2 = make(DType::kBFloat16, {1, 2, 1}, {1, 0.5});
+  HostTensor ids = make(DType::kInt32, {1, 1}, {0}), w = make(DType::kFloat32, {1, 1}, {1});
+  HostTensor out(DType::kBFloat16, {1, 2});
+  FusedExpertsOptions o;
+  o.activation = Activation::kSwigluOai;
+  o.swiglu_alpha = 1.702f;
+  o.swiglu_limit = 7.f;
+  reference::fused_experts(x.view(), {w13.view(), {}, {}, {}, {}, {}}, {w2.view(), {}, {}, {}, {}, {}}, w.view(),
+                           ids.view(), out.view(), o);
+  const double sig = 1.0 / (1.0 + std::exp(-double{1.702f} * 7.0));
+  const float a = numeric::round_bf16(static_cast<float>(7.0 * sig) * -6.f);
+  EXPECT_EQ(out.get(0), a);
+  EXPECT_EQ(out.get(1), numeric::round_bf16(a * 0.5f));
+}
+
+}  // namespace
+}  // namespace moekit::test
