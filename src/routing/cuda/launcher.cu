@@ -1,4 +1,4 @@
-#include <type_traits>
+#include <utility>
 
 #include "common/cuda_check.h"
 #include "routing/cuda/launcher.h"
@@ -8,54 +8,89 @@
 namespace moekit::cuda {
 namespace {
 
-template <int kVPT>
-void launch(const routing::RouterProblem& p, cudaStream_t stream) {
-  const int64_t blocks64 = (p.M + kRouterWarpsPerBlock - 1) / kRouterWarpsPerBlock;
+// Up to this many rows a row is routed by a team of warps (short serial chains: latency decides);
+// above it by one warp (fewer instructions per row: throughput decides).
+constexpr int64_t kTeamRowsMax = 1024;
+
+// The team shape of a launch: warps per row and register slots per lane, instantiated sizes only.
+struct RouterShape {
+  int warps_per_row;
+  int slots_per_lane;
+};
+
+// The one heuristic: teams hold at most 4 experts per lane (1 warp up to 128 experts, 2 up to 256,
+// 4 up to 512); single warps hold ceil(E / 32) rounded up to an instantiated size.
+RouterShape router_shape(int64_t M, int E, bool team_rows) {
+  const int per_warp = (E + 31) / 32;
+  if (team_rows || M <= kTeamRowsMax) {
+    if (per_warp <= 4) return {1, per_warp <= 1 ? 1 : per_warp <= 2 ? 2 : 4};
+    return {per_warp <= 8 ? 2 : 4, 4};
+  }
+  const int sizes[] = {1, 2, 4, 6, 8, 12, 16};
+  for (int s : sizes)
+    if (per_warp <= s) return {1, s};
+  return {1, 16};
+}
+
+template <int kVPT, int kW>
+using Shape = std::integer_sequence<int, kVPT, kW>;
+
+// Calls launch_for(Shape<kVPT, kW>) for a team shape (as router_shape returns for decode sizes).
+template <typename Launch>
+void with_team_shape(RouterShape s, const Launch& launch_for) {
+  if (s.warps_per_row == 4) launch_for(Shape<4, 4>{});
+  else if (s.warps_per_row == 2) launch_for(Shape<4, 2>{});
+  else if (s.slots_per_lane == 1) launch_for(Shape<1, 1>{});
+  else if (s.slots_per_lane == 2) launch_for(Shape<2, 1>{});
+  else launch_for(Shape<4, 1>{});
+}
+
+// Calls launch_for(Shape<kVPT, kW>) for any shape router_shape returns.
+template <typename Launch>
+void with_shape(RouterShape s, const Launch& launch_for) {
+  if (s.warps_per_row > 1 || s.slots_per_lane <= 4) with_team_shape(s, launch_for);
+  else if (s.slots_per_lane == 6) launch_for(Shape<6, 1>{});
+  else if (s.slots_per_lane == 8) launch_for(Shape<8, 1>{});
+  else if (s.slots_per_lane == 12) launch_for(Shape<12, 1>{});
+  else launch_for(Shape<16, 1>{});
+}
+
+template <int kVPT, int kW>
+void launch(const routing::RouterProblem& p, cudaStream_t stream, Shape<kVPT, kW>) {
+  constexpr int kWarps = router_warps_per_block<kW>(), kTeams = kWarps / kW;
+  const int64_t blocks64 = (p.M + kTeams - 1) / kTeams;
   const int blocks = static_cast<int>(blocks64 < 65535 ? blocks64 : 65535);  // grid-stride beyond
   if (p.score == routing::ScoreFunction::kSigmoid)
-    router_kernel<kVPT, routing::ScoreFunction::kSigmoid>
-        <<<blocks, kRouterWarpsPerBlock * 32, 0, stream>>>(p);
+    router_kernel<kVPT, kW, routing::ScoreFunction::kSigmoid>
+        <<<blocks, kWarps * 32, 0, stream>>>(p);
   else
-    router_kernel<kVPT, routing::ScoreFunction::kSoftmax>
-        <<<blocks, kRouterWarpsPerBlock * 32, 0, stream>>>(p);
+    router_kernel<kVPT, kW, routing::ScoreFunction::kSoftmax>
+        <<<blocks, kWarps * 32, 0, stream>>>(p);
   MOEKIT_CUDA_CHECK_LAUNCH();
 }
 
-template <int kVPT>
-void launch_fused(const detail::RouteAndAlignProblem& p, cudaStream_t stream) {
-  constexpr int threads = fused_warps<kVPT>() * 32;
+template <int kVPT, int kW>
+void launch_fused(const detail::RouteAndAlignProblem& p, cudaStream_t stream, Shape<kVPT, kW>) {
   if (p.route.score == routing::ScoreFunction::kSigmoid)
-    route_and_align_kernel<kVPT, routing::ScoreFunction::kSigmoid>
-        <<<1, threads, 0, stream>>>(p.route, p.align);
+    route_and_align_kernel<kVPT, kW, routing::ScoreFunction::kSigmoid>
+        <<<1, kFusedWarps * 32, 0, stream>>>(p.route, p.align);
   else
-    route_and_align_kernel<kVPT, routing::ScoreFunction::kSoftmax>
-        <<<1, threads, 0, stream>>>(p.route, p.align);
+    route_and_align_kernel<kVPT, kW, routing::ScoreFunction::kSoftmax>
+        <<<1, kFusedWarps * 32, 0, stream>>>(p.route, p.align);
   MOEKIT_CUDA_CHECK_LAUNCH();
-}
-
-// Register slots per lane: the smallest instantiated size holding ceil(E / 32) experts.
-template <typename Launch>
-void by_row_width(int E, const Launch& launch_for) {
-  const int per_lane = (E + 31) / 32;
-  if (per_lane <= 1) launch_for(std::integral_constant<int, 1>{});
-  else if (per_lane <= 2) launch_for(std::integral_constant<int, 2>{});
-  else if (per_lane <= 4) launch_for(std::integral_constant<int, 4>{});
-  else if (per_lane <= 6) launch_for(std::integral_constant<int, 6>{});
-  else if (per_lane <= 8) launch_for(std::integral_constant<int, 8>{});
-  else if (per_lane <= 12) launch_for(std::integral_constant<int, 12>{});
-  else launch_for(std::integral_constant<int, 16>{});
 }
 
 }  // namespace
 
 void route(const routing::RouterProblem& p, Stream stream) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
-  by_row_width(p.E, [&](auto vpt) { launch<decltype(vpt)::value>(p, s); });
+  with_shape(router_shape(p.M, p.E, false), [&](auto shape) { launch(p, s, shape); });
 }
 
 void route_and_align(const detail::RouteAndAlignProblem& p, Stream stream) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
-  by_row_width(p.route.E, [&](auto vpt) { launch_fused<decltype(vpt)::value>(p, s); });
+  with_team_shape(router_shape(p.route.M, p.route.E, true),
+                  [&](auto shape) { launch_fused(p, s, shape); });
 }
 
 }  // namespace moekit::cuda

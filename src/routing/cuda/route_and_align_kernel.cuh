@@ -1,5 +1,5 @@
-// Fused decode routing + block alignment in one CTA: the warps route the rows (route_row, the
-// router kernel's body) and count pairs per expert in shared memory; one warp scans the padded
+// Fused decode routing + block alignment in one CTA: teams of kW warps route the rows (route_row,
+// the router kernel's body) and count pairs per expert in shared memory; one warp scans the padded
 // counts; all threads write the pad fill, experts_ids and the total; then one warp places the
 // pairs in ascending flat index (32 at a time, __match_any_sync ranks equal experts), so the
 // result equals moe_align_block_size_experts on the ids just written.
@@ -11,22 +11,19 @@
 namespace moekit::cuda {
 
 constexpr int kFusedMaxBuckets = kMaxRouterExperts + kMaxRouterTopk;  // E + S
+// The fused launch always uses a decode team shape (kVPT <= 4), so 16 warps fit the registers.
+constexpr int kFusedWarps = 16;
 
-// Wide rows need more registers: fewer warps (the register file holds 64K per SM).
-template <int kVPT>
-constexpr int fused_warps() {
-  return kVPT > 8 ? 8 : 16;
-}
-
-template <int kVPT, routing::ScoreFunction kScore>
-__global__ void __launch_bounds__(fused_warps<kVPT>() * 32)
+template <int kVPT, int kW, routing::ScoreFunction kScore>
+__global__ void __launch_bounds__(kFusedWarps * 32)
     route_and_align_kernel(const routing::RouterProblem p, const detail::AlignProblem a) {
-  constexpr int kWarps = fused_warps<kVPT>();
-  __shared__ RouterWarpScratch<kVPT> scratch[kWarps];
+  constexpr int kTeams = kFusedWarps / kW;
+  __shared__ RouterTeamScratch<kVPT, kW> scratch[kTeams];
   __shared__ int16_t s_ids[routing::kMaxFusedRouteAlignPairs];
   __shared__ int32_t s_count[kFusedMaxBuckets];
   __shared__ int32_t s_start[kFusedMaxBuckets + 1];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int team = warp / kW, rank = warp % kW;
   const int NE = a.num_experts, slots = p.routed + p.shared;
   const int32_t numel = static_cast<int32_t>(p.M * slots);
   const int32_t bs = a.block_size;
@@ -35,10 +32,11 @@ __global__ void __launch_bounds__(fused_warps<kVPT>() * 32)
   __syncthreads();
 
   float bias[kVPT];
-  load_bias(p, lane, bias);
-  for (int64_t row = warp; row < p.M; row += kWarps) {
-    int id = route_row<kVPT, kScore>(p, row, lane, bias, scratch[warp]);
-    if (lane < slots) {
+  load_bias<kVPT, kW>(p, rank, lane, bias);
+  int parity = 0;
+  for (int64_t row = team; row < p.M; row += kTeams, parity ^= 1) {
+    int id = route_row<kVPT, kW, kScore>(p, row, rank, lane, bias, scratch[team], 1 + team, parity);
+    if (rank == 0 && lane < slots) {
       s_ids[row * slots + lane] = static_cast<int16_t>(id);
       atomicAdd(&s_count[id], 1);
     }

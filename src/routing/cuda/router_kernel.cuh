@@ -1,11 +1,14 @@
-// Router kernel: one warp per token row. Expert e lives in lane e % 32, register slot e / 32, so a
-// row of up to 512 logits sits in 16 registers per lane. Top-k is k rounds of a warp arg-max on
-// (key desc, index asc), done with two hardware warp reductions per round (max of the
-// order-preserving key bits, then min of the index among the lanes holding that key). The grouped
-// gate first scores every group from a shared-memory copy of the keys (its best one or two), keeps
-// topk_group groups by the same arg-max (or drops the worst G - topk_group when that is fewer
-// rounds) and masks the experts of the dropped groups. Scores use router_math.h, so keys are
-// bit-identical to the oracle and the CPU path.
+// Router kernel: a team of kW warps routes one token row (kW = 1 for many rows; 2 or 4 at decode
+// sizes, so one row's experts spread over more lanes and each lane holds at most 4). Expert
+// e = (i * kW + w) * 32 + lane lives in warp w of the team, register slot i. Top-k: each warp takes
+// its own best `routed` items in rounds of a warp arg-max on (key desc, index asc), two hardware
+// warp reductions per round; with kW > 1 the team's first warp then ranks the kW * routed
+// candidates by counting (all at once, no more rounds). The global top-k is inside the union of the
+// per-warp top-k, and both steps break ties by the lower expert id, so the ids equal the oracle's.
+// The grouped gate first scores every group from a shared copy of the team's keys (its best one or
+// two), keeps topk_group groups by the same arg-max (or drops the worst G - topk_group when that is
+// fewer rounds) and masks the experts of the dropped groups. Softmax weights are divided only for
+// the chosen experts. Scores use router_math.h, so keys are bit-identical to the oracle and CPU.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -13,6 +16,7 @@
 
 #include <cstdint>
 
+#include "moekit/route.h"
 #include "routing/problem.h"
 #include "routing/router_math.h"
 
@@ -37,9 +41,12 @@ __device__ __forceinline__ uint32_t ordered_bits(float k) {
 }
 
 // The best available item of the warp, (key desc, index asc), as its index; item j * 32 + lane is
-// entry j of the lane, `avail` bit j says it is still in play. Every lane gets the result.
+// The best available item of the warp, (key desc, index asc), as its index (-1 when no lane has
+// one); item j * 32 + lane is entry j of the lane, `avail` bit j says it is still in play. Every
+// lane gets the result, and its key bits in `top` (0 when none).
 template <int N>
-__device__ __forceinline__ int warp_best(const uint32_t (&key)[N], uint32_t avail, int lane) {
+__device__ __forceinline__ int warp_best(const uint32_t (&key)[N], uint32_t avail, int lane,
+                                         uint32_t& top) {
   uint32_t bk = 0, bi = 0xffffffffu;
 #pragma unroll
   for (int j = 0; j < N; ++j)
@@ -47,7 +54,7 @@ __device__ __forceinline__ int warp_best(const uint32_t (&key)[N], uint32_t avai
       bk = key[j];
       bi = j * 32 + lane;
     }
-  const uint32_t top = __reduce_max_sync(kFullMask, bk);
+  top = __reduce_max_sync(kFullMask, bk);
   return static_cast<int>(__reduce_min_sync(kFullMask, bk == top ? bi : 0xffffffffu));
 }
 
@@ -66,6 +73,7 @@ __device__ __forceinline__ int warp_worst(const uint32_t (&key)[N], uint32_t ava
   return static_cast<int>(__reduce_max_sync(kFullMask, wk == bottom ? static_cast<uint32_t>(wi + 1) : 0u)) - 1;
 }
 
+// v[j] by select chains: constant register indexing only (no local-memory array).
 template <int N>
 __device__ __forceinline__ float pick(const float (&v)[N], int j) {
   float r = 0.f;
@@ -74,50 +82,83 @@ __device__ __forceinline__ float pick(const float (&v)[N], int j) {
   return r;
 }
 
-// Per-warp scratch of the grouped gate.
-template <int kVPT>
-struct RouterWarpScratch {
-  float keys[kVPT * 32];
-  unsigned char kept[kVPT * 32];
+// Expert of register slot i in lane `lane` of team warp `rank`.
+template <int kW>
+__device__ __forceinline__ int expert_of(int i, int rank, int lane) {
+  return (i * kW + rank) * 32 + lane;
+}
+
+// Barrier of the kW warps routing one row: the warp itself, or named barrier `id` (1..15).
+template <int kW>
+__device__ __forceinline__ void team_sync(int id) {
+  if constexpr (kW == 1)
+    __syncwarp();
+  else
+    asm volatile("bar.sync %0, %1;" ::"r"(id), "n"(kW * 32) : "memory");
+}
+
+// Shared scratch of one team. The candidate lists alternate between two buffers by row parity:
+// the first warp may still rank row r while the others already write row r + 1.
+template <int kVPT, int kW>
+struct RouterTeamScratch {
+  static constexpr int kExperts = kVPT * 32 * kW;
+  static constexpr int kCandidates = kW * kMaxRouterTopk;
+  float keys[kExperts];               // grouped gate: the row's keys
+  unsigned char kept[kW][kExperts];   // grouped gate: kept flag per group, one copy per warp
+  float warp_max[kW];
+  double warp_sum[kW];
+  uint64_t candidate[2][kCandidates];  // (key bits << 32) | ~expert: larger ranks first
+  float candidate_value[2][kCandidates];
+  int32_t slot_id[kMaxRouterTopk];
+  float slot_value[kMaxRouterTopk];
 };
 
 // The bias of the lane's experts, loaded once per warp.
-template <int kVPT>
-__device__ __forceinline__ void load_bias(const routing::RouterProblem& p, int lane, float (&bias)[kVPT]) {
+template <int kVPT, int kW>
+__device__ __forceinline__ void load_bias(const routing::RouterProblem& p, int rank, int lane,
+                                          float (&bias)[kVPT]) {
 #pragma unroll
   for (int i = 0; i < kVPT; ++i) {
-    int e = i * 32 + lane;
+    int e = expert_of<kW>(i, rank, lane);
     bias[i] = p.bias && e < p.E ? load_as_float(p.bias, p.bias_dtype, e) : 0.f;
   }
 }
 
-// Routes one row with the whole warp: writes its weights and ids and returns, in lane j < slots,
-// the id of slot j.
-template <int kVPT, routing::ScoreFunction kScore>
-__device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_t row, int lane,
-                                         const float (&bias)[kVPT], RouterWarpScratch<kVPT>& scratch) {
-  const int E = p.E, slots = p.routed + p.shared;
+// Routes one row with a team of kW warps (this is warp `rank` of it; team barrier `barrier_id`,
+// `parity` alternates per row). The team's first warp writes the row's weights and ids and returns,
+// in lane j < slots, the id of slot j (other warps return an unspecified value).
+template <int kVPT, int kW, routing::ScoreFunction kScore>
+__device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_t row, int rank,
+                                         int lane, const float (&bias)[kVPT],
+                                         RouterTeamScratch<kVPT, kW>& scratch, int barrier_id,
+                                         int parity) {
+  const int E = p.E, R = p.routed, slots = p.routed + p.shared;
   const float inf = __int_as_float(0x7f800000);
-  float key[kVPT], weight[kVPT];
   const int64_t base = row * E;
+  float x[kVPT], key[kVPT];
+  float value[kVPT];  // the weight, or (when `divide`) the softmax numerator of the weight
+  bool divide = false;
+  double sum = 0;  // softmax denominator
+#pragma unroll
+  for (int i = 0; i < kVPT; ++i) {  // every load in flight at once
+    int e = expert_of<kW>(i, rank, lane);
+    x[i] = e < E ? load_as_float(p.logits, p.logits_dtype, base + e) : 0.f;
+  }
   if constexpr (kScore == routing::ScoreFunction::kSigmoid) {
 #pragma unroll
     for (int i = 0; i < kVPT; ++i) {
-      int e = i * 32 + lane;
-      float x = e < E ? load_as_float(p.logits, p.logits_dtype, base + e) : 0.f;
-      float s = routing::round_to(routing::router_sigmoid(x), p.rounding);
+      float s = routing::round_to(routing::router_sigmoid(x[i]), p.rounding);
       float t = p.bias ? routing::round_to(s + bias[i], p.rounding) : s;
-      weight[i] = s == s ? s : 0.f;
+      value[i] = s == s ? s : 0.f;
       key[i] = routing::nan_to_neg_inf(t);
     }
   } else {
     float mx = -inf;
 #pragma unroll
     for (int i = 0; i < kVPT; ++i) {
-      int e = i * 32 + lane;
       float v = -inf;
-      if (e < E) {
-        v = load_as_float(p.logits, p.logits_dtype, base + e);
+      if (expert_of<kW>(i, rank, lane) < E) {
+        v = x[i];
         if (p.softcap != 0.f) v = routing::router_softcap(v, p.softcap);
         if (p.bias && p.bias_on_logits) v = v + bias[i];
         v = routing::nan_to_neg_inf(v);
@@ -128,7 +169,12 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1)
       mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, offset));
-    double sum = 0;
+    if constexpr (kW > 1) {
+      if (lane == 0) scratch.warp_max[rank] = mx;
+      team_sync<kW>(barrier_id);
+#pragma unroll
+      for (int w = 0; w < kW; ++w) mx = fmaxf(mx, scratch.warp_max[w]);
+    }
 #pragma unroll
     for (int i = 0; i < kVPT; ++i) {
       float ex = mx == inf ? (key[i] == inf ? 1.f : 0.f)
@@ -139,28 +185,45 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
     }
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(kFullMask, sum, offset);
+    if constexpr (kW > 1) {
+      if (lane == 0) scratch.warp_sum[rank] = sum;
+      team_sync<kW>(barrier_id);
+      sum = scratch.warp_sum[0];
 #pragma unroll
-    for (int i = 0; i < kVPT; ++i) {
-      weight[i] = sum > 0 ? static_cast<float>(key[i] / sum) : 0.f;
-      if (p.bias && !p.bias_on_logits) key[i] = routing::nan_to_neg_inf(weight[i] + bias[i]);
+      for (int w = 1; w < kW; ++w) sum += scratch.warp_sum[w];
+    }
+    if (p.bias && !p.bias_on_logits) {  // selection on probability + bias: every weight needed
+#pragma unroll
+      for (int i = 0; i < kVPT; ++i) {
+        value[i] = sum > 0 ? static_cast<float>(key[i] / sum) : 0.f;
+        key[i] = routing::nan_to_neg_inf(value[i] + bias[i]);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kVPT; ++i) value[i] = key[i];
+      divide = true;
     }
   }
 
   uint32_t avail = 0;
 #pragma unroll
-  for (int i = 0; i < kVPT; ++i) avail |= (i * 32 + lane < E ? 1u : 0u) << i;
+  for (int i = 0; i < kVPT; ++i) avail |= (expert_of<kW>(i, rank, lane) < E ? 1u : 0u) << i;
   if (p.groups > 1) {
     const int G = p.groups, V = E / G;
 #pragma unroll
-    for (int i = 0; i < kVPT; ++i)
-      if (i * 32 + lane < E) scratch.keys[i * 32 + lane] = key[i];
-    __syncwarp();
-    // Group g lives in lane g % 32, slot g / 32, like the experts.
-    uint32_t gscore[kVPT];
+    for (int i = 0; i < kVPT; ++i) {
+      int e = expert_of<kW>(i, rank, lane);
+      if (e < E) scratch.keys[e] = key[i];
+    }
+    team_sync<kW>(barrier_id);
+    // Every warp of the team scores and picks the groups itself (the same result in each), so no
+    // second barrier. Group g lives in lane g % 32, slot g / 32.
+    constexpr int kGroupSlots = kVPT * kW;
+    uint32_t gscore[kGroupSlots];
     uint32_t gavail = 0;
     const bool two = p.group_score_terms() == 2;
 #pragma unroll
-    for (int j = 0; j < kVPT; ++j) {
+    for (int j = 0; j < kGroupSlots; ++j) {
       int g = j * 32 + lane;
       gscore[j] = 0;
       if (g < G) {
@@ -182,7 +245,8 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
     uint32_t kept = 0;
     if (p.topk_group <= G - p.topk_group) {
       for (int r = 0; r < p.topk_group; ++r) {
-        int bg = warp_best(gscore, gavail, lane);
+        uint32_t top;
+        int bg = warp_best(gscore, gavail, lane, top);
         if ((bg & 31) == lane) {
           gavail &= ~(1u << (bg >> 5));
           kept |= 1u << (bg >> 5);
@@ -195,41 +259,85 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
       }
       kept = gavail;
     }
+    unsigned char* kept_flag = scratch.kept[rank];
 #pragma unroll
-    for (int j = 0; j < kVPT; ++j)
-      if (j * 32 + lane < G) scratch.kept[j * 32 + lane] = (kept >> j) & 1u;
+    for (int j = 0; j < kGroupSlots; ++j)
+      if (j * 32 + lane < G) kept_flag[j * 32 + lane] = (kept >> j) & 1u;
     __syncwarp();
     avail = 0;
 #pragma unroll
     for (int i = 0; i < kVPT; ++i) {
-      int e = i * 32 + lane;
-      if (e < E && scratch.kept[e / V]) avail |= 1u << i;
+      int e = expert_of<kW>(i, rank, lane);
+      if (e < E && kept_flag[e / V]) avail |= 1u << i;
     }
-    __syncwarp();  // the scratch is rewritten for the next row
+    __syncwarp();  // the warp's flags are rewritten for the next row
   }
 
+  // The warp's best R items in order: lane r < R gets item r (id -1 and key 0 when the warp has
+  // fewer than R left after the group mask).
   uint32_t okey[kVPT];
 #pragma unroll
   for (int i = 0; i < kVPT; ++i) okey[i] = ordered_bits(key[i]);
-  int my_id = 0;
-  float my_weight = 0.f;
-  for (int r = 0; r < p.routed; ++r) {
-    const int be = warp_best(okey, avail, lane);
-    const int owner = be & 31, slot = be >> 5;
-    const float w = __shfl_sync(kFullMask, pick(weight, slot), owner);
-    if (owner == lane) avail &= ~(1u << slot);
+  int my_id = -1;
+  float my_value = 0.f;
+  uint32_t my_key = 0;
+  for (int r = 0; r < R; ++r) {
+    uint32_t top;
+    const int best = warp_best(okey, avail, lane, top);
+    const int owner = best & 31, slot = best >> 5;
+    const float v = __shfl_sync(kFullMask, pick(value, slot), owner);
+    if (best >= 0 && owner == lane) avail &= ~(1u << slot);
     if (lane == r) {
-      my_id = be;
-      my_weight = w;
+      my_id = best >= 0 ? expert_of<kW>(slot, rank, owner) : -1;
+      my_value = v;
+      my_key = top;
     }
   }
+
+  if constexpr (kW > 1) {
+    // Rank the team's candidates: candidate c goes to slot #{candidates ranking before c}. Empty
+    // entries get key 0 and distinct ids past E, so they rank after every real expert.
+    uint64_t* cand = scratch.candidate[parity];
+    float* cand_value = scratch.candidate_value[parity];
+    if (lane < R) {
+      const uint32_t tie_id = my_id >= 0 ? static_cast<uint32_t>(my_id)
+                                         : static_cast<uint32_t>(E + rank * R + lane);
+      cand[rank * R + lane] = (uint64_t(my_key) << 32) | (0xffffffffu - tie_id);
+      cand_value[rank * R + lane] = my_value;
+    }
+    team_sync<kW>(barrier_id);
+    if (rank != 0) return -1;
+    const int n = kW * R;
+#pragma unroll
+    for (int k = 0; k < (kW * kMaxRouterTopk + 31) / 32; ++k) {
+      const int c = k * 32 + lane;
+      if (c < n) {
+        const uint64_t mine = cand[c];
+        int before = 0;
+        for (int o = 0; o < n; ++o) before += cand[o] > mine ? 1 : 0;
+        if (before < R) {
+          scratch.slot_id[before] = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(mine));
+          scratch.slot_value[before] = cand_value[c];
+        }
+      }
+    }
+    __syncwarp();
+    if (lane < R) {
+      my_id = scratch.slot_id[lane];
+      my_value = scratch.slot_value[lane];
+    }
+    __syncwarp();  // slot_id / slot_value are rewritten for the next row
+  }
+
+  float my_weight = my_value;
+  if (divide) my_weight = sum > 0 ? static_cast<float>(my_value / sum) : 0.f;
   // The routed sum in slot order, as the oracle adds it.
-  double sum = 0;
-  for (int r = 0; r < p.routed; ++r) sum += __shfl_sync(kFullMask, my_weight, r);
-  if (lane >= p.routed) my_id = E + (lane - p.routed);
+  double routed_sum = 0;
+  for (int r = 0; r < R; ++r) routed_sum += __shfl_sync(kFullMask, my_weight, r);
+  if (lane >= R) my_id = E + (lane - R);
   if (lane < slots) {
-    double w = lane < p.routed ? double(my_weight) : sum / p.rsf;
-    if (p.renormalize && sum > 0) w /= sum;
+    double w = lane < R ? double(my_weight) : routed_sum / p.rsf;
+    if (p.renormalize && routed_sum > 0) w /= routed_sum;
     if (p.scale_by_rsf) w *= p.rsf;
     p.weights[row * slots + lane] = static_cast<float>(w);
     p.ids[row * slots + lane] = my_id;
@@ -237,19 +345,27 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
   return my_id;
 }
 
-constexpr int kRouterWarpsPerBlock = 4;
+// Warps per CTA: four single-warp rows, or one team (a compile-time barrier id: a run-time id
+// would make ptxas reserve all 16 named barriers of the CTA).
+template <int kW>
+constexpr int router_warps_per_block() {
+  return kW == 1 ? 4 : kW;
+}
 
-// kVPT = register slots per lane (ceil(E / 32) rounded up to an instantiated size).
-template <int kVPT, routing::ScoreFunction kScore>
-__global__ void __launch_bounds__(kRouterWarpsPerBlock * 32)
+// kVPT register slots per lane, kW warps per row (kVPT * 32 * kW >= E).
+template <int kVPT, int kW, routing::ScoreFunction kScore>
+__global__ void __launch_bounds__(router_warps_per_block<kW>() * 32)
     router_kernel(const routing::RouterProblem p) {
-  __shared__ RouterWarpScratch<kVPT> scratch[kRouterWarpsPerBlock];
+  constexpr int kTeams = router_warps_per_block<kW>() / kW;
+  __shared__ RouterTeamScratch<kVPT, kW> scratch[kTeams];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int team = kTeams == 1 ? 0 : warp / kW, rank = kW == 1 ? 0 : warp % kW;
   float bias[kVPT];
-  load_bias(p, lane, bias);
-  for (int64_t row = int64_t(blockIdx.x) * kRouterWarpsPerBlock + warp; row < p.M;
-       row += int64_t(gridDim.x) * kRouterWarpsPerBlock)
-    route_row<kVPT, kScore>(p, row, lane, bias, scratch[warp]);
+  load_bias<kVPT, kW>(p, rank, lane, bias);
+  int parity = 0;
+  for (int64_t row = int64_t(blockIdx.x) * kTeams + team; row < p.M;
+       row += int64_t(gridDim.x) * kTeams, parity ^= 1)
+    route_row<kVPT, kW, kScore>(p, row, rank, lane, bias, scratch[team], 1, parity);
 }
 
 }  // namespace moekit::cuda
