@@ -8,26 +8,30 @@
 namespace moekit::cuda {
 namespace {
 
-// Up to this many rows a row is routed by a team of warps (short serial chains: latency decides);
-// above it by one warp (fewer instructions per row: throughput decides).
-constexpr int64_t kTeamRowsMax = 1024;
-
-// The team shape of a launch: warps per row and register slots per lane, instantiated sizes only.
+// The shape of a launch: warps per row (a team) and register slots per lane, instantiated sizes.
 struct RouterShape {
   int warps_per_row;
   int slots_per_lane;
 };
 
-// The one heuristic: teams hold at most 4 experts per lane (1 warp up to 128 experts, 2 up to 256,
-// 4 up to 512); single warps hold ceil(E / 32) rounded up to an instantiated size.
-RouterShape router_shape(int64_t M, int E, bool team_rows) {
+// Router kernel: up to this many rows, teams (short serial chains: latency decides); above it one
+// warp per row (fewer instructions per row: throughput decides). A first guess, to be tuned on the
+// benchmarks.
+constexpr int64_t kTeamRowsMax = 1024;
+
+// The one heuristic. A team holds at most 4 experts per lane (1 warp up to 128 experts, 2 up to
+// 256, 4 up to 512); a single warp holds ceil(E / 32) rounded up to an instantiated size. The fused
+// one-CTA launch uses teams only while every team gets at most one row (its warps are all there
+// is, so beyond that the cheaper single-warp rows win).
+RouterShape router_shape(int64_t M, int E, bool fused) {
   const int per_warp = (E + 31) / 32;
-  if (team_rows || M <= kTeamRowsMax) {
-    if (per_warp <= 4) return {1, per_warp <= 1 ? 1 : per_warp <= 2 ? 2 : 4};
-    return {per_warp <= 8 ? 2 : 4, 4};
+  const int team_warps = per_warp <= 4 ? 1 : per_warp <= 8 ? 2 : 4;
+  const bool team = fused ? M * team_warps <= fused_warps<4>() : M <= kTeamRowsMax;
+  if (team || per_warp <= 4) {
+    if (team_warps > 1) return {team_warps, 4};
+    return {1, per_warp <= 1 ? 1 : per_warp <= 2 ? 2 : 4};
   }
-  const int sizes[] = {1, 2, 4, 6, 8, 12, 16};
-  for (int s : sizes)
+  for (int s : {6, 8, 12})
     if (per_warp <= s) return {1, s};
   return {1, 16};
 }
@@ -35,20 +39,14 @@ RouterShape router_shape(int64_t M, int E, bool team_rows) {
 template <int kVPT, int kW>
 using Shape = std::integer_sequence<int, kVPT, kW>;
 
-// Calls launch_for(Shape<kVPT, kW>) for a team shape (as router_shape returns for decode sizes).
+// Calls launch_for(Shape<kVPT, kW>{}) for a shape router_shape returns.
 template <typename Launch>
-void with_team_shape(RouterShape s, const Launch& launch_for) {
+void with_shape(RouterShape s, const Launch& launch_for) {
   if (s.warps_per_row == 4) launch_for(Shape<4, 4>{});
   else if (s.warps_per_row == 2) launch_for(Shape<4, 2>{});
   else if (s.slots_per_lane == 1) launch_for(Shape<1, 1>{});
   else if (s.slots_per_lane == 2) launch_for(Shape<2, 1>{});
-  else launch_for(Shape<4, 1>{});
-}
-
-// Calls launch_for(Shape<kVPT, kW>) for any shape router_shape returns.
-template <typename Launch>
-void with_shape(RouterShape s, const Launch& launch_for) {
-  if (s.warps_per_row > 1 || s.slots_per_lane <= 4) with_team_shape(s, launch_for);
+  else if (s.slots_per_lane == 4) launch_for(Shape<4, 1>{});
   else if (s.slots_per_lane == 6) launch_for(Shape<6, 1>{});
   else if (s.slots_per_lane == 8) launch_for(Shape<8, 1>{});
   else if (s.slots_per_lane == 12) launch_for(Shape<12, 1>{});
@@ -61,22 +59,21 @@ void launch(const routing::RouterProblem& p, cudaStream_t stream, Shape<kVPT, kW
   const int64_t blocks64 = (p.M + kTeams - 1) / kTeams;
   const int blocks = static_cast<int>(blocks64 < 65535 ? blocks64 : 65535);  // grid-stride beyond
   if (p.score == routing::ScoreFunction::kSigmoid)
-    router_kernel<kVPT, kW, routing::ScoreFunction::kSigmoid>
-        <<<blocks, kWarps * 32, 0, stream>>>(p);
+    router_kernel<kVPT, kW, routing::ScoreFunction::kSigmoid><<<blocks, kWarps * 32, 0, stream>>>(p);
   else
-    router_kernel<kVPT, kW, routing::ScoreFunction::kSoftmax>
-        <<<blocks, kWarps * 32, 0, stream>>>(p);
+    router_kernel<kVPT, kW, routing::ScoreFunction::kSoftmax><<<blocks, kWarps * 32, 0, stream>>>(p);
   MOEKIT_CUDA_CHECK_LAUNCH();
 }
 
 template <int kVPT, int kW>
 void launch_fused(const detail::RouteAndAlignProblem& p, cudaStream_t stream, Shape<kVPT, kW>) {
+  constexpr int threads = fused_warps<kVPT>() * 32;
   if (p.route.score == routing::ScoreFunction::kSigmoid)
     route_and_align_kernel<kVPT, kW, routing::ScoreFunction::kSigmoid>
-        <<<1, kFusedWarps * 32, 0, stream>>>(p.route, p.align);
+        <<<1, threads, 0, stream>>>(p.route, p.align);
   else
     route_and_align_kernel<kVPT, kW, routing::ScoreFunction::kSoftmax>
-        <<<1, kFusedWarps * 32, 0, stream>>>(p.route, p.align);
+        <<<1, threads, 0, stream>>>(p.route, p.align);
   MOEKIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -89,8 +86,8 @@ void route(const routing::RouterProblem& p, Stream stream) {
 
 void route_and_align(const detail::RouteAndAlignProblem& p, Stream stream) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
-  with_team_shape(router_shape(p.route.M, p.route.E, true),
-                  [&](auto shape) { launch_fused(p, s, shape); });
+  with_shape(router_shape(p.route.M, p.route.E, true),
+             [&](auto shape) { launch_fused(p, s, shape); });
 }
 
 }  // namespace moekit::cuda

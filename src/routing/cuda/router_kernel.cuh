@@ -98,19 +98,21 @@ __device__ __forceinline__ void team_sync(int id) {
 }
 
 // Shared scratch of one team. The candidate lists alternate between two buffers by row parity:
-// the first warp may still rank row r while the others already write row r + 1.
+// the first warp may still rank row r while the others already write row r + 1. A single warp
+// needs no candidate lists (one-entry placeholders).
 template <int kVPT, int kW>
 struct RouterTeamScratch {
   static constexpr int kExperts = kVPT * 32 * kW;
-  static constexpr int kCandidates = kW * kMaxRouterTopk;
+  static constexpr int kCandidates = kW > 1 ? kW * kMaxRouterTopk : 1;
+  static constexpr int kSlots = kW > 1 ? kMaxRouterTopk : 1;
   float keys[kExperts];               // grouped gate: the row's keys
   unsigned char kept[kW][kExperts];   // grouped gate: kept flag per group, one copy per warp
   float warp_max[kW];
   double warp_sum[kW];
   uint64_t candidate[2][kCandidates];  // (key bits << 32) | ~expert: larger ranks first
   float candidate_value[2][kCandidates];
-  int32_t slot_id[kMaxRouterTopk];
-  float slot_value[kMaxRouterTopk];
+  int32_t slot_id[kSlots];
+  float slot_value[kSlots];
 };
 
 // The bias of the lane's experts, loaded once per warp.
