@@ -107,6 +107,9 @@ namespace reference {
 //   R3  out = round(float(rsf) * (y_0 + y_1 + ...)) summed in fp32 in slot order
 // The GPU-only schemes (FP8 W8A8, NVFP4, MXFP8) follow SGLang's composition (gpu-ops.md 6.2/6.3):
 // bf16/fp16 grouped-GEMM outputs, hence R0 and R1b. Weights decode exactly (FP8 mode (A)).
+// NVFP4 GEMMs: alpha * sum_k (e2m1 * sf)_act * (e2m1 * sf)_w with alpha = 1 / (gs_act * gs_w)
+// computed in fp32 (as the grouped GEMM's `alphas`). A quantised row or group whose amax is not
+// finite gets a NaN scale (quant.h), so its whole output row becomes NaN.
 // bias: w13.bias [E, R13] is added to the GEMM-1 result, w2.bias [E, H] to the GEMM-2 result.
 //   hidden       [M, H] bf16/fp16
 //   topk_weights [M, k] fp32/bf16/fp16;  topk_ids [M, k] int32 (int64 accepted)
