@@ -21,7 +21,7 @@ struct GemmTile {
   const char* name;
 };
 
-enum class TileId : int { kDecode8 = 0, kDecode16, kSmall32, kMid64, kLarge128, kDecode8Narrow, kLarge256, kCount };
+enum class TileId : int { kDecode8 = 0, kDecode16, kSmall32, kMid64, kLarge128, kDecode8Narrow, kCount };
 
 // Decode tiles stream weights (memory-bound): deep K stages, K split among warps so that 8 warps
 // keep many 16-byte loads in flight. Prefill tiles are square-ish for tensor-core reuse.
@@ -32,7 +32,6 @@ inline constexpr GemmTile kGemmTiles[] = {
     {128, 64, 64, 4, 2, 1, 4, 2, "mid64"},
     {128, 128, 64, 2, 4, 1, 3, 2, "large128"},
     {32, 8, 128, 1, 1, 8, 4, 1, "decode8narrow"},  // more, smaller CTAs: balance when few experts
-    {128, 256, 64, 2, 4, 1, 3, 1, "large256"},     // 64x64 warp tiles: fewer ldmatrix per mma
 };
 
 inline constexpr int kMinTileTokens = 8;  // smallest bt: sizes the tile list in the workspace

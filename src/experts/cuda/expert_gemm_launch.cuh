@@ -39,7 +39,6 @@ void launch_expert_gemm(TileId id, const ExpertGemmParams& p, int64_t tile_bound
     case TileId::kSmall32: launch_tile<T, int(TileId::kSmall32)>(p, tile_bound, s); break;
     case TileId::kMid64: launch_tile<T, int(TileId::kMid64)>(p, tile_bound, s); break;
     case TileId::kDecode8Narrow: launch_tile<T, int(TileId::kDecode8Narrow)>(p, tile_bound, s); break;
-    case TileId::kLarge256: launch_tile<T, int(TileId::kLarge256)>(p, tile_bound, s); break;
     default: launch_tile<T, int(TileId::kLarge128)>(p, tile_bound, s); break;
   }
 }
