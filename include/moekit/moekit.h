@@ -3,6 +3,7 @@
 
 #include "moekit/combine.h"
 #include "moekit/cpu.h"
+#include "moekit/cpu_experts.h"
 #include "moekit/experts.h"
 #include "moekit/qk_norm_rope.h"
 #include "moekit/quant.h"
