@@ -95,6 +95,7 @@ struct Arena {
   void* get(size_t need) {
     if (need > bytes) {
       std::free(data);
+      bytes = 0;
       data = std::aligned_alloc(64, round_up(static_cast<int64_t>(need), 64));
       if (!data) detail::fail(detail::cat("fused_experts_cpu: out of memory for a ", need, "-byte workspace"),
                               ErrorKind::Runtime);
