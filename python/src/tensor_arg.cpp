@@ -144,9 +144,14 @@ TensorView convert(Tensor& t, Array& array, const char* name, bool writable) {
   int64_t shape[TensorView::kMaxDims], strides[TensorView::kMaxDims];
   const int ndim = static_cast<int>(array.ndim());
   bool empty = false;
-  for (int d = 0; d < ndim; ++d) {
+  // DLPack allows a null strides field for row-major data (newer numpy exports it that way), and
+  // older nanobind versions pass it through: derive the row-major strides then.
+  const int64_t* dl_strides = array.stride_ptr();
+  int64_t row_major = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
     shape[d] = array.shape(d);
-    strides[d] = array.stride(d);
+    strides[d] = dl_strides ? dl_strides[d] : row_major;
+    row_major *= shape[d];
     empty |= shape[d] == 0;
   }
   // An empty array has no layout; frameworks report arbitrary strides for it (numpy: all 0).
