@@ -63,11 +63,28 @@ void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, f
   }
 }
 
+// One row (decode): all 32 columns in one pass, so four accumulator chains hide the FMA latency
+// (same order per output as gemm_rows).
+template <typename Cols>
+void gemm_one_row(const float* a, const uint16_t* w, int64_t kpairs, float* c) {
+  __m256 acc[4];
+  for (int q = 0; q < 4; ++q) acc[q] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < kpairs; ++p) {
+    __m256 e[4], o[4];
+    for (int q = 0; q < 4; ++q) Cols::load(w + p * 64 + q * 16, e[q], o[q]);
+    const __m256 xo = _mm256_broadcast_ss(a + 2 * p + 1);
+    for (int q = 0; q < 4; ++q) acc[q] = _mm256_fmadd_ps(xo, o[q], acc[q]);
+    const __m256 xe = _mm256_broadcast_ss(a + 2 * p);
+    for (int q = 0; q < 4; ++q) acc[q] = _mm256_fmadd_ps(xe, e[q], acc[q]);
+  }
+  for (int q = 0; q < 4; ++q) _mm256_storeu_ps(c + q * 8, Cols::column_order(acc[q]));
+}
+
 template <typename Cols>
 void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
   const float* a = static_cast<const float*>(a_panel);
   switch (rows) {
-    case 1: gemm_rows<Cols, 1>(a, lda, w, kpairs, c); break;
+    case 1: gemm_one_row<Cols>(a, w, kpairs, c); break;
     case 2: gemm_rows<Cols, 2>(a, lda, w, kpairs, c); break;
     case 3: gemm_rows<Cols, 3>(a, lda, w, kpairs, c); break;
     default: gemm_rows<Cols, 4>(a, lda, w, kpairs, c); break;
