@@ -1,7 +1,6 @@
 #include <algorithm>
 #include <climits>
 
-#include "common/checks.h"
 #include "common/cuda_check.h"
 #include "rope/cuda/launcher.h"
 #include "rope/cuda/qk_norm_rope_kernel.cuh"
@@ -11,48 +10,17 @@ namespace {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-// Below this many tokens a token's heads are split over several CTAs: one CTA per token would leave
-// most of the GPU idle at decode sizes (132 SMs on an H100 SXM).
-constexpr int64_t kRopeTargetCtas = 132;
-// A split CTA keeps at least two warps of slices, so its R/2 <= 64 rotations take one round.
-constexpr int64_t kRopeMinChunkSlices = 64;
-
-struct RopeLaunchShape {
-  int64_t chunk_slices;  // slices per CTA (a whole number of heads)
-  int chunks;            // CTAs per token (gridDim.y)
-  int threads;
-};
-
-// The one heuristic: split the heads so that tokens x chunks reaches about kRopeTargetCtas, each
-// chunk at least kRopeMinChunkSlices slices; no split (the whole row per CTA) at large T.
-// Threads: the chunk's slices in passes of at most kRopeMaxThreads, rounded up to whole warps (a
-// warp boundary is always a head boundary: D/8 divides 32). Unsplit rows use two equal passes (both
-// loaded up front, so blocks stay small enough for 3 per SM), split chunks as few as fit.
-RopeLaunchShape rope_launch_shape(int64_t tokens, int64_t heads, int64_t lanes_per_head) {
-  const int64_t items = heads * lanes_per_head;
-  const int64_t wanted_chunks =
-      tokens >= kRopeTargetCtas ? 1 : (kRopeTargetCtas + tokens - 1) / std::max<int64_t>(tokens, 1);
-  const int64_t min_heads = (kRopeMinChunkSlices + lanes_per_head - 1) / lanes_per_head;
-  const int64_t chunk_heads = std::max((heads + wanted_chunks - 1) / wanted_chunks, min_heads);
-  const bool split = chunk_heads < heads;
-  const int64_t chunk_slices = split ? chunk_heads * lanes_per_head : items;
-  const int64_t min_passes = split ? 1 : 2;
-  const int64_t passes = std::max(min_passes, (chunk_slices + kRopeMaxThreads - 1) / kRopeMaxThreads);
-  const int64_t per_pass = (chunk_slices + passes - 1) / passes;
-  RopeLaunchShape shape;
-  shape.chunk_slices = chunk_slices;
-  shape.chunks = split ? static_cast<int>((heads + chunk_heads - 1) / chunk_heads) : 1;
-  shape.threads = static_cast<int>((per_pass + 31) / 32 * 32);
-  return shape;
-}
-
 template <typename T, typename Pos, int kHeadDim>
-void launch(QkNormRopeParams p, cudaStream_t stream) {
-  const RopeLaunchShape shape =
-      rope_launch_shape(p.num_tokens, p.num_heads_q + p.num_heads_k, kHeadDim / kRopeValuesPerLane);
-  p.chunk_slices = static_cast<int>(shape.chunk_slices);
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(p.num_tokens, INT_MAX)), shape.chunks);
-  fused_qk_norm_rope_kernel<T, Pos, kHeadDim><<<grid, shape.threads, 0, stream>>>(p);
+void launch(const QkNormRopeParams& p, cudaStream_t stream) {
+  // Threads: the token's slices in two equal passes (both loaded up front) of at most
+  // kRopeMaxThreads, more passes only past 1024 slices; rounded up to whole warps (a warp boundary
+  // is always a head boundary: D/8 divides 32).
+  const int64_t items = int64_t(p.num_heads_q + p.num_heads_k) * (kHeadDim / kRopeValuesPerLane);
+  const int64_t passes = std::max<int64_t>(2, (items + kRopeMaxThreads - 1) / kRopeMaxThreads);
+  const int64_t per_pass = (items + passes - 1) / passes;
+  const int threads = static_cast<int>((per_pass + 31) / 32 * 32);
+  const int blocks = static_cast<int>(std::min<int64_t>(p.num_tokens, INT_MAX));
+  fused_qk_norm_rope_kernel<T, Pos, kHeadDim><<<blocks, threads, 0, stream>>>(p);
   MOEKIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -78,11 +46,6 @@ void launch_for_positions(const QkNormRopeParams& p, const detail::QkNormRopeArg
 
 void fused_qk_norm_rope(const detail::QkNormRopeArgs& a, const detail::RotaryFrequencies& freqs,
                         Stream stream) {
-  // The kernel indexes a row's 16-byte slices in int (keeps it within its 40 registers).
-  const int64_t slices = (a.num_heads_q + a.num_heads_k) * (a.head_dim / kRopeValuesPerLane);
-  detail::require(slices <= INT_MAX, "num_heads_q + num_heads_k: expected at most ",
-                  INT_MAX / (a.head_dim / kRopeValuesPerLane), " on CUDA for head_dim ", a.head_dim,
-                  ", got ", a.num_heads_q + a.num_heads_k);
   QkNormRopeParams p{};
   p.qkv = a.qkv.data;
   p.q_weight = a.num_heads_q > 0 ? a.q_weight.data : nullptr;

@@ -1,13 +1,10 @@
-// fused_qk_norm_rope kernel: a CTA handles one chunk of a token's rotated heads (blockIdx.y picks
-// the chunk; grid-stride over tokens beyond gridDim.x). At large T a chunk is the whole row; at
-// small T the launcher splits the heads over several CTAs so that the grid fills the GPU.
+// fused_qk_norm_rope kernel: one block per token (grid-stride beyond gridDim.x).
 //
 // A "slice" is 8 consecutive values of a head (one 16-byte load and store); each (token, head) is
-// owned by D/8 consecutive lanes, so a warp covers 256/D heads. Each CTA computes the token's R/2
-// rotations (cos * A, sin * A) into shared memory, from an fp64-reduced angle, while its first loads
-// are in flight (split CTAs of one token each compute the same values: the results do not depend on
-// the split). NeoX partners more than 8 values apart are fetched with one shfl_xor over half/8
-// lanes; nearer partners (interleaved, or NeoX with R <= 8) live in the same lane.
+// owned by D/8 consecutive lanes, so a warp covers 256/D heads. The token's R/2 rotations (cos * A, sin * A) are computed
+// once per block into shared memory, from an fp64-reduced angle, while the first loads are in
+// flight. NeoX partners more than 8 values apart are fetched with one shfl_xor over half/8 lanes;
+// nearer partners (interleaved, or NeoX with R <= 8) live in the same lane.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -26,7 +23,6 @@ struct QkNormRopeParams {
   const void* positions;
   int64_t num_tokens;
   int64_t row_elements;  // (Hq + Hk + Hv) * D
-  int chunk_slices;  // slices per CTA, a whole number of heads: all (Hq + Hk) * D/8 unless split
   int num_heads_q, num_heads_k;
   int rotary_dim, half;
   float eps, attention_factor;
@@ -80,9 +76,9 @@ __device__ __forceinline__ void rope_store8(T* dst, bool vector_io, const float 
 }
 
 template <typename T, int kHeadDim>
-__device__ __forceinline__ void rope_load_slice(const T* row, int64_t item, int64_t end,
+__device__ __forceinline__ void rope_load_slice(const T* row, int64_t item, int64_t items,
                                                 bool vector_io, float (&x)[kRopeValuesPerLane]) {
-  if (item < end) {
+  if (item < items) {
     rope_load8(row + item * kRopeValuesPerLane, vector_io, x);
   } else {
 #pragma unroll
@@ -90,28 +86,17 @@ __device__ __forceinline__ void rope_load_slice(const T* row, int64_t item, int6
   }
 }
 
-// Pulls the weight slice that rope_normalize_rotate_store will read for `item` into L1, so that its
-// latency overlaps the trigonometry instead of following it.
-template <typename T, int kHeadDim>
-__device__ __forceinline__ void rope_prefetch_weight(const QkNormRopeParams& p, int item, int end) {
-  constexpr int kLanes = kHeadDim / kRopeValuesPerLane;
-  if (item < end) {
-    const T* weight = static_cast<const T*>(item / kLanes < p.num_heads_q ? p.q_weight : p.k_weight);
-    asm volatile("prefetch.global.L1 [%0];" ::"l"(weight + item % kLanes * kRopeValuesPerLane));
-  }
-}
-
 // Normalises and rotates the 8 values `x` of slice `item` (head item / (D/8), lane item % (D/8)) and
-// stores them. Called by full warps: inactive lanes (item >= end, the end of the CTA's chunk) carry
-// zeros through the shuffles and store nothing.
+// stores them. Called by full warps: inactive lanes (item >= items) carry zeros through the
+// shuffles and store nothing.
 template <typename T, int kHeadDim>
 __device__ __forceinline__ void rope_normalize_rotate_store(const QkNormRopeParams& p, T* row,
-                                                            int64_t item, int64_t end,
+                                                            int64_t item, int64_t items,
                                                             const float2* rotation,
                                                             const float (&x)[kRopeValuesPerLane]) {
   constexpr int kVec = kRopeValuesPerLane;
   constexpr int kLanes = kHeadDim / kVec;  // lanes per head: 8, 16 or 32 (divides 32)
-  const bool active = item < end;
+  const bool active = item < items;
   const int head = static_cast<int>(item / kLanes);
   const int lane = static_cast<int>(item % kLanes);
 
@@ -173,21 +158,17 @@ __global__ void __launch_bounds__(kRopeMaxThreads, 3)
     fused_qk_norm_rope_kernel(const __grid_constant__ QkNormRopeParams p) {
   constexpr int kVec = kRopeValuesPerLane;
   __shared__ float2 rotation[detail::kMaxRotaryPairs];
-  // Slice indices within a row fit in int: the validator bounds the head counts.
-  const int items = (p.num_heads_q + p.num_heads_k) * (kHeadDim / kVec);
-  const int begin = static_cast<int>(blockIdx.y) * p.chunk_slices;  // a head (and warp) boundary
-  const int end = begin + p.chunk_slices < items ? begin + p.chunk_slices : items;
-  const int stride = blockDim.x;
+  const int64_t items = int64_t(p.num_heads_q + p.num_heads_k) * (kHeadDim / kVec);
+  const int64_t stride = blockDim.x;
 
   for (int64_t token = blockIdx.x; token < p.num_tokens; token += gridDim.x) {
     T* row = static_cast<T*>(p.qkv) + token * p.row_elements;
 
     // The first two passes are loaded before the trigonometry so that their latency is hidden
-    // (the launcher sizes blocks so that two passes cover up to 1024 slices of a chunk).
+    // (the launcher sizes blocks so that two passes cover up to 1024 slices).
     float x0[kVec], x1[kVec];
-    rope_load_slice<T, kHeadDim>(row, begin + threadIdx.x, end, p.vector_io, x0);
-    rope_load_slice<T, kHeadDim>(row, begin + threadIdx.x + stride, end, p.vector_io, x1);
-    rope_prefetch_weight<T, kHeadDim>(p, begin + threadIdx.x, end);
+    rope_load_slice<T, kHeadDim>(row, threadIdx.x, items, p.vector_io, x0);
+    rope_load_slice<T, kHeadDim>(row, threadIdx.x + stride, items, p.vector_io, x1);
 
     const int64_t position = static_cast<int64_t>(static_cast<const Pos*>(p.positions)[token]);
     for (int i = threadIdx.x; i < p.half; i += blockDim.x) {
@@ -198,12 +179,12 @@ __global__ void __launch_bounds__(kRopeMaxThreads, 3)
 
     // Pass boundaries are the same for the whole block, so every lane runs the same trip count and
     // the shuffles always see full warps.
-    rope_normalize_rotate_store<T, kHeadDim>(p, row, begin + threadIdx.x, end, rotation, x0);
-    if (stride < end - begin)
-      rope_normalize_rotate_store<T, kHeadDim>(p, row, begin + threadIdx.x + stride, end, rotation, x1);
-    for (int first = begin + 2 * stride; first < end; first += stride) {
-      rope_load_slice<T, kHeadDim>(row, first + threadIdx.x, end, p.vector_io, x0);
-      rope_normalize_rotate_store<T, kHeadDim>(p, row, first + threadIdx.x, end, rotation, x0);
+    rope_normalize_rotate_store<T, kHeadDim>(p, row, threadIdx.x, items, rotation, x0);
+    if (stride < items)
+      rope_normalize_rotate_store<T, kHeadDim>(p, row, threadIdx.x + stride, items, rotation, x1);
+    for (int64_t first = 2 * stride; first < items; first += stride) {
+      rope_load_slice<T, kHeadDim>(row, first + threadIdx.x, items, p.vector_io, x0);
+      rope_normalize_rotate_store<T, kHeadDim>(p, row, first + threadIdx.x, items, rotation, x0);
     }
     __syncthreads();  // `rotation` is rewritten for the next token
   }
