@@ -28,14 +28,10 @@ void check_shape_exact(const TensorView& t, const char* name, const std::vector<
   require(ok, name, ": expected shape ", shape_text(shape), ", got ", t.shape_string());
 }
 
-void check_host(const TensorView& t, const char* name) {
+void check_float_tensor(const TensorView& t, const char* name) {
   detail::check_defined(t, name);
   detail::check_device(t, name, Device{});
   detail::check_contiguous(t, name);
-}
-
-void check_float_tensor(const TensorView& t, const char* name) {
-  check_host(t, name);
   detail::check_dtype_in(t, name, {DType::kFloat32, DType::kBFloat16, DType::kFloat16});
 }
 
@@ -88,11 +84,9 @@ void quantize_fp8_per_token_group(TensorView input, TensorView output, TensorVie
   check_group("group_size", group_size);
   require(eps > 0.f, "eps: expected a value > 0, got ", eps);
   auto [rows, cols] = rows_cols(input, "input");
-  check_host(output, "output");
-  detail::check_dtype(output, "output", DType::kFloat8E4M3);
+  detail::check_tensor(output, "output", DType::kFloat8E4M3, Device{});
   check_shape_exact(output, "output", with_last(input, cols));
-  check_host(scale, "scale");
-  detail::check_dtype(scale, "scale", DType::kFloat32);
+  detail::check_tensor(scale, "scale", DType::kFloat32, Device{});
   const int64_t groups = ceil_div(cols, group_size);
   check_shape_exact(scale, "scale", with_last(input, groups));
   std::vector<float> x(cols);
@@ -108,13 +102,11 @@ void quantize_fp8_per_token_group(TensorView input, TensorView output, TensorVie
 
 void dequantize_fp8_per_token_group(TensorView input, TensorView scale, TensorView output,
                                     int group_size) {
-  check_host(input, "input");
-  detail::check_dtype(input, "input", DType::kFloat8E4M3);
+  detail::check_tensor(input, "input", DType::kFloat8E4M3, Device{});
   check_group("group_size", group_size);
   auto [rows, cols] = rows_cols(input, "input");
   const int64_t groups = ceil_div(cols, group_size);
-  check_host(scale, "scale");
-  detail::check_dtype(scale, "scale", DType::kFloat32);
+  detail::check_tensor(scale, "scale", DType::kFloat32, Device{});
   check_shape_exact(scale, "scale", with_last(input, groups));
   check_float_tensor(output, "output");
   check_shape_exact(output, "output", with_last(input, cols));
@@ -144,11 +136,9 @@ void quantize_fp8_block(TensorView input, TensorView output, TensorView scale, i
   check_group("block_n", block_n);
   check_group("block_k", block_k);
   require(eps > 0.f, "eps: expected a value > 0, got ", eps);
-  check_host(output, "output");
-  detail::check_dtype(output, "output", DType::kFloat8E4M3);
+  detail::check_tensor(output, "output", DType::kFloat8E4M3, Device{});
   check_shape_exact(output, "output", with_last(input, input.size(-1)));
-  check_host(scale, "scale");
-  detail::check_dtype(scale, "scale", DType::kFloat32);
+  detail::check_tensor(scale, "scale", DType::kFloat32, Device{});
   check_shape_exact(scale, "scale", fp8_block_scale_shape(input, block_n, block_k));
   const int64_t R = input.size(-2), C = input.size(-1);
   const int64_t nb = ceil_div(R, block_n), kb = ceil_div(C, block_k);
@@ -171,13 +161,11 @@ void quantize_fp8_block(TensorView input, TensorView output, TensorView scale, i
 
 void dequantize_fp8_block(TensorView input, TensorView scale, TensorView output, int block_n,
                           int block_k) {
-  check_host(input, "input");
-  detail::check_dtype(input, "input", DType::kFloat8E4M3);
+  detail::check_tensor(input, "input", DType::kFloat8E4M3, Device{});
   const int64_t E = matrix_count(input, "input");
   check_group("block_n", block_n);
   check_group("block_k", block_k);
-  check_host(scale, "scale");
-  detail::check_dtype(scale, "scale", DType::kFloat32);
+  detail::check_tensor(scale, "scale", DType::kFloat32, Device{});
   check_shape_exact(scale, "scale", fp8_block_scale_shape(input, block_n, block_k));
   check_float_tensor(output, "output");
   check_shape_exact(output, "output", with_last(input, input.size(-1)));
@@ -197,11 +185,9 @@ void dequantize_fp8_block(TensorView input, TensorView scale, TensorView output,
 void quantize_int8_per_row(TensorView input, TensorView output, TensorView scale) {
   check_float_tensor(input, "input");
   auto [rows, cols] = rows_cols(input, "input");
-  check_host(output, "output");
-  detail::check_dtype(output, "output", DType::kInt8);
+  detail::check_tensor(output, "output", DType::kInt8, Device{});
   check_shape_exact(output, "output", with_last(input, cols));
-  check_host(scale, "scale");
-  detail::check_dtype(scale, "scale", DType::kFloat32);
+  detail::check_tensor(scale, "scale", DType::kFloat32, Device{});
   check_shape_exact(scale, "scale", with_last(input, -1));
   std::vector<float> x(cols);
   for (int64_t r = 0; r < rows; ++r) {
@@ -212,11 +198,9 @@ void quantize_int8_per_row(TensorView input, TensorView output, TensorView scale
 }
 
 void dequantize_int8_per_row(TensorView input, TensorView scale, TensorView output) {
-  check_host(input, "input");
-  detail::check_dtype(input, "input", DType::kInt8);
+  detail::check_tensor(input, "input", DType::kInt8, Device{});
   auto [rows, cols] = rows_cols(input, "input");
-  check_host(scale, "scale");
-  detail::check_dtype(scale, "scale", DType::kFloat32);
+  detail::check_tensor(scale, "scale", DType::kFloat32, Device{});
   check_shape_exact(scale, "scale", with_last(input, -1));
   check_float_tensor(output, "output");
   check_shape_exact(output, "output", with_last(input, cols));
@@ -242,14 +226,11 @@ void quantize_int4_group(TensorView input, TensorView output, TensorView scale, 
   auto [rows, cols] = rows_cols(input, "input");
   check_int4_group(input, group_size, cols);
   const int64_t groups = cols / group_size, packed = ceil_div(cols, 2);
-  check_host(output, "output");
-  detail::check_dtype(output, "output", DType::kUInt8);
+  detail::check_tensor(output, "output", DType::kUInt8, Device{});
   check_shape_exact(output, "output", with_last(input, packed));
-  check_host(scale, "scale");
-  detail::check_dtype(scale, "scale", DType::kFloat32);
+  detail::check_tensor(scale, "scale", DType::kFloat32, Device{});
   check_shape_exact(scale, "scale", with_last(input, groups));
-  check_host(zero, "zero");
-  detail::check_dtype(zero, "zero", DType::kUInt8);
+  detail::check_tensor(zero, "zero", DType::kUInt8, Device{});
   check_shape_exact(zero, "zero", with_last(input, groups));
   std::vector<float> x(cols);
   std::vector<uint8_t> codes(cols);
@@ -264,18 +245,15 @@ void quantize_int4_group(TensorView input, TensorView output, TensorView scale, 
 
 void dequantize_int4_group(TensorView input, TensorView scale, TensorView zero, TensorView output,
                            int group_size) {
-  check_host(input, "input");
-  detail::check_dtype(input, "input", DType::kUInt8);
+  detail::check_tensor(input, "input", DType::kUInt8, Device{});
   check_float_tensor(output, "output");
   auto [rows, cols] = rows_cols(output, "output");
   check_int4_group(output, group_size, cols);
   const int64_t groups = cols / group_size, packed = ceil_div(cols, 2);
   check_shape_exact(input, "input", with_last(output, packed));
-  check_host(scale, "scale");
-  detail::check_dtype(scale, "scale", DType::kFloat32);
+  detail::check_tensor(scale, "scale", DType::kFloat32, Device{});
   check_shape_exact(scale, "scale", with_last(output, groups));
-  check_host(zero, "zero");
-  detail::check_dtype(zero, "zero", DType::kUInt8);
+  detail::check_tensor(zero, "zero", DType::kUInt8, Device{});
   check_shape_exact(zero, "zero", with_last(output, groups));
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t k = 0; k < cols; ++k) {
@@ -290,8 +268,7 @@ void dequantize_int4_group(TensorView input, TensorView scale, TensorView zero, 
 
 namespace {
 void check_global_scale(const TensorView& gs, const char* name, int64_t E) {
-  check_host(gs, name);
-  detail::check_dtype(gs, name, DType::kFloat32);
+  detail::check_tensor(gs, name, DType::kFloat32, Device{});
   check_shape_exact(gs, name, {E});
 }
 }  // namespace
@@ -321,11 +298,9 @@ void quantize_nvfp4(TensorView input, TensorView global_scale, TensorView output
   check_global_scale(global_scale, "global_scale", E);
   const int64_t R = input.size(-2), C = input.size(-1);
   const int64_t groups = ceil_div(C, detail::kNvfp4Group), packed = ceil_div(C, 2);
-  check_host(output, "output");
-  detail::check_dtype(output, "output", DType::kUInt8);
+  detail::check_tensor(output, "output", DType::kUInt8, Device{});
   check_shape_exact(output, "output", with_last(input, packed));
-  check_host(block_scale, "block_scale");
-  detail::check_dtype(block_scale, "block_scale", DType::kFloat8E4M3);
+  detail::check_tensor(block_scale, "block_scale", DType::kFloat8E4M3, Device{});
   check_shape_exact(block_scale, "block_scale", with_last(input, groups));
   std::vector<float> x(C);
   std::vector<uint8_t> codes(C);
@@ -347,15 +322,13 @@ void quantize_nvfp4(TensorView input, TensorView global_scale, TensorView output
 
 void dequantize_nvfp4(TensorView input, TensorView block_scale, TensorView global_scale,
                       TensorView output) {
-  check_host(input, "input");
-  detail::check_dtype(input, "input", DType::kUInt8);
+  detail::check_tensor(input, "input", DType::kUInt8, Device{});
   check_float_tensor(output, "output");
   const int64_t E = matrix_count(output, "output");
   const int64_t R = output.size(-2), C = output.size(-1);
   const int64_t groups = ceil_div(C, detail::kNvfp4Group), packed = ceil_div(C, 2);
   check_shape_exact(input, "input", with_last(output, packed));
-  check_host(block_scale, "block_scale");
-  detail::check_dtype(block_scale, "block_scale", DType::kFloat8E4M3);
+  detail::check_tensor(block_scale, "block_scale", DType::kFloat8E4M3, Device{});
   check_shape_exact(block_scale, "block_scale", with_last(output, groups));
   check_global_scale(global_scale, "global_scale", E);
   for (int64_t e = 0; e < E; ++e)
@@ -379,11 +352,9 @@ void quantize_mx(TensorView input, TensorView output, TensorView scale) {
   auto [rows, cols] = rows_cols(input, "input");
   const int64_t groups = ceil_div(cols, detail::kMxGroup);
   const int64_t width = kFp4 ? ceil_div(cols, 2) : cols;
-  check_host(output, "output");
-  detail::check_dtype(output, "output", kFp4 ? DType::kUInt8 : DType::kFloat8E4M3);
+  detail::check_tensor(output, "output", kFp4 ? DType::kUInt8 : DType::kFloat8E4M3, Device{});
   check_shape_exact(output, "output", with_last(input, width));
-  check_host(scale, "scale");
-  detail::check_dtype(scale, "scale", DType::kFloat8E8M0);
+  detail::check_tensor(scale, "scale", DType::kFloat8E8M0, Device{});
   check_shape_exact(scale, "scale", with_last(input, groups));
   std::vector<float> x(cols);
   std::vector<uint8_t> codes(cols);
@@ -401,15 +372,13 @@ void quantize_mx(TensorView input, TensorView output, TensorView scale) {
 
 template <bool kFp4>
 void dequantize_mx(TensorView input, TensorView scale, TensorView output) {
-  check_host(input, "input");
-  detail::check_dtype(input, "input", kFp4 ? DType::kUInt8 : DType::kFloat8E4M3);
+  detail::check_tensor(input, "input", kFp4 ? DType::kUInt8 : DType::kFloat8E4M3, Device{});
   check_float_tensor(output, "output");
   auto [rows, cols] = rows_cols(output, "output");
   const int64_t groups = ceil_div(cols, detail::kMxGroup);
   const int64_t width = kFp4 ? ceil_div(cols, 2) : cols;
   check_shape_exact(input, "input", with_last(output, width));
-  check_host(scale, "scale");
-  detail::check_dtype(scale, "scale", DType::kFloat8E8M0);
+  detail::check_tensor(scale, "scale", DType::kFloat8E8M0, Device{});
   check_shape_exact(scale, "scale", with_last(output, groups));
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t k = 0; k < cols; ++k) {
