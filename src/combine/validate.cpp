@@ -50,7 +50,7 @@ void validate_apply_shuffle_mul_sum(const TensorView& input, const TensorView& o
   check_contiguous(input, "input");
   check_contiguous(output, "output");
   require(input.size(1) == output.size(1), "input: expected ", output.size(1),
-          " columns (the H of output), got shape ", input.shape_string());
+          " columns (the H of output), got shape ", detail::shape_of(input));
   check_tensor(permutation, "permutation", DType::kInt32, device);
   const int64_t M = output.size(0), pairs = permutation.numel();
   if (M == 0) {
@@ -66,7 +66,7 @@ void validate_apply_shuffle_mul_sum(const TensorView& input, const TensorView& o
       check_same_dtype(factors, "factors (fp32 or the output dtype)", output, "output");
     check_contiguous(factors, "factors");
     require(factors.numel() == pairs, "factors: expected ", pairs,
-            " elements (one per permutation entry), got shape ", factors.shape_string());
+            " elements (one per permutation entry), got shape ", detail::shape_of(factors));
   }
 }
 

@@ -19,9 +19,11 @@ void check_dtype_in(const TensorView& t, const char* name, std::initializer_list
   fail(cat(name, ": expected ", list, ", got ", dtype_name(t.dtype)));
 }
 
+// The messages of the checks below are built only on failure: every op runs these on its hot
+// path, where formatting a shape or a device name would allocate on each call.
 void check_ndim(const TensorView& t, const char* name, int ndim) {
-  require(t.ndim == ndim, name, ": expected ", ndim, "-D tensor, got ", t.ndim, "-D with shape ",
-          t.shape_string());
+  if (t.ndim != ndim)
+    fail(cat(name, ": expected ", ndim, "-D tensor, got ", t.ndim, "-D with shape ", detail::shape_of(t)));
 }
 
 void check_shape(const TensorView& t, const char* name, std::initializer_list<int64_t> shape) {
@@ -35,17 +37,18 @@ void check_shape(const TensorView& t, const char* name, std::initializer_list<in
   std::string want = "[";
   d = 0;
   for (int64_t s : shape) want += (d++ ? ", " : "") + (s < 0 ? std::string("*") : std::to_string(s));
-  fail(cat(name, ": expected shape ", want, "], got ", t.shape_string()));
+  fail(cat(name, ": expected shape ", want, "], got ", detail::shape_of(t)));
 }
 
 void check_contiguous(const TensorView& t, const char* name) {
-  require(t.is_contiguous(), name, ": expected a contiguous tensor, got strides that are not row-major for shape ",
-          t.shape_string());
+  if (!t.is_contiguous())
+    fail(cat(name, ": expected a contiguous tensor, got strides that are not row-major for shape ",
+             detail::shape_of(t)));
 }
 
 void check_device(const TensorView& t, const char* name, Device expected) {
-  require(t.device == expected, name, ": expected a tensor on ", device_name(expected), ", got ",
-          device_name(t.device));
+  if (t.device != expected)
+    fail(cat(name, ": expected a tensor on ", device_name(expected), ", got ", device_name(t.device)));
 }
 
 void check_same_dtype(const TensorView& t, const char* name, const TensorView& ref,

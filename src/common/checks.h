@@ -24,6 +24,18 @@ std::string cat(const Args&... args) {
   throw Error(kind, message);
 }
 
+// A tensor's shape for a message, formatted only when the message is built: require()'s
+// arguments are evaluated on every call, success included.
+struct ShapeOf {
+  const TensorView& t;
+};
+inline ShapeOf shape_of(const TensorView& t) { return {t}; }
+inline std::ostream& operator<<(std::ostream& os, ShapeOf s) {
+  os << '[';
+  for (int d = 0; d < s.t.ndim; ++d) os << (d ? ", " : "") << s.t.shape[d];
+  return os << ']';
+}
+
 template <typename... Args>
 inline void require(bool ok, const Args&... message) {
   if (!ok) fail(cat(message...));

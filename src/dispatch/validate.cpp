@@ -45,7 +45,7 @@ AlignProblem validate_align(const TensorView& topk_ids, int64_t num_experts, int
   check_index_vector(experts_ids, "experts_ids", device);
   check_tensor(num_tokens_post_pad, "num_tokens_post_pad", DType::kInt32, device);
   require(num_tokens_post_pad.numel() == 1, "num_tokens_post_pad: expected one element, got shape ",
-          num_tokens_post_pad.shape_string());
+          detail::shape_of(num_tokens_post_pad));
   check_optional_map(expert_map, device);
   check_range("num_experts", num_experts, 0, kMaxDispatchExperts);
   check_range("block_size", block_size, 1, std::numeric_limits<int32_t>::max());
@@ -103,7 +103,7 @@ PrepareProblem validate_prepare(const TensorView& topk_ids, const TensorView& ex
   const int64_t numel = topk_ids.numel();
   require(numel <= std::numeric_limits<int32_t>::max(), "topk_ids: expected fewer than 2^31 pairs, got ", numel);
   require(topk_ids.size(1) >= 1 || numel == 0, "topk_ids: expected topk >= 1, got shape ",
-          topk_ids.shape_string());
+          detail::shape_of(topk_ids));
   check_tensor(expert_offsets, "expert_offsets", DType::kInt32, device);
   check_shape(expert_offsets, "expert_offsets", {num_experts + 1});
   if (blockscale_offsets.defined()) {
@@ -119,10 +119,10 @@ PrepareProblem validate_prepare(const TensorView& topk_ids, const TensorView& ex
   check_shape(problem_sizes2, "problem_sizes2", {num_experts, 3});
   check_tensor(input_permutation, "input_permutation", DType::kInt32, device);
   require(input_permutation.numel() == numel, "input_permutation: expected ", numel,
-          " elements (M * topk), got shape ", input_permutation.shape_string());
+          " elements (M * topk), got shape ", detail::shape_of(input_permutation));
   check_tensor(output_permutation, "output_permutation", DType::kInt32, device);
   require(output_permutation.numel() == numel, "output_permutation: expected ", numel,
-          " elements (M * topk), got shape ", output_permutation.shape_string());
+          " elements (M * topk), got shape ", detail::shape_of(output_permutation));
   check_optional_map(expert_map, device);
 
   PrepareProblem p;

@@ -39,14 +39,14 @@ LayerShape check_layer(const TensorView& hidden, const ExpertWeights& w13, const
   s.H = hidden.size(1);
   s.I = w2.weight.size(2);
   s.gated = is_gated(options.activation);
-  require(s.E >= 1, "w13.weight: expected at least one expert, got shape ", w13.weight.shape_string());
+  require(s.E >= 1, "w13.weight: expected at least one expert, got shape ", detail::shape_of(w13.weight));
   check_shape(w13.weight, "w13.weight", {s.E, s.gated ? 2 * s.I : s.I, s.H});
   check_shape(w2.weight, "w2.weight", {s.E, s.H, s.I});
   require(s.H % 8 == 0, "hidden: expected a hidden size that is a multiple of 8 on the GPU, got ", s.H);
   require(s.I % 8 == 0, "w2.weight: expected an intermediate size that is a multiple of 8 on the GPU, got ",
           s.I);
   require(s.I >= 1 && s.H >= 1, "w2.weight: expected non-empty expert matrices, got shape ",
-          w2.weight.shape_string());
+          detail::shape_of(w2.weight));
   require(s.E <= 16384, "w13.weight: expected at most 16384 experts, got ", s.E);
   require(s.k >= 1, "topk: expected at least 1 slot per token, got ", s.k);
   require(s.M * s.k < (int64_t(1) << 31), "topk_ids: expected fewer than 2^31 (token, slot) pairs, got ",

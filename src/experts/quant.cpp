@@ -25,7 +25,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 void check_shape_exact(const TensorView& t, const char* name, const std::vector<int64_t>& shape) {
   bool ok = t.ndim == static_cast<int>(shape.size());
   for (int d = 0; ok && d < t.ndim; ++d) ok = t.shape[d] == shape[d];
-  require(ok, name, ": expected shape ", shape_text(shape), ", got ", t.shape_string());
+  require(ok, name, ": expected shape ", shape_text(shape), ", got ", detail::shape_of(t));
 }
 
 void check_float_tensor(const TensorView& t, const char* name) {
@@ -70,7 +70,7 @@ void check_group(const char* name, int64_t group) {
 // For [R, C] -> 1 matrix, [E, R, C] -> E matrices.
 int64_t matrix_count(const TensorView& t, const char* name) {
   require(t.ndim == 2 || t.ndim == 3, name, ": expected a 2-D [R, C] or 3-D [E, R, C] tensor, got ",
-          t.ndim, "-D with shape ", t.shape_string());
+          t.ndim, "-D with shape ", detail::shape_of(t));
   return t.ndim == 3 ? t.shape[0] : 1;
 }
 
@@ -216,7 +216,7 @@ namespace {
 void check_int4_group(const TensorView& t, int group_size, int64_t cols) {
   check_group("group_size", group_size);
   require(cols % group_size == 0, "group_size: expected a divisor of the last dimension (", cols,
-          ") of ", t.shape_string(), ", got ", group_size);
+          ") of ", detail::shape_of(t), ", got ", group_size);
 }
 }  // namespace
 

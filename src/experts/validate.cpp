@@ -56,7 +56,7 @@ void check_tensor_on(const TensorView& t, const std::string& name, Device device
 
 void check_absent(const TensorView& t, const std::string& name, WeightScheme scheme) {
   require(!t.defined(), name, ": expected no tensor (scheme ", weight_scheme_name(scheme),
-          " does not use it), got one of shape ", t.shape_string());
+          " does not use it), got one of shape ", detail::shape_of(t));
 }
 
 // A required tensor of exact dtype and shape.
@@ -157,7 +157,7 @@ void validate_expert_weights(const ExpertWeights& w, const char* name,
                   (w.scale.ndim == 3 && w.scale.shape[0] == E && w.scale.shape[1] == R &&
                    w.scale.shape[2] == 1),
               sn, ": expected shape ", shape_text({E, R}), " or ", shape_text({E, R, 1}), ", got ",
-              w.scale.shape_string());
+              detail::shape_of(w.scale));
       break;
     case WeightScheme::kInt4W4A8:
       require(C % o.group_size == 0, "group_size: expected a divisor of the ", name,
@@ -207,7 +207,7 @@ void derive_and_check_weights(ExpertDims& d, const TensorView& hidden, const Exp
   check_positive("w13 rows (w13.weight.size(1))", d.w13_rows);
   if (activation_is_gated(options.activation)) {
     require(d.w13_rows % 2 == 0, "w13.weight: expected an even row count 2I (gate rows then up rows) for ",
-            activation_name(options.activation), ", got shape ", w13.weight.shape_string());
+            activation_name(options.activation), ", got shape ", detail::shape_of(w13.weight));
     d.I = d.w13_rows / 2;
   } else {
     d.I = d.w13_rows;
@@ -232,7 +232,7 @@ ExpertDims validate_fused_experts(const TensorView& hidden, const ExpertWeights&
   check_dtype_in(topk_ids, "topk_ids", {DType::kInt32, DType::kInt64});
   check_ndim(topk_ids, "topk_ids", 2);
   require(topk_ids.shape[0] == d.M, "topk_ids: expected ", d.M, " rows (the tokens of hidden), got shape ",
-          topk_ids.shape_string());
+          detail::shape_of(topk_ids));
   d.topk = topk_ids.shape[1];
   check_positive("topk (topk_ids.size(1))", d.topk);
   require(d.M * d.topk <= std::numeric_limits<int32_t>::max(), "topk_ids: expected M * topk <= 2^31 - 1, got ",
@@ -319,10 +319,10 @@ ExpertDims validate_shared_expert(const TensorView& hidden, const ExpertWeights&
   check_defined(w2_in.weight, "w2.weight");
   require(w13_in.weight.ndim == 2 || (w13_in.weight.ndim == 3 && w13_in.weight.shape[0] == 1),
           "w13.weight: expected a 2-D [2I, H] or 3-D [1, 2I, H] tensor, got shape ",
-          w13_in.weight.shape_string());
+          detail::shape_of(w13_in.weight));
   require(w2_in.weight.ndim == w13_in.weight.ndim,
           "w2.weight: expected the rank of w13.weight (", w13_in.weight.ndim, "-D), got shape ",
-          w2_in.weight.shape_string());
+          detail::shape_of(w2_in.weight));
   const ExpertWeights w13 = as_single_expert(w13_in), w2 = as_single_expert(w2_in);
   ExpertDims d;
   d.M = hidden.shape[0];

@@ -46,7 +46,7 @@ QkNormRopeArgs validate_fused_qk_norm_rope(TensorView qkv, int64_t num_heads_q,
   const int64_t width = heads * head_dim;
   require(qkv.size(1) == width, "qkv: expected shape [*, ", width,
           "] ((num_heads_q + num_heads_k + num_heads_v) * head_dim = (", num_heads_q, " + ",
-          num_heads_k, " + ", num_heads_v, ") * ", head_dim, "), got ", qkv.shape_string());
+          num_heads_k, " + ", num_heads_v, ") * ", head_dim, "), got ", detail::shape_of(qkv));
   const int64_t T = qkv.size(0);
 
   check_weight(q_weight, "q_weight", num_heads_q, "num_heads_q", qkv, head_dim, device);

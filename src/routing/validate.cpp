@@ -27,7 +27,7 @@ void check_logits_and_outputs(RouterProblem& p, const TensorView& logits, const 
   check_tensor(ids, ids_name, DType::kInt32, device);
   check_ndim(weights, weights_name, 2);
   require(weights.size(0) == M, weights_name, ": expected ", M, " rows (the rows of ", logits_name,
-          "), got shape ", weights.shape_string());
+          "), got shape ", detail::shape_of(weights));
   check_shape(ids, ids_name, {M, weights.size(1)});
   p.M = M;
   p.E = static_cast<int>(E);
@@ -123,7 +123,7 @@ RouterProblem validate_moe_fused_gate(const TensorView& input, const TensorView&
           "num_fused_shared_experts: expected 0..", kMaxRouterTopk, ", got ",
           o.num_fused_shared_experts);
   require(topk_weights.size(1) == o.topk, "topk_weights: expected ", o.topk,
-          " columns (topk), got shape ", topk_weights.shape_string());
+          " columns (topk), got shape ", detail::shape_of(topk_weights));
   p.shared = o.num_fused_shared_experts;
   p.routed = o.topk - o.num_fused_shared_experts;
   check_routed_topk(p.routed, p.E, "topk - num_fused_shared_experts");
@@ -153,7 +153,7 @@ RouterProblem validate_kimi_k2_moe_fused_gate(const TensorView& input, const Ten
   check_defined(bias, "bias");
   check_bias(p, bias, "bias", input, true, device);
   require(topk_weights.size(1) == topk, "topk_weights: expected ", topk,
-          " columns (topk), got shape ", topk_weights.shape_string());
+          " columns (topk), got shape ", detail::shape_of(topk_weights));
   p.routed = topk;
   check_routed_topk(topk, p.E, "topk");
   p.renormalize = renormalize;
@@ -183,7 +183,7 @@ RouterProblem validate_grouped_topk(const TensorView& topk_weights, const Tensor
           "num_fused_shared_experts: expected 0..", kMaxRouterTopk, ", got ",
           num_fused_shared_experts);
   require(topk_weights.size(1) == topk, "topk_weights: expected ", topk,
-          " columns (topk), got shape ", topk_weights.shape_string());
+          " columns (topk), got shape ", detail::shape_of(topk_weights));
   p.shared = num_fused_shared_experts;
   p.routed = topk - num_fused_shared_experts;
   check_routed_topk(p.routed, p.E, "topk - num_fused_shared_experts");

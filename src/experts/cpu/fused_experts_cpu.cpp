@@ -203,7 +203,7 @@ void check_activations(const TensorView& hidden, const TensorView& output) {
   detail::check_ndim(hidden, "hidden_states", 2);
   detail::check_contiguous(hidden, "hidden_states");
   detail::require(hidden.size(1) >= 1, "hidden_states: expected a hidden size >= 1, got shape ",
-                  hidden.shape_string());
+                  detail::shape_of(hidden));
   detail::check_tensor(output, "output", hidden.dtype, Device{});
   detail::check_shape(output, "output", {hidden.size(0), hidden.size(1)});
 }
@@ -396,7 +396,7 @@ void fused_experts_cpu(TensorView hidden_states, TensorView w13_packed, TensorVi
   detail::check_contiguous(topk_ids, "topk_ids");
   const int64_t M = hidden_states.size(0), k = topk_ids.size(1);
   detail::check_shape(topk_ids, "topk_ids", {M, -1});
-  detail::require(k >= 1, "topk_ids: expected topk >= 1, got shape ", topk_ids.shape_string());
+  detail::require(k >= 1, "topk_ids: expected topk >= 1, got shape ", detail::shape_of(topk_ids));
   detail::require(M * k <= INT32_MAX, "topk_ids: expected M * topk <= 2^31 - 1, got ", M * k);
   detail::check_defined(topk_weights, "topk_weights");
   detail::check_device(topk_weights, "topk_weights", Device{});

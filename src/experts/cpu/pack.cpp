@@ -21,10 +21,10 @@ LogicalShape logical_shape(const TensorView& weight, const char* name) {
   detail::check_dtype_in(weight, name, {DType::kBFloat16, DType::kFloat16});
   detail::check_contiguous(weight, name);
   detail::require(weight.ndim == 2 || weight.ndim == 3, name, ": expected a 2-D [R, C] or 3-D [E, R, C] tensor, got ",
-                  weight.ndim, "-D with shape ", weight.shape_string());
+                  weight.ndim, "-D with shape ", detail::shape_of(weight));
   LogicalShape s{weight.ndim == 3 ? weight.size(0) : 1, weight.size(-2), weight.size(-1)};
   detail::require(s.experts >= 1 && s.rows >= 1 && s.cols >= 1, name,
-                  ": expected every dimension >= 1, got shape ", weight.shape_string());
+                  ": expected every dimension >= 1, got shape ", detail::shape_of(weight));
   return s;
 }
 
@@ -161,7 +161,7 @@ void unpack_moe_weights(TensorView packed, TensorView weight) {
   const cpu::LogicalShape s = cpu::logical_shape(weight, "weight");
   detail::require(s.experts == info.experts && s.rows == info.rows && s.cols == info.cols, "weight: expected [",
                   info.experts, ", ", info.rows, ", ", info.cols, "] (or 2-D when E = 1) as packed, got ",
-                  weight.shape_string());
+                  detail::shape_of(weight));
   detail::require(weight.ndim == 3 || info.experts == 1, "weight: expected 3-D for E = ", info.experts);
   detail::require(weight.dtype == info.dtype, "weight: expected ", dtype_name(info.dtype), " as packed, got ",
                   dtype_name(weight.dtype));
