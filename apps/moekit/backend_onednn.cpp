@@ -28,6 +28,7 @@ class OneDnnBackend : public Backend {
  public:
   DeviceKind device() const override { return DeviceKind::kCPU; }
   bool available(std::string*) const override { return true; }
+  bool is_baseline() const override { return true; }
   std::string describe() const override {
     probe();
     return std::string("oneDNN ") + std::to_string(dnnl_version()->major) + "." +

@@ -43,6 +43,9 @@ class Backend {
   // False with a reason when it cannot run in this build or on this machine.
   virtual bool available(std::string* why) const = 0;
   // One line for the table header: ISA path and threads, GPU name, library version...
+  // A baseline (someone else's kernels, timed for comparison): its numerics are its own, so a failed
+  // check is reported but does not fail the command.
+  virtual bool is_baseline() const { return false; }
   virtual std::string describe() const { return {}; }
   // Token counts when --tokens is not given, and the timing loop when --warmup/--repeat are not.
   virtual std::vector<int64_t> default_tokens() const = 0;
