@@ -215,16 +215,17 @@ def moe_align_block_size_experts(topk_ids: Tensor, num_experts: int, block_size:
 moe_align_block_size_experts.register_fake(_no_result)
 
 
-# Registered without defaults: torch's mutation bookkeeping indexes the call's arguments by position
-# and fails when a mutated optional (blockscale_offsets) is left to its default. The public function
-# below keeps sgl-kernel's defaults and always passes every argument.
+# Registered with no default for blockscale_offsets: torch drops trailing arguments equal to their
+# defaults, then its mutation bookkeeping indexes the mutated blockscale_offsets out of range. The
+# public function below keeps sgl-kernel's defaults and always passes it.
 @_custom_op("moekit::prepare_moe_input",
             mutates_args=("expert_offsets", "problem_sizes1", "problem_sizes2",
                           "input_permutation", "output_permutation", "blockscale_offsets"))
 def _prepare_moe_input(topk_ids: Tensor, expert_offsets: Tensor, problem_sizes1: Tensor,
                        problem_sizes2: Tensor, input_permutation: Tensor,
                        output_permutation: Tensor, num_experts: int, n: int, k: int,
-                       blockscale_offsets: Optional[Tensor], expert_map: Optional[Tensor]) -> None:
+                       blockscale_offsets: Optional[Tensor],
+                       expert_map: Optional[Tensor] = None) -> None:
     _C.prepare_moe_input(_arg(topk_ids), _arg(expert_offsets), _optional(blockscale_offsets),
                          _arg(problem_sizes1), _arg(problem_sizes2), _arg(input_permutation),
                          _arg(output_permutation), num_experts, n, k, _optional(expert_map),

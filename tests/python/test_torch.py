@@ -86,7 +86,7 @@ def _prepare_moe_input(device):
     M, E, k = 9, 8, 2
     return (_topk_ids(M, E, k, device), _int32(E + 1, device=device), _int32(E, 3, device=device),
             _int32(E, 3, device=device), _int32(M * k, device=device),
-            _int32(M * k, device=device), E, 128, 256, _int32(E + 1, device=device), None)
+            _int32(M * k, device=device), E, 128, 256, _int32(E + 1, device=device))
 
 
 def _shuffle_rows(device):
