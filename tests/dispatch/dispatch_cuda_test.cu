@@ -132,6 +132,37 @@ TEST(MoeAlignCuda, Int64Ids) {
   }
 }
 
+// The one-CTA small path takes up to 1024 pairs while its [warps][buckets] table fits 48 KiB of
+// shared memory; the cluster path takes the rest. Sizes just below, at and above both limits,
+// and more buckets than threads (several buckets per thread in the small path).
+TEST(MoeAlignCuda, SmallPathBoundaries) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  const std::pair<int64_t, int64_t> shapes[] = {{341, 3}, {128, 8}, {205, 5}, {64, 16}, {1, 1}};
+  for (auto [M, topk] : shapes)
+    for (int64_t E : {8, 256, 700}) {
+      const int64_t variant = M + E + topk;
+      HostTensor ids = random_topk_ids(rng, M, topk, E, variant % 2 ? 0.1 : 0.0, variant % 3 == 0);
+      for (bool pad : {false, true})
+        EXPECT_TRUE(align_matches(ids, E, variant % 2 ? 16 : 64, pad, variant % 4 == 0))
+            << "M " << M << " topk " << topk << " E " << E << " pad " << pad;
+    }
+  for (int64_t E : {1500, 4000}) {  // 2 warps of pairs, nb > blockDim.x
+    HostTensor ids = random_topk_ids(rng, 8, 8, E, 0.1, true);
+    EXPECT_TRUE(align_matches(ids, E, 32, true, false)) << "E " << E;
+    EXPECT_TRUE(align_matches(ids, E, 1, false, true)) << "E " << E;
+  }
+  HostTensor one(DType::kInt32, {1024, 1});
+  one.fill(5);
+  EXPECT_TRUE(align_matches(one, 6, 256, true, false));
+  HostTensor empty(DType::kInt32, {0, 8});
+  EXPECT_TRUE(align_matches(empty, 300, 16, true, false));
+  HostTensor ids32 = random_topk_ids(rng, 128, 8, 200, 0.1, true);
+  HostTensor ids64(DType::kInt64, {128, 8});
+  for (int64_t i = 0; i < ids32.numel(); ++i) ids64.set(i, ids32.get(i));
+  EXPECT_TRUE(align_matches(ids64, 200, 16, true, false, nullptr, /*compat=*/true));
+}
+
 TEST(MoeAlignCuda, ExpertMap) {
   MOEKIT_REQUIRE_GPU();
   auto rng = fresh_rng();
@@ -143,7 +174,7 @@ TEST(MoeAlignCuda, ExpertMap) {
   std::shuffle(globals.begin(), globals.end(), rng);
   for (int64_t e = 0; e < E; ++e) map.set(globals[e], static_cast<double>(e));
   map.set(globals[E], 500);  // corrupt entry: invalid, never indexed
-  for (int64_t M : {1, 999, 20000}) {
+  for (int64_t M : {1, 128, 129, 999, 20000}) {
     HostTensor ids = random_topk_ids(rng, M, 8, E_global + 3, 0.05);
     for (bool ignore : {false, true})
       EXPECT_TRUE(align_matches(ids, E, 16, true, ignore, &map)) << M << " " << ignore;
@@ -153,7 +184,7 @@ TEST(MoeAlignCuda, ExpertMap) {
 TEST(MoeAlignCudaGraph, CaptureAndReplayIsIdentical) {
   MOEKIT_REQUIRE_GPU();
   auto rng = fresh_rng();
-  for (int64_t M : {4, 8192}) {
+  for (int64_t M : {4, 64, 8192}) {
     HostTensor ids = random_topk_ids(rng, M, 8, 256, 0.05);
     AlignBuffers buf(M * 8, 257, 64);
     DeviceTensor d_ids(ids), e_sorted(buf.sorted), e_experts(buf.experts), e_post(buf.post_pad),
@@ -251,36 +282,58 @@ TEST(PrepareMoeInputCuda, ExpertMapAndAllOnOneExpert) {
   EXPECT_TRUE(prepare_matches(one, 8, true));
 }
 
+// Small-path limits as for the align (1024 pairs, 48 KiB table), blockscale on and off.
+TEST(PrepareMoeInputCuda, SmallPathBoundaries) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  const std::pair<int64_t, int64_t> shapes[] = {{341, 3}, {128, 8}, {205, 5}, {64, 16}, {8, 8}};
+  for (auto [M, topk] : shapes)
+    for (int64_t E : {1, 8, 256, 700, 2048}) {
+      const int64_t variant = M + E + topk;
+      HostTensor ids = random_topk_ids(rng, M, topk, E, variant % 2 ? 0.1 : 0.0, variant % 3 == 0);
+      for (bool blockscale : {false, true})
+        EXPECT_TRUE(prepare_matches(ids, E, blockscale))
+            << "M " << M << " topk " << topk << " E " << E << " blockscale " << blockscale;
+    }
+  HostTensor map(DType::kInt32, {64});
+  map.fill(-1);
+  for (int64_t e = 0; e < 16; ++e) map.set(4 * e + 2, static_cast<double>(e));
+  HostTensor ids = random_topk_ids(rng, 100, 8, 66, 0.05, true);
+  EXPECT_TRUE(prepare_matches(ids, 16, true, &map));
+}
+
 TEST(PrepareMoeInputCudaGraph, CaptureAndReplayIsIdentical) {
   MOEKIT_REQUIRE_GPU();
   auto rng = fresh_rng();
-  const int64_t M = 4096, topk = 8, E = 64;
-  HostTensor ids = random_topk_ids(rng, M, topk, E, 0.05);
-  PrepareHost init(M * topk, E);
-  DeviceTensor d_ids(ids);
-  DeviceTensor e[6] = {DeviceTensor(init.offsets), DeviceTensor(init.blockscale), DeviceTensor(init.sizes1),
-                       DeviceTensor(init.sizes2), DeviceTensor(init.in_perm), DeviceTensor(init.out_perm)};
-  DeviceTensor g[6] = {DeviceTensor(init.offsets), DeviceTensor(init.blockscale), DeviceTensor(init.sizes1),
-                       DeviceTensor(init.sizes2), DeviceTensor(init.in_perm), DeviceTensor(init.out_perm)};
-  cudaStream_t stream;
-  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
-  auto run = [&](DeviceTensor* t) {
-    prepare_moe_input(d_ids.view(), t[0].view(), t[1].view(), t[2].view(), t[3].view(), t[4].view(),
-                      t[5].view(), E, 128, 256, TensorView{}, Stream{stream});
-  };
-  run(e);
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-  run(g);
-  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  for (int i = 0; i < 6; ++i) EXPECT_TRUE(g[i].to_host().bytes_equal(e[i].to_host())) << i;
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
+  for (int64_t M : {64, 4096}) {
+    const int64_t topk = 8, E = 64;
+    HostTensor ids = random_topk_ids(rng, M, topk, E, 0.05);
+    PrepareHost init(M * topk, E);
+    DeviceTensor d_ids(ids);
+    DeviceTensor e[6] = {DeviceTensor(init.offsets), DeviceTensor(init.blockscale), DeviceTensor(init.sizes1),
+                         DeviceTensor(init.sizes2), DeviceTensor(init.in_perm), DeviceTensor(init.out_perm)};
+    DeviceTensor g[6] = {DeviceTensor(init.offsets), DeviceTensor(init.blockscale), DeviceTensor(init.sizes1),
+                         DeviceTensor(init.sizes2), DeviceTensor(init.in_perm), DeviceTensor(init.out_perm)};
+    cudaStream_t stream;
+    ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+    auto run = [&](DeviceTensor* t) {
+      prepare_moe_input(d_ids.view(), t[0].view(), t[1].view(), t[2].view(), t[3].view(), t[4].view(),
+                        t[5].view(), E, 128, 256, TensorView{}, Stream{stream});
+    };
+    run(e);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+    run(g);
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    for (int i = 0; i < 6; ++i) EXPECT_TRUE(g[i].to_host().bytes_equal(e[i].to_host())) << i << " M " << M;
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+  }
 }
 
 // ---- shuffle_rows ----

@@ -177,6 +177,30 @@ TEST(QkNormRopeCuda, Yarn) {
         }
 }
 
+// Decode sizes split a token's heads over several CTAs (launcher.cu, rope_launch_shape): one-pass
+// chunks with a ragged last chunk, Q and K heads in one chunk, and chunks of more than one pass.
+TEST(QkNormRopeCuda, HeadsSplitOverCtas) {
+  MOEKIT_REQUIRE_GPU();
+  struct Split {
+    int64_t tokens, head_dim, hq, hk, hv, rotary_dim;
+    bool neox;
+  };
+  for (const Split& s : {Split{1, 128, 32, 4, 4, 128, true}, Split{1, 128, 96, 8, 8, 64, true},
+                         Split{2, 128, 64, 4, 4, 128, false}, Split{3, 64, 61, 3, 1, 64, false},
+                         Split{13, 256, 13, 2, 2, 128, true}, Split{66, 256, 40, 8, 8, 256, true},
+                         Split{131, 128, 7, 1, 1, 32, false}, Split{132, 128, 32, 4, 4, 128, true}}) {
+    RopeCase c;
+    c.tokens = s.tokens;
+    c.head_dim = s.head_dim;
+    c.hq = s.hq;
+    c.hk = s.hk;
+    c.hv = s.hv;
+    c.rotary_dim = s.rotary_dim;
+    c.neox = s.neox;
+    check_cuda(c);
+  }
+}
+
 TEST(QkNormRopeCuda, TinyEpsAndHeadCounts) {
   MOEKIT_REQUIRE_GPU();
   for (double eps : {1e-30, 0.0}) {

@@ -6,6 +6,7 @@
 
 #include "common/cuda_test_util.h"
 #include "moekit/dispatch.h"
+#include "routing/cuda/launcher.h"
 #include "routing/router_cases.h"
 
 namespace moekit::test {
@@ -71,6 +72,20 @@ void check(const Case& c, std::mt19937_64& rng) {
   EXPECT_TRUE(dt.to_host().bytes_equal(want.total)) << dt.to_host().get(0) << " vs " << want.total.get(0);
   EXPECT_TRUE(ds.to_host().bytes_equal(want.sorted)) << "sorted_token_ids";
   EXPECT_TRUE(de.to_host().bytes_equal(want.experts)) << "experts_ids";
+  // Both launch shapes of the fused entry, whichever one the shape picks.
+  if (c.M * slots > routing::kMaxFusedRouteAlignPairs) return;
+  for (cuda::RouteAlignLaunch how : {cuda::RouteAlignLaunch::kOneCta, cuda::RouteAlignLaunch::kRouterThenAlign}) {
+    SCOPED_TRACE("launch " + std::to_string(static_cast<int>(how)));
+    DeviceTensor fw(got.w), fi(got.ids), fs(got.sorted), fe(got.experts), ft(got.total);
+    const detail::RouteAndAlignProblem p = detail::validate_route_and_align(
+        dx.view(), db.view(), fw.view(), fi.view(), fs.view(), fe.view(), ft.view(), o, dx.view().device);
+    cuda::route_and_align(p, Stream{}, how);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_TRUE(RoutesMatch(fw.to_host(), fi.to_host(), want.w, want.ids));
+    EXPECT_TRUE(ft.to_host().bytes_equal(want.total));
+    EXPECT_TRUE(fs.to_host().bytes_equal(want.sorted)) << "sorted_token_ids";
+    EXPECT_TRUE(fe.to_host().bytes_equal(want.experts)) << "experts_ids";
+  }
 }
 
 TEST(RouteAndAlignCuda, MatchesComposedOracles) {
@@ -94,34 +109,37 @@ TEST(RouteAndAlignCuda, MatchesComposedOracles) {
 TEST(RouteAndAlignCudaGraph, CaptureAndReplayIsIdentical) {
   MOEKIT_REQUIRE_GPU();
   auto rng = fresh_rng();
-  Case c{Router::kMoeFusedGate, 32, 256, 64, 8, true};
-  RouteAndAlignOptions o = options_for(c);
-  HostTensor x(DType::kFloat32, {c.M, c.E}), bias(DType::kFloat32, {c.E});
-  fill_logits(x, rng, false);
-  bias.fill_normal(rng);
-  Buffers b(c.M, o.gate.topk, c.E + 1, c.bs);
-  DeviceTensor dx(x), db(bias);
-  DeviceTensor ew(b.w), ei(b.ids), es(b.sorted), ee(b.experts), et(b.total);
-  DeviceTensor gw(b.w), gi(b.ids), gs(b.sorted), ge(b.experts), gt(b.total);
-  cudaStream_t stream;
-  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
-  route_and_align_block_size(dx.view(), db.view(), ew.view(), ei.view(), es.view(), ee.view(), et.view(), o, Stream{stream});
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-  route_and_align_block_size(dx.view(), db.view(), gw.view(), gi.view(), gs.view(), ge.view(), gt.view(), o, Stream{stream});
-  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  EXPECT_TRUE(gw.to_host().bytes_equal(ew.to_host()));
-  EXPECT_TRUE(gi.to_host().bytes_equal(ei.to_host()));
-  EXPECT_TRUE(gs.to_host().bytes_equal(es.to_host()));
-  EXPECT_TRUE(ge.to_host().bytes_equal(ee.to_host()));
-  EXPECT_TRUE(gt.to_host().bytes_equal(et.to_host()));
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
+  // 4 rows: the one-CTA launch; 32 rows: router then align (programmatic dependent launch).
+  for (int64_t M : {4, 32}) {
+    Case c{Router::kMoeFusedGate, M, 256, 64, 8, true};
+    RouteAndAlignOptions o = options_for(c);
+    HostTensor x(DType::kFloat32, {c.M, c.E}), bias(DType::kFloat32, {c.E});
+    fill_logits(x, rng, false);
+    bias.fill_normal(rng);
+    Buffers b(c.M, o.gate.topk, c.E + 1, c.bs);
+    DeviceTensor dx(x), db(bias);
+    DeviceTensor ew(b.w), ei(b.ids), es(b.sorted), ee(b.experts), et(b.total);
+    DeviceTensor gw(b.w), gi(b.ids), gs(b.sorted), ge(b.experts), gt(b.total);
+    cudaStream_t stream;
+    ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+    route_and_align_block_size(dx.view(), db.view(), ew.view(), ei.view(), es.view(), ee.view(), et.view(), o, Stream{stream});
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+    route_and_align_block_size(dx.view(), db.view(), gw.view(), gi.view(), gs.view(), ge.view(), gt.view(), o, Stream{stream});
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_TRUE(gw.to_host().bytes_equal(ew.to_host()));
+    EXPECT_TRUE(gi.to_host().bytes_equal(ei.to_host()));
+    EXPECT_TRUE(gs.to_host().bytes_equal(es.to_host()));
+    EXPECT_TRUE(ge.to_host().bytes_equal(ee.to_host()));
+    EXPECT_TRUE(gt.to_host().bytes_equal(et.to_host()));
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+  }
 }
 
 TEST(RouteAndAlignCudaTiming, DecodeSizes) {
@@ -173,6 +191,79 @@ TEST(RouteAndAlignCudaTiming, DecodeSizes) {
       cudaEventDestroy(a);
       cudaEventDestroy(e);
       cudaStreamDestroy(stream);
+    }
+}
+
+// Both launch shapes at decode sizes for the benchmark's routers (block size 16), to place the
+// one-CTA / router-then-align threshold: printed, never judged.
+TEST(RouteAndAlignCudaTiming, LaunchShapes) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  struct Config {
+    Router router;
+    int64_t E;
+  };
+  for (Config cfg : {Config{Router::kTopkSoftmax, 128}, Config{Router::kMoeFusedGate, 256},
+                     Config{Router::kTopkSoftmax, 384}})
+    for (int64_t M : {1, 2, 4, 8, 12, 16, 32, 64, 128}) {
+      RouteAndAlignOptions o;
+      o.router = cfg.router;
+      o.block_size = 16;
+      o.renormalize = true;
+      const bool gate = cfg.router == Router::kMoeFusedGate;
+      if (gate) {
+        o.gate.num_expert_group = 8;
+        o.gate.topk_group = 4;
+        o.gate.topk = 8;
+        o.gate.routed_scaling_factor = 2.5;
+      }
+      HostTensor x(DType::kFloat32, {M, cfg.E}), bias(DType::kFloat32, {cfg.E});
+      fill_logits(x, rng, false);
+      bias.fill_normal(rng);
+      Buffers b(M, 8, cfg.E, 16);
+      DeviceTensor dx(x), db(bias), dw(b.w), di(b.ids), ds(b.sorted), de(b.experts), dt(b.total);
+      const TensorView bias_view = gate ? db.view() : TensorView{};
+      const detail::RouteAndAlignProblem p = detail::validate_route_and_align(
+          dx.view(), bias_view, dw.view(), di.view(), ds.view(), de.view(), dt.view(), o, dx.view().device);
+      float figure[3] = {0, 0, 0};
+      for (int how = 0; how < 3; ++how) {
+        cudaStream_t stream;
+        cudaStreamCreate(&stream);
+        auto call = [&] { cuda::route_and_align(p, Stream{stream}, static_cast<cuda::RouteAlignLaunch>(how)); };
+        call();
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal);
+        for (int i = 0; i < 100; ++i) call();
+        cudaStreamEndCapture(stream, &graph);
+        cudaGraphInstantiate(&exec, graph, 0);
+        cudaGraphLaunch(exec, stream);  // warm-up
+        cudaStreamSynchronize(stream);
+        cudaEvent_t a, e;
+        cudaEventCreate(&a);
+        cudaEventCreate(&e);
+        std::vector<float> us;
+        for (int rep = 0; rep < 7; ++rep) {
+          cudaEventRecord(a, stream);
+          cudaGraphLaunch(exec, stream);
+          cudaEventRecord(e, stream);
+          cudaEventSynchronize(e);
+          float ms = 0;
+          cudaEventElapsedTime(&ms, a, e);
+          us.push_back(ms * 1000 / 100);
+        }
+        std::sort(us.begin(), us.end());
+        figure[how] = us[3];
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
+        cudaEventDestroy(a);
+        cudaEventDestroy(e);
+        cudaStreamDestroy(stream);
+      }
+      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+      std::printf("[route_and_align launch] %s E=%lld k=8 M=%-4lld bs=16 auto %.2f one-CTA %.2f router+align %.2f us\n",
+                  gate ? "gate" : "softmax", static_cast<long long>(cfg.E), static_cast<long long>(M),
+                  figure[0], figure[1], figure[2]);
     }
 }
 

@@ -1,7 +1,9 @@
-// moe_align_block_size kernel: one thread-block cluster buckets the pairs (stable_bucket.cuh), then
-// writes the block experts, the optional pad fill and the padded total.
+// moe_align_block_size kernels: one thread-block cluster buckets the pairs (stable_bucket.cuh), or,
+// at decode sizes, one plain CTA (small_bucket.cuh); then they write the block experts, the optional
+// pad fill and the padded total.
 #pragma once
 
+#include "dispatch/cuda/small_bucket.cuh"
 #include "dispatch/cuda/stable_bucket.cuh"
 #include "dispatch/problem.h"
 
@@ -64,6 +66,26 @@ __global__ void __launch_bounds__(1024) moe_align_block_size_kernel(detail::Alig
   }
   if (thread == 0) p.num_tokens_post_pad[0] = static_cast<int32_t>(total);
   cluster.sync();  // no CTA leaves while others may still read its counts
+}
+
+// Up to kSmallBucketMaxThreads pairs, one per thread. The pad fill covers the whole buffer first;
+// the pairs overwrite their slots after the bucketing's barriers.
+template <typename IdT>
+__global__ void __launch_bounds__(kSmallBucketMaxThreads)
+    moe_align_block_size_small_kernel(detail::AlignProblem p) {
+  extern __shared__ int32_t smem_words[];
+  wait_for_preceding_grid();
+  const int nb = p.num_experts + 1, n = static_cast<int>(p.numel);
+  const SmallBucketSmem s(smem_words, n, nb);
+  const AlignSource<IdT> source{static_cast<const IdT*>(p.topk_ids), p};
+  if (p.pad_sorted_token_ids) block_fill_int32(p.sorted_token_ids, p.sorted_capacity, n);
+
+  const SmallBucketPair pair = small_bucket(s, nb, n, source, p.block_size, 0);
+  if (pair.bucket >= 0) p.sorted_token_ids[pair.slot] = threadIdx.x;
+  const int32_t total = s.start[nb];
+  for (int32_t j = threadIdx.x; j < total / p.block_size; j += blockDim.x)
+    p.experts_ids[j] = bucket_of_slot(s.start, nb, int64_t(j) * p.block_size) - 1;
+  if (threadIdx.x == 0) p.num_tokens_post_pad[0] = total;
 }
 
 }  // namespace moekit::cuda

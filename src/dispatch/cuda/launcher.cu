@@ -9,7 +9,45 @@
 namespace moekit::cuda {
 namespace {
 
-// ---- bucketing kernels: one cluster; its size and the warps per CTA come from the shape ----
+// ---- bucketing kernels: the path, then the cluster's size and warps per CTA, from the shape ----
+// Small path (decode): one plain CTA, one pair per thread, when the pairs fit one CTA and its
+// table fits the default shared memory; a cluster launch costs ~5 us more than a plain launch.
+constexpr int64_t kSmallPathMaxPairs = kSmallBucketMaxThreads;
+constexpr int64_t kSmallPathMaxSmemBytes = 48 * 1024;
+constexpr int kSmallPathMinThreads = 256;  // fills and per-bucket loops spread over at least this
+
+struct SmallLaunch {
+  bool use;
+  int threads;
+  size_t smem_bytes;
+};
+
+SmallLaunch choose_small_launch(int64_t numel, int nb) {
+  SmallLaunch l;
+  l.smem_bytes = static_cast<size_t>(small_bucket_smem_words(numel, nb)) * 4;
+  l.use = numel <= kSmallPathMaxPairs && l.smem_bytes <= static_cast<size_t>(kSmallPathMaxSmemBytes);
+  const int64_t want = (std::max<int64_t>(numel, nb) + 31) / 32 * 32;
+  l.threads = static_cast<int>(std::clamp<int64_t>(want, kSmallPathMinThreads, kSmallBucketMaxThreads));
+  return l;
+}
+
+// A plain one-CTA launch that may overlap the preceding kernel's tail (programmatic dependent
+// launch; the kernel waits for that grid before reading anything).
+template <typename Kernel, typename Arg>
+void launch_small(Kernel kernel, const SmallLaunch& l, cudaStream_t stream, const Arg& arg) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(1, 1, 1);
+  config.blockDim = dim3(l.threads, 1, 1);
+  config.dynamicSmemBytes = l.smem_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  MOEKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, arg));
+}
+
 constexpr int kMaxClusterCtas = 8;            // the portable cluster limit
 constexpr int64_t kPairsPerCta = 8192;        // below this one CTA does the whole input
 constexpr int64_t kPairsPerWarp = 64;         // fewer warps for small inputs (cheaper scans)
@@ -56,8 +94,16 @@ void launch_cluster(Kernel kernel, const BucketLaunch& l, cudaStream_t stream, c
 }  // namespace
 
 void moe_align_block_size(const detail::AlignProblem& p, Stream stream) {
-  const BucketLaunch l = choose_bucket_launch(p.numel, p.num_buckets());
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
+  const SmallLaunch small = choose_small_launch(p.numel, p.num_buckets());
+  if (small.use) {
+    if (p.ids_int64)
+      launch_small(moe_align_block_size_small_kernel<int64_t>, small, s, p);
+    else
+      launch_small(moe_align_block_size_small_kernel<int32_t>, small, s, p);
+    return;
+  }
+  const BucketLaunch l = choose_bucket_launch(p.numel, p.num_buckets());
   if (p.ids_int64)
     launch_cluster(moe_align_block_size_kernel<int64_t>, l, s, p);
   else
@@ -65,8 +111,14 @@ void moe_align_block_size(const detail::AlignProblem& p, Stream stream) {
 }
 
 void prepare_moe_input(const detail::PrepareProblem& p, Stream stream) {
+  cudaStream_t s = detail::as_cuda_stream(stream.handle);
+  const SmallLaunch small = choose_small_launch(p.numel, p.num_experts);
+  if (small.use) {
+    launch_small(prepare_moe_input_small_kernel, small, s, p);
+    return;
+  }
   const BucketLaunch l = choose_bucket_launch(p.numel, p.num_experts);
-  launch_cluster(prepare_moe_input_kernel, l, detail::as_cuda_stream(stream.handle), p);
+  launch_cluster(prepare_moe_input_kernel, l, s, p);
 }
 
 // ---- shuffle_rows: a warp per row, the widest copy unit the row pitch and pointers allow ----

@@ -1,7 +1,9 @@
-// prepare_moe_input kernel: one thread-block cluster buckets the pairs by local expert
-// (stable_bucket.cuh); CTA 0 writes the offsets and problem sizes.
+// prepare_moe_input kernels: one thread-block cluster buckets the pairs by local expert
+// (stable_bucket.cuh), or, at decode sizes, one plain CTA (small_bucket.cuh); CTA 0 writes the
+// offsets and problem sizes.
 #pragma once
 
+#include "dispatch/cuda/small_bucket.cuh"
 #include "dispatch/cuda/stable_bucket.cuh"
 #include "dispatch/problem.h"
 
@@ -55,6 +57,40 @@ __global__ void __launch_bounds__(1024) prepare_moe_input_kernel(detail::Prepare
     }
   }
   cluster.sync();  // no CTA leaves while others may still read its counts
+}
+
+// Up to kSmallBucketMaxThreads pairs, one per thread; both offset scans in one pass.
+__global__ void __launch_bounds__(kSmallBucketMaxThreads)
+    prepare_moe_input_small_kernel(detail::PrepareProblem p) {
+  extern __shared__ int32_t smem_words[];
+  wait_for_preceding_grid();
+  const int nb = p.num_experts, n = static_cast<int>(p.numel);
+  const SmallBucketSmem s(smem_words, n, nb);
+  const PrepareSource source{p};
+  const bool blockscale = p.blockscale_offsets != nullptr;
+
+  const SmallBucketPair pair = small_bucket(s, nb, n, source, 1, blockscale ? 128 : 0);
+  const int i = threadIdx.x;
+  if (pair.bucket >= 0) {
+    p.input_permutation[pair.slot] = static_cast<int32_t>(i / p.topk);
+    p.output_permutation[i] = pair.slot;
+  } else if (i < n) {
+    p.output_permutation[i] = -1;
+  }
+  for (int slot = s.start[nb] + i; slot < n; slot += blockDim.x) p.input_permutation[slot] = -1;
+  for (int e = i; e <= nb; e += blockDim.x) {
+    p.expert_offsets[e] = s.start[e];
+    if (blockscale) p.blockscale_offsets[e] = s.start2[e];
+  }
+  for (int e = i; e < nb; e += blockDim.x) {
+    const int32_t c = s.count[e];
+    p.problem_sizes1[e * 3 + 0] = c;
+    p.problem_sizes1[e * 3 + 1] = 2 * p.n;
+    p.problem_sizes1[e * 3 + 2] = p.k;
+    p.problem_sizes2[e * 3 + 0] = c;
+    p.problem_sizes2[e * 3 + 1] = p.k;
+    p.problem_sizes2[e * 3 + 2] = p.n;
+  }
 }
 
 }  // namespace moekit::cuda

@@ -1,4 +1,7 @@
-// fused_qk_norm_rope kernel: one block per token (grid-stride beyond gridDim.x).
+// fused_qk_norm_rope kernel: one block per token (grid-stride beyond gridDim.x); with kSplit (small
+// T) a token's heads are split over gridDim.y CTAs of chunk_slices slices each, so that decode
+// sizes fill the GPU. Without it the code is the whole-row kernel (the split costs bandwidth at
+// large T, so the launcher picks per shape).
 //
 // A "slice" is 8 consecutive values of a head (one 16-byte load and store); each (token, head) is
 // owned by D/8 consecutive lanes, so a warp covers 256/D heads. The token's R/2 rotations (cos * A, sin * A) are computed
@@ -23,6 +26,7 @@ struct QkNormRopeParams {
   const void* positions;
   int64_t num_tokens;
   int64_t row_elements;  // (Hq + Hk + Hv) * D
+  int64_t chunk_slices;  // kSplit: slices per CTA, a whole number of heads
   int num_heads_q, num_heads_k;
   int rotary_dim, half;
   float eps, attention_factor;
@@ -83,6 +87,18 @@ __device__ __forceinline__ void rope_load_slice(const T* row, int64_t item, int6
   } else {
 #pragma unroll
     for (int j = 0; j < kRopeValuesPerLane; ++j) x[j] = 0.f;
+  }
+}
+
+// Pulls the weight slice that rope_normalize_rotate_store will read for `item` into L1, so that its
+// latency overlaps the trigonometry instead of following it (split CTAs: few slices each).
+template <typename T, int kHeadDim>
+__device__ __forceinline__ void rope_prefetch_weight(const QkNormRopeParams& p, int64_t item,
+                                                     int64_t end) {
+  constexpr int kLanes = kHeadDim / kRopeValuesPerLane;
+  if (item < end) {
+    const T* weight = static_cast<const T*>(item / kLanes < p.num_heads_q ? p.q_weight : p.k_weight);
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(weight + item % kLanes * kRopeValuesPerLane));
   }
 }
 
@@ -153,13 +169,18 @@ __device__ __forceinline__ void rope_normalize_rotate_store(const QkNormRopePara
   if (active) rope_store8(row + item * kVec, p.vector_io, out);
 }
 
-template <typename T, typename Pos, int kHeadDim>
+template <typename T, typename Pos, int kHeadDim, bool kSplit>
 __global__ void __launch_bounds__(kRopeMaxThreads, 3)
     fused_qk_norm_rope_kernel(const __grid_constant__ QkNormRopeParams p) {
   constexpr int kVec = kRopeValuesPerLane;
   __shared__ float2 rotation[detail::kMaxRotaryPairs];
   const int64_t items = int64_t(p.num_heads_q + p.num_heads_k) * (kHeadDim / kVec);
   const int64_t stride = blockDim.x;
+  int64_t begin = 0, end = items;  // this CTA's slices of a row (a head and warp boundary)
+  if constexpr (kSplit) {
+    begin = int64_t(blockIdx.y) * p.chunk_slices;
+    end = begin + p.chunk_slices < items ? begin + p.chunk_slices : items;
+  }
 
   for (int64_t token = blockIdx.x; token < p.num_tokens; token += gridDim.x) {
     T* row = static_cast<T*>(p.qkv) + token * p.row_elements;
@@ -167,8 +188,9 @@ __global__ void __launch_bounds__(kRopeMaxThreads, 3)
     // The first two passes are loaded before the trigonometry so that their latency is hidden
     // (the launcher sizes blocks so that two passes cover up to 1024 slices).
     float x0[kVec], x1[kVec];
-    rope_load_slice<T, kHeadDim>(row, threadIdx.x, items, p.vector_io, x0);
-    rope_load_slice<T, kHeadDim>(row, threadIdx.x + stride, items, p.vector_io, x1);
+    rope_load_slice<T, kHeadDim>(row, begin + threadIdx.x, end, p.vector_io, x0);
+    rope_load_slice<T, kHeadDim>(row, begin + threadIdx.x + stride, end, p.vector_io, x1);
+    if constexpr (kSplit) rope_prefetch_weight<T, kHeadDim>(p, begin + threadIdx.x, end);
 
     const int64_t position = static_cast<int64_t>(static_cast<const Pos*>(p.positions)[token]);
     for (int i = threadIdx.x; i < p.half; i += blockDim.x) {
@@ -179,12 +201,12 @@ __global__ void __launch_bounds__(kRopeMaxThreads, 3)
 
     // Pass boundaries are the same for the whole block, so every lane runs the same trip count and
     // the shuffles always see full warps.
-    rope_normalize_rotate_store<T, kHeadDim>(p, row, threadIdx.x, items, rotation, x0);
-    if (stride < items)
-      rope_normalize_rotate_store<T, kHeadDim>(p, row, threadIdx.x + stride, items, rotation, x1);
-    for (int64_t first = 2 * stride; first < items; first += stride) {
-      rope_load_slice<T, kHeadDim>(row, first + threadIdx.x, items, p.vector_io, x0);
-      rope_normalize_rotate_store<T, kHeadDim>(p, row, first + threadIdx.x, items, rotation, x0);
+    rope_normalize_rotate_store<T, kHeadDim>(p, row, begin + threadIdx.x, end, rotation, x0);
+    if (stride < end - begin)
+      rope_normalize_rotate_store<T, kHeadDim>(p, row, begin + threadIdx.x + stride, end, rotation, x1);
+    for (int64_t first = begin + 2 * stride; first < end; first += stride) {
+      rope_load_slice<T, kHeadDim>(row, first + threadIdx.x, end, p.vector_io, x0);
+      rope_normalize_rotate_store<T, kHeadDim>(p, row, first + threadIdx.x, end, rotation, x0);
     }
     __syncthreads();  // `rotation` is rewritten for the next token
   }

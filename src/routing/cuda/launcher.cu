@@ -1,6 +1,7 @@
 #include <utility>
 
 #include "common/cuda_check.h"
+#include "dispatch/cuda/launcher.h"
 #include "routing/cuda/launcher.h"
 #include "routing/cuda/route_and_align_kernel.cuh"
 #include "routing/cuda/router_kernel.cuh"
@@ -34,6 +35,16 @@ RouterShape router_shape(int64_t M, int E, bool fused) {
   for (int s : {6, 8, 12})
     if (per_warp <= s) return {1, s};
   return {1, 16};
+}
+
+// route_and_align: one CTA while each of its warps routes at most kOneCtaRowsPerWarp rows (one SM
+// routes them all: past that, the router's grid on many SMs and a dependent align launch win).
+constexpr int64_t kOneCtaRowsPerWarp = 1;
+
+bool one_cta_route_and_align(int64_t M, int E) {
+  const RouterShape shape = router_shape(M, E, true);
+  const int warps = shape.slots_per_lane > 8 ? fused_warps<12>() : fused_warps<4>();
+  return M * shape.warps_per_row <= warps * kOneCtaRowsPerWarp;
 }
 
 template <int kVPT, int kW>
@@ -84,10 +95,18 @@ void route(const routing::RouterProblem& p, Stream stream) {
   with_shape(router_shape(p.M, p.E, false), [&](auto shape) { launch(p, s, shape); });
 }
 
-void route_and_align(const detail::RouteAndAlignProblem& p, Stream stream) {
+void route_and_align(const detail::RouteAndAlignProblem& p, Stream stream, RouteAlignLaunch how) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
-  with_shape(router_shape(p.route.M, p.route.E, true),
-             [&](auto shape) { launch_fused(p, s, shape); });
+  if (how == RouteAlignLaunch::kAuto)
+    how = one_cta_route_and_align(p.route.M, p.route.E) ? RouteAlignLaunch::kOneCta
+                                                        : RouteAlignLaunch::kRouterThenAlign;
+  if (how == RouteAlignLaunch::kOneCta) {
+    with_shape(router_shape(p.route.M, p.route.E, true),
+               [&](auto shape) { launch_fused(p, s, shape); });
+    return;
+  }
+  if (p.route.M > 0) route(p.route, stream);
+  moe_align_block_size(p.align, stream);
 }
 
 }  // namespace moekit::cuda

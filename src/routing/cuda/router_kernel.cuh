@@ -40,7 +40,11 @@ __device__ __forceinline__ uint32_t ordered_bits(float k) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// The best available item of the warp, (key desc, index asc), as its index; item j * 32 + lane is
+// The float of ordered_bits(k) (a zero comes back as +0).
+__device__ __forceinline__ float float_of_ordered_bits(uint32_t u) {
+  return __uint_as_float((u & 0x80000000u) ? (u & 0x7fffffffu) : ~u);
+}
+
 // The best available item of the warp, (key desc, index asc), as its index (-1 when no lane has
 // one); item j * 32 + lane is entry j of the lane, `avail` bit j says it is still in play. Every
 // lane gets the result, and its key bits in `top` (0 when none).
@@ -106,6 +110,7 @@ struct RouterTeamScratch {
   static constexpr int kCandidates = kW > 1 ? kW * kMaxRouterTopk : 1;
   static constexpr int kSlots = kW > 1 ? kMaxRouterTopk : 1;
   float keys[kExperts];               // grouped gate: the row's keys
+  uint32_t group_bits[kVPT * kW];     // grouped gate, groups of 32: ordered bits of group scores
   unsigned char kept[kW][kExperts];   // grouped gate: kept flag per group, one copy per warp
   float warp_max[kW];
   double warp_sum[kW];
@@ -210,7 +215,43 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
   uint32_t avail = 0;
 #pragma unroll
   for (int i = 0; i < kVPT; ++i) avail |= (expert_of<kW>(i, rank, lane) < E ? 1u : 0u) << i;
-  if (p.groups > 1) {
+  if (p.groups > 1 && E / p.groups == 32) {
+    // Groups of 32: register slot i of this warp holds exactly group i * kW + rank, one expert per
+    // lane, so a group's best two come from warp reductions. The groups kept are the best
+    // topk_group by (score desc, index asc), the same set the generic path below keeps; each lane
+    // g ranks group g against all the team's group scores.
+    const int G = p.groups;
+    const bool two = p.group_score_terms() == 2;
+#pragma unroll
+    for (int i = 0; i < kVPT; ++i) {
+      const int g = i * kW + rank;
+      if (g < G) {  // warp-uniform
+        const uint32_t u = ordered_bits(key[i]);
+        const uint32_t m1 = __reduce_max_sync(kFullMask, u);
+        const unsigned ties = __ballot_sync(kFullMask, u == m1);
+        const uint32_t m2 = __popc(ties) > 1 ? m1 : __reduce_max_sync(kFullMask, u == m1 ? 0u : u);
+        float score = float_of_ordered_bits(m1);
+        if (two) score = routing::nan_to_neg_inf(routing::round_to(score + float_of_ordered_bits(m2), p.rounding));
+        if (lane == 0) scratch.group_bits[g] = ordered_bits(score);
+      }
+    }
+    team_sync<kW>(barrier_id);
+    bool keep = false;
+    if (lane < G) {
+      const uint32_t mine = scratch.group_bits[lane];
+      int before = 0;
+      for (int h = 0; h < G; ++h) {
+        const uint32_t other = scratch.group_bits[h];
+        before += (other > mine || (other == mine && h < lane)) ? 1 : 0;
+      }
+      keep = before < p.topk_group;
+    }
+    const unsigned kept = __ballot_sync(kFullMask, keep);
+    __syncwarp();  // group_bits is rewritten for the next row
+#pragma unroll
+    for (int i = 0; i < kVPT; ++i)
+      if (!((kept >> (i * kW + rank)) & 1u)) avail &= ~(1u << i);
+  } else if (p.groups > 1) {
     const int G = p.groups, V = E / G;
 #pragma unroll
     for (int i = 0; i < kVPT; ++i) {
@@ -360,6 +401,9 @@ __global__ void __launch_bounds__(router_warps_per_block<kW>() * 32)
     router_kernel(const routing::RouterProblem p) {
   constexpr int kTeams = router_warps_per_block<kW>() / kW;
   __shared__ RouterTeamScratch<kVPT, kW> scratch[kTeams];
+  // A kernel launched after this one with programmatic dependent launch (route_and_align's align)
+  // may get its CTA resident now; it waits for this grid's results before reading them.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int team = kTeams == 1 ? 0 : warp / kW, rank = kW == 1 ? 0 : warp % kW;
   float bias[kVPT];
