@@ -1,15 +1,20 @@
 // fused_experts_cpu / shared_expert_cpu: validation, routing, work split and combine around the
 // per-ISA kernels (kernels.h).
 //
-// Stage 1 (GEMM-1 + activation): work items (expert, chunk of its token slots, gate/up block pair
-//   j); each gathers its rows of x into an A panel, multiplies by the gate and up blocks and writes
-//   round(act(gate) * up) into ic1 (one row per valid (token, slot) pair, grouped by expert in
-//   ascending flat index; columns padded to 32 with zeros).
-// Stage 2 (GEMM-2 + weight + combine): work items (chunk of tokens, 32-column output block); each
-//   walks the touched experts in ascending id, multiplies that expert's ic1 rows by the W2 block and
-//   adds round(w * d) into an fp32 accumulator per token; at the end out = round(rsf * acc). No
-//   [M*k, K] intermediate; every output has one owner and one fixed summation order, so the result
-//   does not depend on the thread count or on the other tokens of the batch.
+// Stage 1 (GEMM-1 + activation): work items (expert, panel of gate/up block pairs, block of up to
+//   stage1_rows() of its token slots); each gathers its rows of x once into an A panel, then for
+//   every block pair j of the panel multiplies all its rows by the gate and up blocks (the pair stays
+//   in L2 while the rows sweep it) and writes round(act(gate) * up) into ic1 (one row per valid
+//   (token, slot) pair, grouped by expert in ascending flat index; columns padded to 32 with zeros).
+//   Items of one expert and panel are adjacent, so threads working on its row blocks at the same
+//   time share the weight reads through the last-level cache.
+// Stage 2 (GEMM-2 + weight + combine): work items (chunk of tokens, group of 32-column output
+//   blocks); each walks the touched experts in ascending id, multiplies that expert's ic1 rows by the
+//   W2 blocks and adds round(w * d) into an fp32 accumulator per token; at the end out = round(rsf *
+//   acc). No [M*k, K] intermediate; every output has one owner and one fixed summation order, so the
+//   result does not depend on the thread count or on the other tokens of the batch.
+// Panel and ic1 rows are padded by 32 elements so that the rows of one AMX tile load (16 rows at a
+// power-of-two stride otherwise) do not all fall into one L1 set.
 #include <omp.h>
 
 #include <algorithm>
@@ -38,23 +43,35 @@ const ExpertKernels& expert_kernels(CpuIsa isa, DType dtype) {
 
 namespace {
 
-constexpr int64_t kPanelRows = 16;         // rows of an A panel buffer (AMX reads 16)
-constexpr int64_t kStage1ChunkSlots = 128;  // token slots per stage-1 item
+constexpr int64_t kPanelRows = 32;  // rows a gemm may read past the last valid one (AMX reads 2 tiles)
+constexpr int64_t kRowPad = 32;     // elements added to panel and ic1 row strides
+// Stage 1 items take up to this many token slots of one expert (fewer when K is large, so that
+// the A panel stays in L2: stage1_rows()). More rows per item = fewer re-reads of W13.
+constexpr int64_t kStage1MaxRows = 128;
+constexpr int64_t kStage1PanelBytes = 1 << 20;
 // Stage 2 items: up to kStage2ChunkTokens tokens x up to kStage2MaxBlocks output blocks. Tokens per
 // item bound how often W2 is re-read (once per token chunk); blocks per item bound how often ic1 is
-// (once per block group), and the W2 blocks of one expert for one item (8 x 32 x I) stay in L2.
-constexpr int64_t kStage2ChunkTokens = 1024;
-constexpr int64_t kStage2MaxBlocks = 8;
+// (once per block group), and the W2 blocks of one expert for one item (4 x 32 x I) stay in L2.
+constexpr int64_t kStage2ChunkTokens = 4096;
+constexpr int64_t kStage2MaxBlocks = 4;
 
 int64_t align64(int64_t v) { return round_up(v, 64); }
+
+int64_t panel_stride(int64_t K) { return round_up(K, 32) + kRowPad; }
+int64_t ic1_stride(int64_t N) { return round_up(N, 32) + kRowPad; }
+
+// Token slots per stage-1 item: a multiple of 32 in [32, kStage1MaxRows], bf16 A panel <= 1 MiB.
+int64_t stage1_rows(int64_t K) {
+  return std::clamp<int64_t>(kStage1PanelBytes / (panel_stride(K) * 2) / 32 * 32, 32, kStage1MaxRows);
+}
 
 // Scratch layout of one call; sizes depend only on (M, k, E, N, K, threads).
 struct Workspace {
   int64_t ids, weights, counts, seg_start, sorted, touched, stage1_prefix, ic1, per_thread, thread_bytes, total;
-  int64_t panel_bytes, gate, up, acc;  // offsets inside one thread's area
+  int64_t gate, up, acc;  // offsets inside one thread's area (the A panel starts it)
 
   Workspace(int64_t M, int64_t k, int64_t E, int64_t N, int64_t K, int threads) {
-    const int64_t slots = M * k, n_pad = round_up(N, 32), k_pad = round_up(K, 32);
+    const int64_t slots = M * k;
     int64_t off = 0;
     auto take = [&](int64_t bytes) {
       const int64_t at = off;
@@ -68,7 +85,7 @@ struct Workspace {
     sorted = take(slots * 4);
     touched = take(E * 4);
     stage1_prefix = take((E + 1) * 8);
-    ic1 = take((slots + kPanelRows) * n_pad * 4);
+    ic1 = take((slots + kPanelRows) * ic1_stride(N) * 4);
     const int64_t chunk = std::min<int64_t>(M, kStage2ChunkTokens);
     int64_t t = 0;
     auto take_thread = [&](int64_t bytes) {
@@ -76,8 +93,7 @@ struct Workspace {
       t += align64(bytes);
       return at;
     };
-    panel_bytes = kPanelRows * k_pad * 4;
-    take_thread(panel_bytes);
+    take_thread((stage1_rows(K) + kPanelRows) * panel_stride(K) * 4);
     gate = take_thread(kPanelRows * 32 * 4);
     up = take_thread(kPanelRows * 32 * 4);
     acc = take_thread(chunk * kStage2MaxBlocks * 32 * 4);
@@ -250,6 +266,7 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
   const ExpertKernels& kn = *pb.kernels;
   const int64_t M = pb.M, k = pb.k, E = pb.ops.E, N = pb.ops.N, K = pb.ops.K;
   const int64_t n_pad = round_up(N, 32), k_pad = round_up(K, 32), slots = M * k;
+  const int64_t lda = panel_stride(K), ldc = ic1_stride(N);
   const int64_t elem = kn.panel == PanelFormat::kFloat32 ? 4 : 2;
   const int32_t* ids = reinterpret_cast<const int32_t*>(base + ws.ids);
   const float* wts = reinterpret_cast<const float*>(base + ws.weights);
@@ -273,18 +290,34 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
   }
   for (int64_t i = 0; i < slots; ++i)
     if (ids[i] >= 0) sorted[counts[ids[i]]++] = static_cast<int32_t>(i);
-  const int64_t pairs_blocks = n_pad / 32;
+  const int64_t valid = seg[E];
+
+  // Stage 1 split: row blocks of rows1 slots; the block pairs are cut into panels only as far as
+  // needed for >= 16 items per thread (memory-bound calls touch few experts with few rows each;
+  // compute-bound calls keep whole-N panels so each row is gathered once).
+  const int64_t rows1 = stage1_rows(K), pair_blocks = n_pad / 32;
+  int64_t row_items = 0;
+  for (int64_t u = 0; u < n_touched; ++u)
+    row_items += (seg[touched[u] + 1] - seg[touched[u]] + rows1 - 1) / rows1;
+  const int64_t splits =
+      std::clamp<int64_t>((16 * static_cast<int64_t>(pb.threads) + row_items - 1) / std::max<int64_t>(row_items, 1),
+                          1, pair_blocks);
+  const int64_t panel1 = (pair_blocks + splits - 1) / splits, panels1 = (pair_blocks + panel1 - 1) / panel1;
   prefix1[0] = 0;
   for (int64_t u = 0; u < n_touched; ++u) {
     const int64_t cnt = seg[touched[u] + 1] - seg[touched[u]];
-    prefix1[u + 1] = prefix1[u] + (cnt + kStage1ChunkSlots - 1) / kStage1ChunkSlots * pairs_blocks;
+    prefix1[u + 1] = prefix1[u] + (cnt + rows1 - 1) / rows1 * panels1;
   }
   const int64_t items1 = prefix1[n_touched];
+
+  // Stage 2 split: one token chunk when it fits; output blocks grouped so that an expert's ic1 rows
+  // are read once per group (more blocks per group when experts have many rows), keeping at least
+  // one item per thread.
   const int64_t chunk2 = std::min<int64_t>(M, kStage2ChunkTokens);
   const int64_t out_blocks = k_pad / 32, token_chunks = (M + chunk2 - 1) / chunk2;
-  // As many blocks per item as keep >= 4 items per thread.
-  const int64_t group2 =
-      std::clamp<int64_t>(out_blocks * token_chunks / (4 * static_cast<int64_t>(pb.threads)), 1, kStage2MaxBlocks);
+  const int64_t rows_per_expert = valid / std::max<int64_t>(n_touched, 1);
+  const int64_t group2 = std::clamp<int64_t>(
+      std::min<int64_t>((rows_per_expert + 15) / 16, out_blocks * token_chunks / pb.threads), 1, kStage2MaxBlocks);
   const int64_t block_groups = (out_blocks + group2 - 1) / group2;
   const int64_t items2 = block_groups * token_chunks;
   const int rows_max = kn.max_rows;
@@ -292,31 +325,34 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
 #pragma omp parallel num_threads(pb.threads)
   {
     unsigned char* mine = base + ws.per_thread + ws.thread_bytes * omp_get_thread_num();
-    void* panel = mine;
+    unsigned char* panel = mine;
     float* cg = reinterpret_cast<float*>(mine + ws.gate);
     float* cu = reinterpret_cast<float*>(mine + ws.up);
     float* acc = reinterpret_cast<float*>(mine + ws.acc);
+    if (kn.thread_begin) kn.thread_begin();
 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items1; ++item) {
       const int64_t u = std::upper_bound(prefix1, prefix1 + n_touched + 1, item) - prefix1 - 1;
       const int64_t e = touched[u], local = item - prefix1[u];
-      const int64_t chunk = local / pairs_blocks, j = local % pairs_blocks;
-      const int64_t begin = seg[e] + chunk * kStage1ChunkSlots;
-      const int64_t end = std::min(seg[e + 1], begin + kStage1ChunkSlots);
-      const uint16_t* wg = pb.ops.w13.gate_block(e, j);
-      const uint16_t* wu = pb.ops.w13.up_block(e, j);
-      const int count = static_cast<int>(std::min<int64_t>(32, N - j * 32));
-      for (int64_t g = begin; g < end; g += rows_max) {
-        const int rows = static_cast<int>(std::min<int64_t>(rows_max, end - g));
-        for (int r = 0; r < rows; ++r)
-          load_panel_row(pb.x + (sorted[g + r] / k) * K, K, k_pad, pb.dtype, kn.panel,
-                         static_cast<unsigned char*>(panel) + r * k_pad * elem);
-        kn.gemm(panel, k_pad, rows, wg, k_pad / 2, cg);
-        kn.gemm(panel, k_pad, rows, wu, k_pad / 2, cu);
-        for (int r = 0; r < rows; ++r)
-          kn.activate(cg + r * 32, cu + r * 32, count, pb.act, pb.dtype, kn.panel,
-                      ic1 + ((g + r) * n_pad + j * 32) * elem);
+      const int64_t row_blocks = (seg[e + 1] - seg[e] + rows1 - 1) / rows1;
+      const int64_t j0 = local / row_blocks * panel1, j1 = std::min(pair_blocks, j0 + panel1);
+      const int64_t begin = seg[e] + local % row_blocks * rows1, end = std::min(seg[e + 1], begin + rows1);
+      for (int64_t g = begin; g < end; ++g)
+        load_panel_row(pb.x + (sorted[g] / k) * K, K, k_pad, pb.dtype, kn.panel, panel + (g - begin) * lda * elem);
+      for (int64_t j = j0; j < j1; ++j) {
+        const uint16_t* wg = pb.ops.w13.gate_block(e, j);
+        const uint16_t* wu = pb.ops.w13.up_block(e, j);
+        const int count = static_cast<int>(std::min<int64_t>(32, N - j * 32));
+        for (int64_t g = begin; g < end; g += rows_max) {
+          const int rows = static_cast<int>(std::min<int64_t>(rows_max, end - g));
+          const unsigned char* a = panel + (g - begin) * lda * elem;
+          kn.gemm(a, lda, rows, wg, k_pad / 2, cg);
+          kn.gemm(a, lda, rows, wu, k_pad / 2, cu);
+          for (int r = 0; r < rows; ++r)
+            kn.activate(cg + r * 32, cu + r * 32, count, pb.act, pb.dtype, kn.panel,
+                        ic1 + ((g + r) * ldc + j * 32) * elem);
+        }
       }
     }
 
@@ -334,7 +370,7 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
         for (int64_t g = lo - sorted; g < hi - sorted; g += rows_max) {
           const int rows = static_cast<int>(std::min<int64_t>(rows_max, (hi - sorted) - g));
           for (int64_t nb = nb0; nb < nb1; ++nb) {
-            kn.gemm(ic1 + g * n_pad * elem, n_pad, rows, pb.ops.w2.block(e, nb), n_pad / 2, cg);
+            kn.gemm(ic1 + g * ldc * elem, ldc, rows, pb.ops.w2.block(e, nb), n_pad / 2, cg);
             const int count = static_cast<int>(std::min<int64_t>(32, K - nb * 32));
             for (int r = 0; r < rows; ++r) {
               const int64_t i = sorted[g + r];
@@ -360,6 +396,7 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
         }
       }
     }
+    if (kn.thread_end) kn.thread_end();
   }
 }
 

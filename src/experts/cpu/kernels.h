@@ -28,10 +28,11 @@ enum class PanelFormat { kFloat32, kBFloat16 };
 struct ExpertKernels {
   CpuIsa isa = CpuIsa::kScalar;
   PanelFormat panel = PanelFormat::kFloat32;
-  int max_rows = 4;  // A rows one gemm call takes; AMX always reads 16 rows (see gemm below)
+  int max_rows = 4;  // A rows one gemm call takes
   // c[r * 32 + n] = sum_{k < 2 * kpairs} a[r * lda + k] * W[n][k] for r < rows, where w is one
   // VNNI-2 block (32 columns n, kpairs K pairs) of weights in `dtype`. a holds at least
-  // `read_rows` rows (AMX reads 16 whatever `rows` is; the extra rows' results are discarded).
+  // `read_rows` rows (AMX reads whole 16-row tiles whatever `rows` is; the extra rows' results are
+  // discarded, and no row's result depends on another row).
   void (*gemm)(const void* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c);
   int read_rows = 0;
   // dst[n] = round(act(gate[n]) * up[n]) for n < count (stored in `panel` format, rounding to
@@ -40,6 +41,10 @@ struct ExpertKernels {
                    PanelFormat panel, void* dst);
   // acc[n] += round_dtype(w * d[n]) for n < count.
   void (*weighted_add)(const float* d, float w, float* acc, int count, DType dtype);
+  // Called by every worker thread before its first and after its last gemm of a call (AMX: the
+  // tile configuration is loaded once per thread, not per gemm); null when not needed.
+  void (*thread_begin)() = nullptr;
+  void (*thread_end)() = nullptr;
 };
 
 // The kernels of `isa` for activations/weights of `dtype` (bf16 or fp16). Paths without a kernel
