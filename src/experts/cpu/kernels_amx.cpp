@@ -12,7 +12,7 @@
 // count, so a token's result does not depend on its neighbours. K pairs come in multiples of 16
 // because packed columns are padded to 32. The tile configuration (8 tiles of 16 x 64 bytes) is
 // loaded once per worker thread (thread_begin), not per call. Epilogue and weighted add are the
-// AVX2 ones.
+// AVX-512 ones.
 #include <immintrin.h>
 
 #include <cstring>
@@ -95,7 +95,7 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
 const ExpertKernels* amx_expert_kernels(DType dtype) {
   if (dtype != DType::kBFloat16) return nullptr;
   static const ExpertKernels kernels = [] {
-    ExpertKernels k = *avx2_expert_kernels(DType::kBFloat16);
+    ExpertKernels k = *avx512bf16_expert_kernels(DType::kBFloat16);
     k.isa = CpuIsa::kAmx;
     k.panel = PanelFormat::kBFloat16;
     k.max_rows = 32;

@@ -1,10 +1,15 @@
-// AVX-512-BF16 expert kernel (bf16 only): VDPBF16PS on a broadcast A pair and 16 columns of one K
+// AVX-512-BF16 expert kernels (bf16 only): VDPBF16PS on a broadcast A pair and 16 columns of one K
 // pair of the block, up to 8 rows x 32 columns of fp32 accumulators in registers. The activation
-// epilogue and the weighted add are the AVX2 ones (bit-identical to scalar).
+// epilogue and the weighted add are 16-wide copies of the AVX2 ones, operation for operation (so
+// bit-identical to them and to scalar); the AMX path uses them too.
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* values
+// (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <cstring>
 
+#include "common/numeric.h"
 #include "experts/cpu/kernels.h"
 
 namespace moekit::cpu {
@@ -45,13 +50,93 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
   }
 }
 
+// Mirrors exp_approx() (and exp_approx8 of the AVX2 file) operation for operation.
+__m512 exp_approx16(__m512 x) {
+  x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);  // (88 < x) ? 88 : x, NaN stays in x
+  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), x);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 y = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+  y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(y, _mm512_castsi512_ps(bits));
+}
+
+__m512 activation16(__m512 g, __m512 u, const ActivationParams& act) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  if (act.kind == Activation::kSiluAndMul) {
+    const __m512 e = exp_approx16(_mm512_xor_ps(g, sign));
+    return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), u);
+  }
+  // kSwigluOai
+  const __m512 limit = _mm512_set1_ps(act.limit);
+  const __m512 gc = _mm512_min_ps(limit, g);
+  __m512 uc = _mm512_min_ps(limit, u);
+  uc = _mm512_max_ps(_mm512_set1_ps(-act.limit), uc);
+  const __m512 z = _mm512_mul_ps(_mm512_set1_ps(act.alpha), gc);
+  const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp_approx16(_mm512_xor_ps(z, sign))));
+  return _mm512_mul_ps(_mm512_mul_ps(gc, sig), _mm512_add_ps(uc, one));
+}
+
+// RNE to bf16, returned as the fp32 value (NaN -> quiet NaN, as numeric::float_to_bf16). Integer
+// rounding rather than VCVTNEPS2BF16, which flushes denormal inputs.
+__m512 round16(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+  const __m512i quiet = _mm512_or_si512(u, _mm512_set1_epi32(0x400000));
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  const __m512i r = _mm512_mask_blend_epi32(nan, rounded, quiet);
+  return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+
+void activate(const float* gate, const float* up, int count, const ActivationParams& act, DType dtype,
+              PanelFormat panel, void* dst) {
+  alignas(64) float out[32];
+  const bool vector = act.kind == Activation::kSiluAndMul || act.kind == Activation::kSwigluOai;
+  int n = 0;
+  if (vector)
+    for (; n + 16 <= count; n += 16)
+      _mm512_store_ps(out + n, round16(activation16(_mm512_loadu_ps(gate + n), _mm512_loadu_ps(up + n), act)));
+  for (; n < count; ++n) out[n] = numeric::round_bf16(activation_scalar(gate[n], up[n], act));
+  for (; n < 32; ++n) out[n] = 0.f;
+  if (panel == PanelFormat::kFloat32) {
+    std::memcpy(dst, out, sizeof(out));
+    return;
+  }
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  for (int h = 0; h < 2; ++h) {
+    const __m512i hi = _mm512_srli_epi32(_mm512_castps_si512(_mm512_load_ps(out + 16 * h)), 16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 16 * h), _mm512_cvtepi32_epi16(hi));
+  }
+}
+
+void weighted_add(const float* d, float w, float* acc, int count, DType dtype) {
+  const __m512 wv = _mm512_set1_ps(w);
+  int n = 0;
+  for (; n + 16 <= count; n += 16)
+    _mm512_storeu_ps(acc + n, _mm512_add_ps(_mm512_loadu_ps(acc + n), round16(_mm512_mul_ps(wv, _mm512_loadu_ps(d + n)))));
+  for (; n < count; ++n) acc[n] += numeric::round_bf16(w * d[n]);
+}
+
 }  // namespace
 
 const ExpertKernels* avx512bf16_expert_kernels(DType dtype) {
   if (dtype != DType::kBFloat16) return nullptr;
   static const ExpertKernels kernels = [] {
-    ExpertKernels k = *avx2_expert_kernels(DType::kBFloat16);
+    ExpertKernels k{};
     k.isa = CpuIsa::kAvx512Bf16;
+    k.activate = activate;
+    k.weighted_add = weighted_add;
     k.panel = PanelFormat::kBFloat16;
     k.max_rows = 8;
     k.gemm = gemm;
