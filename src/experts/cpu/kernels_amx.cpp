@@ -3,10 +3,11 @@
 //   16-31, read straight from the VNNI-2 block with a 128-byte row stride), C tiles 0 / 1;
 // - 17 to 32 rows: 2 x 2 register blocking, A tiles 4 / 5 (rows 0-15 / 16-31) each used for both
 //   B tiles, C tiles 0-3: four TDPBF16PS per four tile loads, half the loads of 16-row calls.
-// The A and B lines of the K step two steps ahead are prefetched into L1: a tile load waits for all 16 of
-// its rows, and the next load into the same tile register cannot start before the products that
-// read it, so an L1 miss on a tile load stalls the tile unit (AMX host, qwen3 layer at one token:
-// 788 us with, 852 us without).
+// The A and B lines of the K step two ahead are prefetched into L1, and the B stream 8 steps ahead
+// into L2: a tile load waits for all 16 of its rows, and the next load into the same tile register
+// cannot start before the products that read it, so a miss on a tile load stalls the tile unit
+// (AMX host, qwen3 layer: with these prefetches 16-1024 tokens ran 10-20% faster than with the
+// near B prefetch alone; at 4096 tokens runs varied by +-15%, bench/RESULTS.md).
 // Whole 16-row A tiles are read (the caller guarantees `read_rows` readable rows); the extra rows'
 // results are discarded. Every output is one accumulator over ascending K steps whatever the row
 // count, so a token's result does not depend on its neighbours. K pairs come in multiples of 16

@@ -124,7 +124,8 @@ void weighted_add(const float* d, float w, float* acc, int count, DType dtype) {
   const __m512 wv = _mm512_set1_ps(w);
   int n = 0;
   for (; n + 16 <= count; n += 16)
-    _mm512_storeu_ps(acc + n, _mm512_add_ps(_mm512_loadu_ps(acc + n), round16(_mm512_mul_ps(wv, _mm512_loadu_ps(d + n)))));
+    _mm512_storeu_ps(acc + n,
+                     _mm512_add_ps(_mm512_loadu_ps(acc + n), round16(_mm512_mul_ps(wv, _mm512_loadu_ps(d + n)))));
   for (; n < count; ++n) acc[n] += numeric::round_bf16(w * d[n]);
 }
 
