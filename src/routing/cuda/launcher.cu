@@ -37,14 +37,14 @@ RouterShape router_shape(int64_t M, int E, bool fused) {
   return {1, 16};
 }
 
-// route_and_align: one CTA while each of its warps routes at most kOneCtaRowsPerWarp rows (one SM
-// routes them all: past that, the router's grid on many SMs and a dependent align launch win).
-constexpr int64_t kOneCtaRowsPerWarp = 1;
+// route_and_align: one CTA while rows x warps per row stays within kOneCtaMaxRowWarps (one SM routes
+// every row, so its time grows with the rows); past that the router's grid on many SMs plus a
+// dependent align launch wins. Measured on an H100 (tests/routing, launch shapes, 19:28 UTC): the
+// crossover is at 8-12 rows for 128 experts (1 warp a row), 4-8 for 256 (2), 2-4 for 384 (4).
+constexpr int64_t kOneCtaMaxRowWarps = 8;
 
 bool one_cta_route_and_align(int64_t M, int E) {
-  const RouterShape shape = router_shape(M, E, true);
-  const int warps = shape.slots_per_lane > 8 ? fused_warps<12>() : fused_warps<4>();
-  return M * shape.warps_per_row <= warps * kOneCtaRowsPerWarp;
+  return M * router_shape(M, E, true).warps_per_row <= kOneCtaMaxRowWarps;
 }
 
 template <int kVPT, int kW>
