@@ -36,14 +36,46 @@ inline constexpr GemmTile kGemmTiles[] = {
 
 inline constexpr int kMinTileTokens = 8;  // smallest bt: sizes the tile list in the workspace
 
-// The choice for one layer call: one tile for both GEMMs (they share the tile list).
+// Prefill path (many tokens per expert): gathered token rows, then two CUTLASS sm90 grouped GEMMs
+// (TMA + wgmma, warp-specialised, persistent; one group per expert, problem shapes and pointers
+// written on the device). Token rows are the GEMM's M side, weight rows its N side.
+//   bm, bn, bk    CTA tile (tokens, weight rows, depth)
+//   cluster_n     CTAs along N sharing each token tile by TMA multicast
+//   pingpong      two consumer warp groups on alternate tiles (epilogue hidden behind the other's
+//                 main loop) rather than both on one tile (cooperative)
+struct GroupedTile {
+  int bm, bn, bk, cluster_n;
+  bool pingpong;
+  const char* name;
+};
+
+enum class GroupedTileId : int { kCoop128 = 0, kPingpong64, kCount };
+
+inline constexpr GroupedTile kGroupedTiles[] = {
+    {128, 256, 64, 2, false, "grouped128"},
+    {64, 256, 64, 2, true, "grouped64"},  // half the token-row padding per expert
+};
+
+// Average tokens per touched expert from which the grouped prefill path is chosen.
+inline constexpr int kGroupedMinTokensPerExpert = 64;
+
+// Whether this build has the prefill path (CUTLASS headers were found at configure time).
+bool grouped_experts_available();
+
+// The choice for one layer call: one tile for both GEMMs (they share the tile list), or the
+// grouped prefill path.
 struct ExpertsPlan {
   TileId tile;
   int tile_group;  // token tiles walked together across all row tiles (L2 reuse of gathered rows)
+  bool grouped;    // prefill path; `grouped_tile` then applies and `tile` is unused
+  GroupedTileId grouped_tile;
 };
 
 // Deterministic choice from shapes only (M tokens, k slots, E experts, H, I).
-// MOEKIT_EXPERTS_TILE=<name> forces a tile of the table (tuning); MOEKIT_DEBUG_EXPERTS=1 prints.
+// MOEKIT_EXPERTS_TILE=<name> forces a tile of either table (tuning); MOEKIT_DEBUG_EXPERTS=1 prints.
 ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I, bool gated);
+
+// Test hook: a tile name that overrides the choice (as MOEKIT_EXPERTS_TILE does), or null.
+void force_experts_tile(const char* name);
 
 }  // namespace moekit::cuda

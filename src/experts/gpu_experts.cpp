@@ -78,8 +78,10 @@ void check_workspace(const TensorView& workspace, size_t need, Device device) {
 }
 
 size_t layer_workspace(const LayerShape& s, DType dtype) {
+  const bool grouped =
+      cuda::choose_experts_plan(s.M, static_cast<int>(s.k), s.E, s.H, s.I, s.gated).grouped;
   return cuda::experts_workspace_layout(s.M, s.k, s.E, s.H, s.I, dtype_size(dtype),
-                                        cuda::kMinTileTokens)
+                                        cuda::kMinTileTokens, grouped, s.gated ? 2 * s.I : s.I)
       .total;
 }
 

@@ -7,6 +7,25 @@
 #include "experts/configs.h"
 
 namespace moekit::cuda {
+namespace {
+const char* g_forced_tile = nullptr;
+
+const char* forced_tile_name() {
+  if (g_forced_tile) return g_forced_tile;
+  static const char* env = std::getenv("MOEKIT_EXPERTS_TILE");
+  return env && *env ? env : nullptr;
+}
+}  // namespace
+
+void force_experts_tile(const char* name) { g_forced_tile = name; }
+
+bool grouped_experts_available() {
+#if defined(MOEKIT_WITH_CUTLASS)
+  return true;
+#else
+  return false;
+#endif
+}
 
 ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I, bool gated) {
   const int64_t pairs = M * k;
@@ -28,11 +47,24 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   else if (per_expert <= 8) tile = TileId::kDecode16;
   else if (per_expert <= 16) tile = TileId::kSmall32;
   else if (per_expert <= (big_expert ? 48 : 96)) tile = TileId::kMid64;
-  static const char* forced = std::getenv("MOEKIT_EXPERTS_TILE");
-  if (forced && *forced)
+  // Prefill: with tens of tokens per expert and more, tensor-core throughput decides, and the
+  // TMA/wgmma grouped GEMMs reach it; below, padding each expert to 128 token rows wastes more than
+  // the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32 offsets).
+  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128};
+  plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
+                 pairs < (int64_t(1) << 30);
+  if (const char* forced = forced_tile_name()) {
     for (int t = 0; t < int(TileId::kCount); ++t)
-      if (std::strcmp(forced, kGemmTiles[t].name) == 0) tile = TileId(t);
-  ExpertsPlan plan{tile, 4};
+      if (std::strcmp(forced, kGemmTiles[t].name) == 0) {
+        plan.tile = TileId(t);
+        plan.grouped = false;
+      }
+    for (int t = 0; t < int(GroupedTileId::kCount); ++t)
+      if (std::strcmp(forced, kGroupedTiles[t].name) == 0 && grouped_experts_available()) {
+        plan.grouped_tile = GroupedTileId(t);
+        plan.grouped = pairs < (int64_t(1) << 30);
+      }
+  }
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");
     return v && *v && *v != '0';
@@ -42,7 +74,8 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
                  "[moekit] fused_experts M=%lld k=%d E=%lld H=%lld I=%lld tokens/expert=%.1f -> "
                  "tile %s group %d\n",
                  (long long)M, k, (long long)E, (long long)H, (long long)I, per_expert,
-                 kGemmTiles[int(tile)].name, plan.tile_group);
+                 plan.grouped ? kGroupedTiles[int(plan.grouped_tile)].name : kGemmTiles[int(plan.tile)].name,
+                 plan.tile_group);
   return plan;
 }
 

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "common/cuda_test_util.h"
+#include "experts/configs.h"
 #include "moekit/gpu_experts.h"
 
 namespace moekit::test {
@@ -35,7 +36,8 @@ __device__ float ref_act(int act, float x) {
 // a[p, f] for pair p = m*k+t (pairs with invalid ids left at 0).
 template <typename T>
 __global__ void ref_stage1(const T* x, const T* w13, const float* b13, const int* ids, int64_t M,
-                           int k, int E, int H, int I, bool gated, int act, float* a) {
+                           int k, int E, int H, int I, bool gated, int act, float alpha, float limit,
+                           float* a) {
   const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (idx >= M * k * I) return;
   const int64_t p = idx / I;
@@ -53,7 +55,12 @@ __global__ void ref_stage1(const T* x, const T* w13, const float* b13, const int
     const T* u = g + int64_t(I) * H;
     for (int h = 0; h < H; ++h) su += to_f(xr[h]) * to_f(u[h]);
     if (b13) su += b13[int64_t(e) * R + I + f];
-    v = ref_act(act, sg) * su;
+    if (act == 3) {  // kSwigluOai
+      const float g = fminf(sg, limit), u = fminf(fmaxf(su, -limit), limit);
+      v = g / (1.f + expf(-alpha * g)) * (u + 1.f);
+    } else {
+      v = ref_act(act, sg) * su;
+    }
   } else {
     v = ref_act(act, sg);
   }
@@ -93,12 +100,14 @@ struct Layer {
   Activation act = Activation::kSiluAndMul;
   double rsf = 1.0;
   bool bias = false;
+  float swiglu_alpha = 1.702f, swiglu_limit = 7.f;  // kSwigluOai only
 };
 
 bool gated(Activation a) { return a != Activation::kSilu && a != Activation::kGelu; }
 int act_code(Activation a) {
   if (a == Activation::kGeluAndMul || a == Activation::kGelu) return 1;
   if (a == Activation::kGeluTanhAndMul) return 2;
+  if (a == Activation::kSwigluOai) return 3;
   return 0;
 }
 
@@ -164,7 +173,7 @@ HostTensor gpu_reference_t(const Layer& L, const Inputs& in) {
                                          L.bias ? static_cast<const float*>(b13.data()) : nullptr,
                                          static_cast<const int*>(ids.data()), L.M, int(L.k), int(L.E),
                                          int(L.H), int(L.I), gated(L.act), act_code(L.act),
-                                         static_cast<float*>(a.data()));
+                                         L.swiglu_alpha, L.swiglu_limit, static_cast<float*>(a.data()));
   ref_stage2<T><<<blocks(P * L.H), th>>>(static_cast<const float*>(a.data()), static_cast<const T*>(w2.data()),
                                          L.bias ? static_cast<const float*>(b2.data()) : nullptr,
                                          static_cast<const int*>(ids.data()), static_cast<const float*>(tw.data()),
@@ -185,6 +194,10 @@ FusedExpertsOptions options_of(const Layer& L) {
   FusedExpertsOptions o;
   o.activation = L.act;
   o.routed_scaling_factor = L.rsf;
+  if (L.act == Activation::kSwigluOai) {
+    o.swiglu_alpha = L.swiglu_alpha;
+    o.swiglu_limit = L.swiglu_limit;
+  }
   return o;
 }
 
@@ -415,6 +428,122 @@ TEST(FusedMoeGpu, RoutesThenMatchesFusedExperts) {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     expect_close(d.out.to_host(), want, "fused_moe");
   }
+}
+
+// The grouped prefill path (CUTLASS grouped GEMMs) forced on small and awkward shapes: single
+// tokens, experts with no rows, every row on one expert, H and I not multiples of 128.
+class ForceGroupedPath {
+ public:
+  ForceGroupedPath() { cuda::force_experts_tile(cuda::kGroupedTiles[0].name); }
+  ~ForceGroupedPath() { cuda::force_experts_tile(nullptr); }
+};
+
+#define MOEKIT_REQUIRE_GROUPED()                                                     \
+  do {                                                                               \
+    MOEKIT_REQUIRE_GPU();                                                            \
+    if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS"; \
+  } while (0)
+
+using GroupedParam = std::tuple<DType, std::tuple<int64_t, int64_t, int64_t, int64_t>, int64_t, Routing>;
+class FusedExpertsGpuGrouped : public ::testing::TestWithParam<GroupedParam> {};
+
+TEST_P(FusedExpertsGpuGrouped, MatchesReference) {
+  MOEKIT_REQUIRE_GROUPED();
+  ForceGroupedPath force;
+  auto [dtype, ekhi, M, routing] = GetParam();
+  auto [E, k, H, I] = ekhi;
+  Layer L{M, E, k, H, I, dtype};
+  ASSERT_TRUE(cuda::choose_experts_plan(M, int(k), E, H, I, true).grouped);
+  auto rng = fresh_rng();
+  Inputs in = make_inputs(L, routing, rng);
+  DeviceLayer d(L, in);
+  d.run(L);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  expect_close(d.out.to_host(), gpu_reference(L, in), "grouped fused_experts");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, FusedExpertsGpuGrouped,
+    ::testing::Combine(
+        ::testing::Values(DType::kBFloat16, DType::kFloat16),
+        ::testing::Values(std::make_tuple<int64_t, int64_t, int64_t, int64_t>(8, 2, 256, 128),
+                          std::make_tuple<int64_t, int64_t, int64_t, int64_t>(8, 1, 136, 72),
+                          std::make_tuple<int64_t, int64_t, int64_t, int64_t>(60, 4, 264, 200),
+                          std::make_tuple<int64_t, int64_t, int64_t, int64_t>(384, 8, 64, 136)),
+        ::testing::Values<int64_t>(1, 3, 130, 1000),
+        ::testing::Values(Routing::kUniform, Routing::kOneExpert, Routing::kHalfEmpty, Routing::kDropped)));
+
+class FusedExpertsGpuGroupedOptions : public ::testing::TestWithParam<std::tuple<Activation, int64_t>> {};
+
+TEST_P(FusedExpertsGpuGroupedOptions, ActivationsBiasScaling) {
+  MOEKIT_REQUIRE_GROUPED();
+  ForceGroupedPath force;
+  auto [act, M] = GetParam();
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    Layer L{M, 16, 4, 192, 80, dtype, act, 2.5, true};
+    auto rng = fresh_rng();
+    Inputs in = make_inputs(L, Routing::kDropped, rng);
+    DeviceLayer d(L, in);
+    d.run(L);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    expect_close(d.out.to_host(), gpu_reference(L, in), "grouped options");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Acts, FusedExpertsGpuGroupedOptions,
+                         ::testing::Combine(::testing::Values(Activation::kSiluAndMul, Activation::kGeluAndMul,
+                                                              Activation::kGeluTanhAndMul, Activation::kSwigluOai,
+                                                              Activation::kSilu, Activation::kGelu),
+                                            ::testing::Values<int64_t>(2, 600)));
+
+// The tiled path with the clamped SwiGLU too (the reference gained it with the grouped path).
+TEST(FusedExpertsGpuOptionsSwiglu, TiledPath) {
+  MOEKIT_REQUIRE_GPU();
+  Layer L{33, 16, 4, 192, 80, DType::kBFloat16, Activation::kSwigluOai, 1.0, true};
+  ASSERT_FALSE(cuda::choose_experts_plan(L.M, int(L.k), L.E, L.H, L.I, true).grouped);
+  auto rng = fresh_rng();
+  Inputs in = make_inputs(L, Routing::kUniform, rng);
+  DeviceLayer d(L, in);
+  d.run(L);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  expect_close(d.out.to_host(), gpu_reference(L, in), "swiglu tiled");
+}
+
+TEST(FusedExpertsGpuGrouped, InPlaceAndGraphReplay) {
+  MOEKIT_REQUIRE_GROUPED();
+  ForceGroupedPath force;
+  Layer L{100, 32, 4, 256, 128, DType::kBFloat16};
+  auto rng = fresh_rng();
+  Inputs in = make_inputs(L, Routing::kHalfEmpty, rng);
+  HostTensor want = gpu_reference(L, in);
+  DeviceLayer d(L, in);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  d.run(L, stream);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  HostTensor eager = d.out.to_host();
+  expect_close(eager, want, "grouped eager");
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  d.run(L, stream, d.x.view());  // in place: output aliases hidden
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_TRUE(d.x.to_host().bytes_equal(eager)) << "graph replay, in place";
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// Large batches take the grouped path on their own (when built with it).
+TEST(FusedExpertsGpuGrouped, ChosenForPrefill) {
+  EXPECT_EQ(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true).grouped,
+            cuda::grouped_experts_available());
+  EXPECT_EQ(cuda::choose_experts_plan(70000, 2, 8, 256, 128, true).grouped,
+            cuda::grouped_experts_available());
+  EXPECT_FALSE(cuda::choose_experts_plan(4, 8, 128, 2048, 768, true).grouped);
 }
 
 TEST(FusedExpertsGpuErrors, WorkspaceTooSmall) {

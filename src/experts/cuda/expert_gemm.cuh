@@ -111,13 +111,17 @@ __device__ __forceinline__ float apply_act(ActKind act, float x) {
   }
 }
 
-__device__ __forceinline__ float gate_up(const ExpertGemmParams& p, float g, float u) {
-  if (p.act == ActKind::kSwigluOai) {
-    g = fminf(g, p.limit);
-    u = fminf(fmaxf(u, -p.limit), p.limit);
-    return (u + 1.f) * (g / (1.f + expf(-p.alpha * g)));
+__device__ __forceinline__ float gate_up_value(ActKind act, float alpha, float limit, float g, float u) {
+  if (act == ActKind::kSwigluOai) {
+    g = fminf(g, limit);
+    u = fminf(fmaxf(u, -limit), limit);
+    return (u + 1.f) * (g / (1.f + expf(-alpha * g)));
   }
-  return apply_act(p.act, g) * u;
+  return apply_act(act, g) * u;
+}
+
+__device__ __forceinline__ float gate_up(const ExpertGemmParams& p, float g, float u) {
+  return gate_up_value(p.act, p.alpha, p.limit, g, u);
 }
 
 // Shared-memory element offset of (row, 16-byte chunk) in a [rows][BK] tile, XOR-swizzled over

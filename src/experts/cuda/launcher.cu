@@ -1,11 +1,14 @@
 // Host launchers of the GPU expert path: route_prep -> GEMM 1 (+activation) -> GEMM 2 (+top-k
 // weight) -> combine. Four launches per layer whatever M; tile choice from configs.h/heuristics.cpp.
+// With many tokens per expert the plan picks the grouped prefill path (grouped_experts.h) instead,
+// which shares route_prep.
 #include <cstdlib>
 
 #include "common/cuda_check.h"
 #include "experts/configs.h"
 #include "experts/cuda/combine_rows.cuh"
 #include "experts/cuda/expert_gemm_launch.h"
+#include "experts/cuda/grouped_experts.h"
 #include "experts/cuda/launcher.h"
 #include "experts/cuda/route_prep.cuh"
 #include "experts/cuda/softmax_topk.cuh"
@@ -25,8 +28,9 @@ ActKind act_kind(Activation a) {
 
 template <typename T>
 void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
-  const ExpertsWorkspaceLayout lay =
-      experts_workspace_layout(a.M, a.k, a.E, a.H, a.I, sizeof(T), kMinTileTokens);
+  const ExpertsPlan plan = choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated);
+  const ExpertsWorkspaceLayout lay = experts_workspace_layout(
+      a.M, a.k, a.E, a.H, a.I, sizeof(T), kMinTileTokens, plan.grouped, a.gated ? 2 * a.I : a.I);
   auto* ws = static_cast<unsigned char*>(a.workspace);
   int* sorted_pairs = reinterpret_cast<int*>(ws + lay.sorted_pairs);
   int* pair_pos = reinterpret_cast<int*>(ws + lay.pair_pos);
@@ -35,9 +39,10 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   T* act_rows = reinterpret_cast<T*>(ws + lay.act_rows);
   T* down_rows = reinterpret_cast<T*>(ws + lay.down_rows);
 
-  const ExpertsPlan plan = choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated);
   const GemmTile& tile = kGemmTiles[int(plan.tile)];
   const int64_t P = a.M * a.k;
+  // The grouped path wants one list entry per non-empty expert: a tile larger than any count.
+  const int tile_tokens = plan.grouped ? (1 << 30) : tile.bt;
   const int64_t tile_bound = (P + tile.bt - 1) / tile.bt + (P < a.E ? P : a.E);
 
   const int E = static_cast<int>(a.E);
@@ -47,10 +52,17 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
                                          static_cast<int>(prep_smem)));
   // A decode batch has a few ids: a smaller CTA starts and synchronises faster.
   const int prep_threads = P <= 2048 ? 256 : kRoutePrepThreads;
-  route_prep_kernel<<<1, prep_threads, prep_smem, stream>>>(a.topk_ids, P, E, tile.bt,
+  route_prep_kernel<<<1, prep_threads, prep_smem, stream>>>(a.topk_ids, P, E, tile_tokens,
                                                                  sorted_pairs, pair_pos, tiles,
                                                                  num_tiles);
   MOEKIT_CUDA_CHECK_LAUNCH();
+#if defined(MOEKIT_WITH_CUTLASS)
+  if (plan.grouped) {
+    GroupedExpertsArgs g{&a, lay, pair_pos, tiles, num_tiles, plan.grouped_tile, act_kind(a.activation)};
+    run_grouped_experts<T>(g, stream);
+    return;
+  }
+#endif
 
   ExpertGemmParams g1{};
   g1.weight = a.w13;

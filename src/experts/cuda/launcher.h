@@ -17,16 +17,27 @@ struct ExpertsWorkspaceLayout {
   size_t tiles;         // int4 [tile_bound]: (expert, first sorted position, rows, 0)
   size_t num_tiles;     // int32 [1]
   size_t act_rows;      // T [P, I]: act(gate) * up per sorted pair
-  size_t down_rows;     // T [P, H]: weight * W2 . act per sorted pair
+  size_t down_rows;     // T [P, H]: weight * W2 . act per sorted pair (tiled path);
+                        // gathered token rows, then W2 . act per sorted pair (grouped path)
+  // Grouped (prefill) path only, else empty:
+  size_t gate_up_rows;  // T [P, R13]: W13 . x per sorted pair, before the activation
+  size_t group_args;    // per-expert problem shapes, pointers and strides of both grouped GEMMs
+  size_t gemm_scratch;  // CUTLASS's own workspace of each grouped GEMM (tensor maps)
   size_t total;
   int64_t tile_bound;   // most token tiles any routing can produce (for the smallest tile)
 };
 
 inline size_t align_up_256(size_t v) { return (v + 255) & ~size_t(255); }
 
+// Bytes per group (expert) of the grouped GEMMs' argument arrays (plus 256 for their alignment), and of CUTLASS's workspace per
+// GEMM (checked against the kernel's own query at launch).
+inline constexpr size_t kGroupArgBytes = 256;
+inline constexpr size_t kGroupedGemmScratchBytes = size_t(1) << 20;
+
 inline ExpertsWorkspaceLayout experts_workspace_layout(int64_t M, int64_t k, int64_t E, int64_t H,
                                                        int64_t I, size_t elem_bytes,
-                                                       int64_t min_tile_tokens) {
+                                                       int64_t min_tile_tokens, bool grouped,
+                                                       int64_t R13) {
   const int64_t P = M * k;
   ExpertsWorkspaceLayout l{};
   l.tile_bound = (P + min_tile_tokens - 1) / min_tile_tokens + (P < E ? P : E);
@@ -37,6 +48,13 @@ inline ExpertsWorkspaceLayout experts_workspace_layout(int64_t M, int64_t k, int
   l.num_tiles = off;    off = align_up_256(off + 4);
   l.act_rows = off;     off = align_up_256(off + size_t(P) * size_t(I) * elem_bytes);
   l.down_rows = off;    off = align_up_256(off + size_t(P) * size_t(H) * elem_bytes);
+  l.gate_up_rows = l.group_args = l.gemm_scratch = off;
+  if (grouped) {
+    const int64_t groups = P < E ? P : E;
+    l.gate_up_rows = off; off = align_up_256(off + size_t(P) * size_t(R13) * elem_bytes);
+    l.group_args = off;   off = align_up_256(off + size_t(groups) * kGroupArgBytes + 256);
+    l.gemm_scratch = off; off = align_up_256(off + 2 * kGroupedGemmScratchBytes);
+  }
   l.total = off;
   return l;
 }

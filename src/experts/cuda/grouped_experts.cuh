@@ -1,0 +1,351 @@
+// Prefill path of the GPU expert layer (see grouped_experts.h): the gather/activation/combine
+// kernels and the two CUTLASS sm90 grouped GEMMs. Included once per dtype
+// (grouped_experts_bf16.cu, grouped_experts_fp16.cu) and only when CUTLASS was found.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "common/cuda_check.h"
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/dispatch_policy.hpp"
+#include "cutlass/gemm/group_array_problem_shape.hpp"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+#include "experts/cuda/combine_rows.cuh"
+#include "experts/cuda/expert_gemm_launch.h"
+#include "experts/cuda/grouped_experts.h"
+
+namespace moekit::cuda {
+
+template <typename T>
+struct CutlassElement;
+template <>
+struct CutlassElement<__nv_bfloat16> { using type = cutlass::bfloat16_t; };
+template <>
+struct CutlassElement<__half> { using type = cutlass::half_t; };
+
+// One grouped GEMM D[rows_g, N] = A[rows_g, K] . B_g[N, K]^T per group, fp32 accumulation, D
+// rounded once to T; A and D row-major, B (the expert's weights) K-major, i.e. column-major B.
+template <typename T, int Id>
+struct GroupedGemm {
+  static constexpr GroupedTile kTile = kGroupedTiles[Id];
+  using Element = typename CutlassElement<T>::type;
+  using ProblemShape = cutlass::gemm::GroupProblemShape<cute::Shape<int, int, int>>;
+  using TileShape = cute::Shape<cute::Int<kTile.bm>, cute::Int<kTile.bn>, cute::Int<kTile.bk>>;
+  using ClusterShape = cute::Shape<cute::_1, cute::Int<kTile.cluster_n>, cute::_1>;
+  using KernelSchedule =
+      std::conditional_t<kTile.pingpong, cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
+                         cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative>;
+  using EpilogueSchedule =
+      std::conditional_t<kTile.pingpong, cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong,
+                         cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>;
+  static constexpr int kAlign = 8;  // 16-byte rows: H and I are multiples of 8
+  using RowMajor = cutlass::layout::RowMajor;
+  using ColumnMajor = cutlass::layout::ColumnMajor;
+
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, RowMajor*, kAlign,
+      Element, RowMajor*, kAlign, EpilogueSchedule,
+      cutlass::epilogue::fusion::LinearCombination<Element, float, void, float>>::CollectiveOp;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, RowMajor*, kAlign, Element,
+      ColumnMajor*, kAlign, float, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename Epilogue::SharedStorage))>,
+      KernelSchedule>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, Mainloop, Epilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+  using Shape3 = typename ProblemShape::UnderlyingProblemShape;
+  using StrideA = typename Kernel::InternalStrideA;
+  using StrideB = typename Kernel::InternalStrideB;
+  using StrideD = typename Kernel::InternalStrideD;
+
+  // The per-group argument arrays of one GEMM, carved from the workspace.
+  struct Arrays {
+    Shape3* shapes;
+    const Element** a;
+    const Element** b;
+    Element** d;
+    StrideA* sa;
+    StrideB* sb;
+    StrideD* sd;
+  };
+  static constexpr size_t kBytesPerGroup =
+      sizeof(Shape3) + 3 * sizeof(void*) + sizeof(StrideA) + sizeof(StrideB) + sizeof(StrideD);
+  static_assert(2 * kBytesPerGroup <= kGroupArgBytes, "group argument budget");
+
+  static Arrays carve(unsigned char*& base, int64_t groups) {
+    auto take = [&](size_t bytes) {
+      unsigned char* p = base;
+      base += (bytes + 15) & ~size_t(15);
+      return p;
+    };
+    Arrays r;
+    r.shapes = reinterpret_cast<Shape3*>(take(groups * sizeof(Shape3)));
+    r.a = reinterpret_cast<const Element**>(take(groups * sizeof(void*)));
+    r.b = reinterpret_cast<const Element**>(take(groups * sizeof(void*)));
+    r.d = reinterpret_cast<Element**>(take(groups * sizeof(void*)));
+    r.sa = reinterpret_cast<StrideA*>(take(groups * sizeof(StrideA)));
+    r.sb = reinterpret_cast<StrideB*>(take(groups * sizeof(StrideB)));
+    r.sd = reinterpret_cast<StrideD*>(take(groups * sizeof(StrideD)));
+    return r;
+  }
+
+  // Group g: rows x N x K, A rows from `a0 + first * K`, weights `b0 + e * N * K`, D rows at
+  // `d0 + first * N` (row-major with leading dimension K resp. N).
+  static __device__ void set_group(const Arrays& arr, int g, int rows, int e, int first, int64_t N,
+                                   int64_t K, const T* a0, const T* b0, T* d0) {
+    arr.shapes[g] = cute::make_shape(rows, static_cast<int>(N), static_cast<int>(K));
+    arr.a[g] = reinterpret_cast<const Element*>(a0 + int64_t(first) * K);
+    arr.b[g] = reinterpret_cast<const Element*>(b0 + int64_t(e) * N * K);
+    arr.d[g] = reinterpret_cast<Element*>(d0 + int64_t(first) * N);
+    StrideA sa{};
+    cute::get<0>(sa) = K;
+    StrideB sb{};
+    cute::get<0>(sb) = K;
+    StrideD sd{};
+    cute::get<0>(sd) = N;
+    arr.sa[g] = sa;
+    arr.sb[g] = sb;
+    arr.sd[g] = sd;
+  }
+
+  static void run(const Arrays& arr, int groups, void* scratch, cudaStream_t stream) {
+    int device = 0;
+    MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
+    static int sm_counts[64] = {};
+    int& sms = sm_counts[device & 63];
+    if (sms == 0) MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    cutlass::KernelHardwareInfo hw{};
+    hw.device_id = device;
+    hw.sm_count = sms;
+    typename Gemm::Arguments args{};
+    args.mode = cutlass::gemm::GemmUniversalMode::kGrouped;
+    args.problem_shape = {groups, arr.shapes, nullptr};  // shapes live on the device only
+    args.mainloop = {arr.a, arr.sa, arr.b, arr.sb};
+    auto& fusion = args.epilogue.thread;
+    fusion.alpha = 1.f;
+    fusion.beta = 0.f;
+    args.epilogue.ptr_C = nullptr;
+    args.epilogue.ptr_D = arr.d;
+    args.epilogue.dD = arr.sd;
+    args.hw_info = hw;
+    const size_t need = Gemm::get_workspace_size(args);
+    if (need > kGroupedGemmScratchBytes)
+      detail::fail(detail::cat("grouped expert GEMM needs ", need, " bytes of scratch, reserved ",
+                               kGroupedGemmScratchBytes),
+                   ErrorKind::Runtime);
+    Gemm gemm;
+    check(gemm.can_implement(args), "can_implement");
+    check(gemm.initialize(args, scratch, stream), "initialize");
+    check(gemm.run(stream), "run");
+  }
+
+  static void check(cutlass::Status s, const char* what) {
+    if (s != cutlass::Status::kSuccess)
+      detail::fail(detail::cat("grouped expert GEMM (", kTile.name, ") ", what, ": ",
+                               cutlassGetStatusString(s)),
+                   ErrorKind::Runtime);
+  }
+};
+
+struct GroupedPrepParams {
+  const int4* groups;  // (expert, first sorted position, rows) of each non-empty expert
+  const int* num_groups;
+  int group_count;     // min(E, P): groups past *num_groups are empty
+  const void* hidden;  // [M, H]
+  const int* pair_pos;
+  int64_t P, H, I, R13;
+  int k;
+  const void *w13, *w2;
+  void *gathered, *gate_up, *act, *down;
+};
+
+// Writes both GEMMs' group arrays (one thread per group) and gathers each pair's token row to its
+// sorted position (16-byte chunks, grid-stride).
+template <typename T, typename G>
+__global__ void grouped_prep_kernel(const GroupedPrepParams p, const typename G::Arrays g1,
+                                    const typename G::Arrays g2) {
+  pdl_wait();  // route_prep's list and positions
+  const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (tid < p.group_count) {
+    const int g = static_cast<int>(tid);
+    int e = 0, first = 0, rows = 0;
+    if (g < *p.num_groups) {
+      const int4 t = p.groups[g];
+      e = t.x;
+      first = t.y;
+      rows = t.z;
+    }
+    G::set_group(g1, g, rows, e, first, p.R13, p.H, static_cast<const T*>(p.gathered),
+                 static_cast<const T*>(p.w13), static_cast<T*>(p.gate_up));
+    G::set_group(g2, g, rows, e, first, p.H, p.I, static_cast<const T*>(p.act),
+                 static_cast<const T*>(p.w2), static_cast<T*>(p.down));
+  }
+  const int64_t chunks = p.H / 8;
+  const int64_t total = p.P * chunks;
+  const T* hidden = static_cast<const T*>(p.hidden);
+  T* gathered = static_cast<T*>(p.gathered);
+  for (int64_t c = tid; c < total; c += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = c / chunks;
+    const int64_t h0 = (c - i * chunks) * 8;
+    const int pos = p.pair_pos[i];
+    if (pos < 0) continue;
+    *reinterpret_cast<uint4*>(gathered + int64_t(pos) * p.H + h0) =
+        *reinterpret_cast<const uint4*>(hidden + (i / p.k) * p.H + h0);
+  }
+}
+
+// act_rows[pos] = act(gate + b) * (up + b) (gated; gate = columns [0, I), up = [I, 2I)) or
+// act(h + b), in fp32 from the GEMM's rounded rows, rounded once.
+template <typename T>
+__global__ void grouped_act_kernel(const T* __restrict__ gate_up, const int* __restrict__ pair_pos,
+                                   const int* __restrict__ topk_ids, const float* __restrict__ bias,
+                                   int64_t P, int64_t I, int64_t R13, bool gated, ActKind act,
+                                   float alpha, float limit, T* __restrict__ out) {
+  pdl_wait();
+  const int64_t chunks = I / 8;
+  const int64_t total = P * chunks;
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < total;
+       c += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = c / chunks;
+    const int64_t f0 = (c - i * chunks) * 8;
+    const int pos = pair_pos[i];
+    if (pos < 0) continue;
+    const T* row = gate_up + int64_t(pos) * R13;
+    const uint4 graw = *reinterpret_cast<const uint4*>(row + f0);
+    const T* gv = reinterpret_cast<const T*>(&graw);
+    uint4 uraw = graw;
+    if (gated) uraw = *reinterpret_cast<const uint4*>(row + I + f0);
+    const T* uv = reinterpret_cast<const T*>(&uraw);
+    const float* b = bias ? bias + int64_t(topk_ids[i]) * R13 : nullptr;
+    uint4 packed;
+    T* o = reinterpret_cast<T*>(&packed);
+#pragma unroll
+    for (int v = 0; v < 8; ++v) {
+      float g = load_float(gv[v]);
+      if (b) g += b[f0 + v];
+      float r;
+      if (gated) {
+        float u = load_float(uv[v]);
+        if (b) u += b[I + f0 + v];
+        r = gate_up_value(act, alpha, limit, g, u);
+      } else {
+        r = apply_act(act, g);
+      }
+      o[v] = MmaTraits<T>::from_float(r);
+    }
+    *reinterpret_cast<uint4*>(out + int64_t(pos) * I + f0) = packed;
+  }
+}
+
+// out[m] = rsf * sum over slots t (in order) of w[m, t] * (down[pos(m, t)] + b2[e(m, t)]), fp32.
+template <typename T>
+__global__ void grouped_combine_kernel(const T* __restrict__ down, const int* __restrict__ pair_pos,
+                                       const int* __restrict__ topk_ids,
+                                       const float* __restrict__ topk_weights,
+                                       const float* __restrict__ bias, T* __restrict__ out,
+                                       int64_t M, int k, int64_t H, float rsf) {
+  pdl_wait();
+  const int64_t chunks = H / 8;
+  const int64_t total = M * chunks;
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < total;
+       c += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t m = c / chunks;
+    const int64_t h0 = (c - m * chunks) * 8;
+    float acc[8];
+#pragma unroll
+    for (int v = 0; v < 8; ++v) acc[v] = 0.f;
+    for (int t = 0; t < k; ++t) {
+      const int64_t i = m * k + t;
+      const int pos = pair_pos[i];
+      if (pos < 0) continue;
+      const float w = topk_weights[i];
+      const uint4 raw = *reinterpret_cast<const uint4*>(down + int64_t(pos) * H + h0);
+      const T* vals = reinterpret_cast<const T*>(&raw);
+      const float* b = bias ? bias + int64_t(topk_ids[i]) * H + h0 : nullptr;
+#pragma unroll
+      for (int v = 0; v < 8; ++v) acc[v] += w * (load_float(vals[v]) + (b ? b[v] : 0.f));
+    }
+    uint4 packed;
+    T* o = reinterpret_cast<T*>(&packed);
+#pragma unroll
+    for (int v = 0; v < 8; ++v) o[v] = MmaTraits<T>::from_float(acc[v] * rsf);
+    *reinterpret_cast<uint4*>(out + m * H + h0) = packed;
+  }
+}
+
+inline unsigned grid_for(int64_t items, int threads) {
+  int64_t blocks = (items + threads - 1) / threads;
+  if (blocks > 132 * 16) blocks = 132 * 16;
+  return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
+}
+
+template <typename T, int Id>
+void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
+  using G = GroupedGemm<T, Id>;
+  const FusedExpertsArgs& a = *g.layer;
+  const ExpertsWorkspaceLayout& lay = g.layout;
+  auto* ws = static_cast<unsigned char*>(a.workspace);
+  const int64_t P = a.M * a.k;
+  const int64_t R13 = a.gated ? 2 * a.I : a.I;
+  const int groups = static_cast<int>(P < a.E ? P : a.E);
+  unsigned char* args_base = ws + lay.group_args;
+  const typename G::Arrays g1 = G::carve(args_base, groups);
+  const typename G::Arrays g2 = G::carve(args_base, groups);
+  T* gathered = reinterpret_cast<T*>(ws + lay.down_rows);
+  T* gate_up = reinterpret_cast<T*>(ws + lay.gate_up_rows);
+  T* act = reinterpret_cast<T*>(ws + lay.act_rows);
+  T* down = reinterpret_cast<T*>(ws + lay.down_rows);  // gathered rows are dead after GEMM 1
+
+  GroupedPrepParams pp{};
+  pp.groups = g.groups;
+  pp.num_groups = g.num_groups;
+  pp.group_count = groups;
+  pp.hidden = a.hidden;
+  pp.pair_pos = g.pair_pos;
+  pp.P = P;
+  pp.H = a.H;
+  pp.I = a.I;
+  pp.R13 = R13;
+  pp.k = static_cast<int>(a.k);
+  pp.w13 = a.w13;
+  pp.w2 = a.w2;
+  pp.gathered = gathered;
+  pp.gate_up = gate_up;
+  pp.act = act;
+  pp.down = down;
+  const int threads = 256;
+  int64_t prep_items = P * (a.H / 8);
+  if (prep_items < groups) prep_items = groups;
+  launch_with_pdl(grouped_prep_kernel<T, G>, dim3(grid_for(prep_items, threads)), dim3(threads), 0,
+                  stream, pp, g1, g2);
+
+  G::run(g1, groups, ws + lay.gemm_scratch, stream);
+  launch_with_pdl(grouped_act_kernel<T>, dim3(grid_for(P * (a.I / 8), threads)), dim3(threads), 0,
+                  stream, static_cast<const T*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
+                  a.I, R13, a.gated, g.act, a.swiglu_alpha, a.swiglu_limit, act);
+  G::run(g2, groups, ws + lay.gemm_scratch + kGroupedGemmScratchBytes, stream);
+  launch_with_pdl(grouped_combine_kernel<T>, dim3(grid_for(a.M * (a.H / 8), threads)),
+                  dim3(threads), 0, stream, static_cast<const T*>(down), g.pair_pos, a.topk_ids,
+                  a.topk_weights, a.w2_bias, static_cast<T*>(a.output), a.M,
+                  static_cast<int>(a.k), a.H, a.routed_scaling_factor);
+}
+
+template <typename T>
+void run_grouped_experts(const GroupedExpertsArgs& g, cudaStream_t stream) {
+  switch (g.tile) {
+    case GroupedTileId::kPingpong64: run_grouped_tile<T, int(GroupedTileId::kPingpong64)>(g, stream); break;
+    default: run_grouped_tile<T, int(GroupedTileId::kCoop128)>(g, stream); break;
+  }
+}
+
+}  // namespace moekit::cuda
