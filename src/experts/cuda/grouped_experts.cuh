@@ -138,8 +138,11 @@ struct GroupedGemm {
     args.epilogue.ptr_D = arr.d;
     args.epilogue.dD = arr.sd;
     args.hw_info = hw;
+    // Its tensor maps want 128-byte alignment; the caller's workspace promises 16 bytes.
+    const uintptr_t raw = reinterpret_cast<uintptr_t>(scratch);
+    scratch = reinterpret_cast<void*>((raw + 127) & ~uintptr_t(127));
     const size_t need = Gemm::get_workspace_size(args);
-    if (need > kGroupedGemmScratchBytes)
+    if (need + 128 > kGroupedGemmScratchBytes)
       detail::fail(detail::cat("grouped expert GEMM needs ", need, " bytes of scratch, reserved ",
                                kGroupedGemmScratchBytes),
                    ErrorKind::Runtime);
