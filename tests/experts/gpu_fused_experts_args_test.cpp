@@ -1,5 +1,7 @@
 // Argument checks and the workspace query of the GPU fused_experts (host-only: no device needed).
 #include "common/test_util.h"
+#include "experts/configs.h"
+#include "experts/cuda/launcher.h"
 #include "moekit/gpu_experts.h"
 
 namespace moekit::test {
@@ -27,6 +29,19 @@ TEST(FusedExpertsGpuArgs, WorkspaceGrowsWithTokens) {
   // At least the two intermediate row buffers: P * (I + H) elements of 2 bytes.
   EXPECT_GE(sb, size_t(2000) * (32 + 64) * 2);
   EXPECT_GT(sb, sa);
+}
+
+// The grouped prefill path (when built) adds its gate/up rows [P, 2I] and argument arrays.
+TEST(FusedExpertsGpuArgs, WorkspaceOfGroupedPath) {
+  Shapes s(1000, 8, 2, 64, 32);
+  const size_t tiled = fused_experts_workspace_size(s.x.view(), s.ew13, s.ew2, s.ids.view());
+  cuda::force_experts_tile(cuda::kGroupedTiles[0].name);
+  const size_t grouped = fused_experts_workspace_size(s.x.view(), s.ew13, s.ew2, s.ids.view());
+  cuda::force_experts_tile(nullptr);
+  if (cuda::grouped_experts_available())
+    EXPECT_GE(grouped, tiled + size_t(2000) * 64 * 2 + 2 * cuda::kGroupedGemmScratchBytes);
+  else
+    EXPECT_EQ(grouped, tiled);
 }
 
 TEST(FusedExpertsGpuArgs, RejectsBadArguments) {
