@@ -509,7 +509,7 @@ TEST(FusedExpertsGpuOptionsSwiglu, TiledPath) {
   expect_close(d.out.to_host(), gpu_reference(L, in), "swiglu tiled");
 }
 
-TEST(FusedExpertsGpuGrouped, InPlaceAndGraphReplay) {
+TEST(FusedExpertsGpuGroupedPath, InPlaceAndGraphReplay) {
   MOEKIT_REQUIRE_GROUPED();
   ForceGroupedPath force;
   Layer L{100, 32, 4, 256, 128, DType::kBFloat16};
@@ -538,7 +538,7 @@ TEST(FusedExpertsGpuGrouped, InPlaceAndGraphReplay) {
 }
 
 // Large batches take the grouped path on their own (when built with it and enabled).
-TEST(FusedExpertsGpuGrouped, ChosenForPrefill) {
+TEST(FusedExpertsGpuGroupedPath, ChosenForPrefill) {
   const bool on = cuda::grouped_experts_available() && cuda::kGroupedPathChosenByDefault;
   EXPECT_EQ(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true).grouped, on);
   EXPECT_EQ(cuda::choose_experts_plan(70000, 2, 8, 256, 128, true).grouped, on);
