@@ -115,9 +115,20 @@ void run_layer(const LayerShape& s, TensorView hidden, const ExpertWeights& w13,
 }
 #endif
 
+// The kernels move rows in 16-byte vectors (cp.async, TMA, uint4); with H and I multiples of 8 every
+// row then starts aligned when the tensor does.
+void check_aligned16(const TensorView& t, const char* name) {
+  detail::require(reinterpret_cast<uintptr_t>(t.data) % 16 == 0, name,
+                  ": expected a 16-byte aligned data pointer on the GPU, got ", t.data);
+}
+
 void check_common(const TensorView& hidden, const ExpertWeights& w13, const ExpertWeights& w2,
                   const TensorView& output, const LayerShape& s, const FusedExpertsOptions& options) {
   const Device dev = hidden.device;
+  check_aligned16(hidden, "hidden");
+  check_aligned16(w13.weight, "w13.weight");
+  check_aligned16(w2.weight, "w2.weight");
+  check_aligned16(output, "output");
   detail::check_contiguous(hidden, "hidden");
   detail::check_tensor(w13.weight, "w13.weight", hidden.dtype, dev);
   detail::check_tensor(w2.weight, "w2.weight", hidden.dtype, dev);

@@ -62,6 +62,14 @@ TEST(FusedExpertsGpuArgs, RejectsBadArguments) {
   }
   {
     Shapes s(4, 8, 2, 64, 32);
+    TensorView x = s.x.view();
+    x.data = static_cast<char*>(x.data) + 2;  // one bf16 element off: 2-byte aligned only
+    EXPECT_MOEKIT_ERROR(fused_experts(x, s.ew13, s.ew2, s.tw.view(), s.ids.view(), s.out.view(),
+                                      s.ws.view()),
+                        "hidden: expected a 16-byte aligned data pointer");
+  }
+  {
+    Shapes s(4, 8, 2, 64, 32);
     s.w13 = HostTensor(DType::kFloat16, {8, 64, 64});
     s.ew13.weight = s.w13.view();
     EXPECT_MOEKIT_ERROR(s.run(), "w13.weight: expected the dtype of hidden");
