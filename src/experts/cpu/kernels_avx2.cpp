@@ -18,6 +18,13 @@ struct Bf16Cols {
     odd = _mm256_castsi256_ps(_mm256_and_si256(raw, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
     even = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
   }
+  static __m256 odd(const uint16_t* p) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm256_castsi256_ps(_mm256_and_si256(raw, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+  }
+  static __m256 even(const uint16_t* p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), 16));
+  }
   static __m256 column_order(__m256 v) { return v; }
 };
 
@@ -29,12 +36,26 @@ struct Fp16Cols {
     even = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
     odd = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
   }
+  static __m256 odd(const uint16_t* p) {
+    __m256 e, o;
+    load(p, e, o);
+    return o;
+  }
+  static __m256 even(const uint16_t* p) {
+    __m256 e, o;
+    load(p, e, o);
+    return e;
+  }
   static __m256 column_order(__m256 v) {
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
   }
 };
 
-// R rows x 16 columns (two 8-wide halves) per pass, two passes per 32-column block.
+// R rows x 16 columns (two 8-wide halves) per pass, two passes per 32-column block. Each output's
+// chain takes two dependent FMAs per K pair (odd, then even: the shared order), so 2R chains must
+// cover the FMA latency x 2 ports: R = 4 leaves no slack, R = 6 does. The odd and even weight
+// vectors are formed one after the other so that 2R accumulators + 2 weights + 1 broadcast fit
+// the 16 registers.
 template <typename Cols, int R>
 void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, float* c) {
   for (int half = 0; half < 2; ++half) {
@@ -42,14 +63,13 @@ void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, f
     __m256 acc[R][2];
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (int64_t p = 0; p < kpairs; ++p) {
-      __m256 e0, o0, e1, o1;
-      Cols::load(wp + p * 64, e0, o0);
-      Cols::load(wp + p * 64 + 16, e1, o1);
+      const __m256 o0 = Cols::odd(wp + p * 64), o1 = Cols::odd(wp + p * 64 + 16);
       for (int r = 0; r < R; ++r) {
         const __m256 xo = _mm256_broadcast_ss(a + r * lda + 2 * p + 1);
         acc[r][0] = _mm256_fmadd_ps(xo, o0, acc[r][0]);
         acc[r][1] = _mm256_fmadd_ps(xo, o1, acc[r][1]);
       }
+      const __m256 e0 = Cols::even(wp + p * 64), e1 = Cols::even(wp + p * 64 + 16);
       for (int r = 0; r < R; ++r) {
         const __m256 xe = _mm256_broadcast_ss(a + r * lda + 2 * p);
         acc[r][0] = _mm256_fmadd_ps(xe, e0, acc[r][0]);
@@ -81,13 +101,28 @@ void gemm_one_row(const float* a, const uint16_t* w, int64_t kpairs, float* c) {
 }
 
 template <typename Cols>
-void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
-  const float* a = static_cast<const float*>(a_panel);
+void gemm_block(const float* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
   switch (rows) {
     case 1: gemm_one_row<Cols>(a, w, kpairs, c); break;
     case 2: gemm_rows<Cols, 2>(a, lda, w, kpairs, c); break;
     case 3: gemm_rows<Cols, 3>(a, lda, w, kpairs, c); break;
-    default: gemm_rows<Cols, 4>(a, lda, w, kpairs, c); break;
+    case 4: gemm_rows<Cols, 4>(a, lda, w, kpairs, c); break;
+    case 5: gemm_rows<Cols, 5>(a, lda, w, kpairs, c); break;
+    default: gemm_rows<Cols, 6>(a, lda, w, kpairs, c); break;
+  }
+}
+
+// Up to 12 rows, split evenly into blocks of at most 6: 8 rows run as 4 + 4, not 6 + 2 (a 2-row
+// block has 4 chains and runs at half the FMA rate). Rows are independent: any split gives the
+// same bits.
+template <typename Cols>
+void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
+  const float* a = static_cast<const float*>(a_panel);
+  const int blocks = (rows + 5) / 6;
+  for (int b = 0, r0 = 0; b < blocks; ++b) {
+    const int n = (rows - r0) / (blocks - b);
+    gemm_block<Cols>(a + r0 * lda, lda, n, w, kpairs, c + r0 * 32);
+    r0 += n;
   }
 }
 
@@ -172,8 +207,8 @@ void weighted_add(const float* d, float w, float* acc, int count, DType dtype) {
   for (; n < count; ++n) acc[n] += round_to(w * d[n], dtype);
 }
 
-const ExpertKernels kBf16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 4, gemm<Bf16Cols>, 0, activate, weighted_add};
-const ExpertKernels kFp16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 4, gemm<Fp16Cols>, 0, activate, weighted_add};
+const ExpertKernels kBf16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 12, gemm<Bf16Cols>, 0, activate, weighted_add};
+const ExpertKernels kFp16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 12, gemm<Fp16Cols>, 0, activate, weighted_add};
 
 }  // namespace
 
