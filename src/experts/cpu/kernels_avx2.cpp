@@ -56,6 +56,12 @@ struct Fp16Cols {
 // cover the FMA latency x 2 ports: R = 4 leaves no slack, R = 6 does. The odd and even weight
 // vectors are formed one after the other so that 2R accumulators + 2 weights + 1 broadcast fit
 // the 16 registers.
+// The first half's pass reads one of the two cache lines of each K pair of the block; it
+// prefetches both lines this many pairs ahead (the second into L2 for the other half's pass): the
+// block's first pass comes from DRAM, and without this it waited on each line (M = 128 here:
+// 8 rows per expert, 25 % faster).
+constexpr int64_t kPrefetchPairs = 16;
+
 template <typename Cols, int R>
 void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, float* c) {
   for (int half = 0; half < 2; ++half) {
@@ -63,6 +69,10 @@ void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, f
     __m256 acc[R][2];
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (int64_t p = 0; p < kpairs; ++p) {
+      if (half == 0) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64 + 32), _MM_HINT_T1);
+      }
       const __m256 o0 = Cols::odd(wp + p * 64), o1 = Cols::odd(wp + p * 64 + 16);
       for (int r = 0; r < R; ++r) {
         const __m256 xo = _mm256_broadcast_ss(a + r * lda + 2 * p + 1);
