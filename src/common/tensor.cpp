@@ -1,6 +1,6 @@
 #include "moekit/tensor.h"
 
-#include <sstream>
+#include "common/checks.h"
 
 namespace moekit {
 
@@ -78,12 +78,6 @@ bool TensorView::is_contiguous() const {
   return true;
 }
 
-std::string TensorView::shape_string() const {
-  std::ostringstream os;
-  os << '[';
-  for (int d = 0; d < ndim; ++d) os << (d ? ", " : "") << shape[d];
-  os << ']';
-  return os.str();
-}
+std::string TensorView::shape_string() const { return detail::cat(detail::shape_of(*this)); }
 
 }  // namespace moekit
