@@ -122,9 +122,10 @@ void gemm_block(const float* a, int64_t lda, int rows, const uint16_t* w, int64_
   }
 }
 
-// Up to 12 rows, split evenly into blocks of at most 6: 8 rows run as 4 + 4, not 6 + 2 (a 2-row
-// block has 4 chains and runs at half the FMA rate). Rows are independent: any split gives the
-// same bits.
+// Up to 32 rows (a whole panel), split evenly into blocks of at most 6: 8 rows run as 4 + 4 and
+// 13 as 5 + 4 + 4, not 6 + 2 or 6 + 6 + 1 (a 2-row block has 4 chains and runs at half the FMA
+// rate; a 1-row block re-reads the weight block for one row). Rows are independent: any split
+// gives the same bits.
 template <typename Cols>
 void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
   const float* a = static_cast<const float*>(a_panel);
@@ -217,8 +218,8 @@ void weighted_add(const float* d, float w, float* acc, int count, DType dtype) {
   for (; n < count; ++n) acc[n] += round_to(w * d[n], dtype);
 }
 
-const ExpertKernels kBf16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 12, gemm<Bf16Cols>, 0, activate, weighted_add};
-const ExpertKernels kFp16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 12, gemm<Fp16Cols>, 0, activate, weighted_add};
+const ExpertKernels kBf16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 32, gemm<Bf16Cols>, 0, activate, weighted_add};
+const ExpertKernels kFp16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 32, gemm<Fp16Cols>, 0, activate, weighted_add};
 
 }  // namespace
 
