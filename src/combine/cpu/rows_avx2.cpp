@@ -46,45 +46,75 @@ __m128i to_bf16(__m256 v) {
   return _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08));
 }
 
-}  // namespace
+template <DType D>
+__m256 load8_as(const void* row, int64_t h) {
+  return load8(row, D, h);
+}
 
-void accumulate_row(const void* row, DType dtype, float f, float* acc, int64_t H) {
-  int64_t h = 0;
-  if (f == 1.f) {
-    for (; h + 8 <= H; h += 8)
-      _mm256_storeu_ps(acc + h, _mm256_add_ps(_mm256_loadu_ps(acc + h), load8(row, dtype, h)));
-    for (; h < H; ++h) acc[h] += load_scalar(row, dtype, h);
-  } else {
-    const __m256 vf = _mm256_set1_ps(f);
-    for (; h + 8 <= H; h += 8)
-      _mm256_storeu_ps(acc + h, _mm256_fmadd_ps(vf, load8(row, dtype, h), _mm256_loadu_ps(acc + h)));
-    for (; h < H; ++h) acc[h] = std::fma(f, load_scalar(row, dtype, h), acc[h]);
+template <DType D>
+void store8_as(void* out, int64_t h, __m256 v) {
+  if constexpr (D == DType::kFloat16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out) + h),
+                     _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  else if constexpr (D == DType::kBFloat16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out) + h), to_bf16(v));
+  else
+    _mm256_storeu_ps(static_cast<float*>(out) + h, v);
+}
+
+void store_scalar(void* out, DType dtype, int64_t h, float v) {
+  switch (dtype) {
+    case DType::kFloat16: static_cast<uint16_t*>(out)[h] = numeric::float_to_half(v); break;
+    case DType::kBFloat16: static_cast<uint16_t*>(out)[h] = numeric::float_to_bf16(v); break;
+    default: static_cast<float*>(out)[h] = v;
   }
 }
 
-void store_row(const float* acc, float scale, DType dtype, void* out, int64_t H) {
+// One step of the sum: acc + x, or fma(f, x, acc) when weighted.
+inline __m256 add_row(__m256 acc, __m256 x, const float* f, int64_t j) {
+  return f ? _mm256_fmadd_ps(_mm256_set1_ps(f[j]), x, acc) : _mm256_add_ps(acc, x);
+}
+
+template <DType D>
+void sum_rows_as(const void* const* rows, const float* f, int64_t n, float scale, void* out, int64_t H) {
   const __m256 vs = _mm256_set1_ps(scale);
   int64_t h = 0;
-  for (; h + 8 <= H; h += 8) {
-    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(acc + h), vs);
-    switch (dtype) {
-      case DType::kFloat16:
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out) + h),
-                         _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        break;
-      case DType::kBFloat16:
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out) + h), to_bf16(v));
-        break;
-      default: _mm256_storeu_ps(static_cast<float*>(out) + h, v);
+  for (; h + 32 <= H; h += 32) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t j = 0; j < n; ++j) {
+      a0 = add_row(a0, load8_as<D>(rows[j], h), f, j);
+      a1 = add_row(a1, load8_as<D>(rows[j], h + 8), f, j);
+      a2 = add_row(a2, load8_as<D>(rows[j], h + 16), f, j);
+      a3 = add_row(a3, load8_as<D>(rows[j], h + 24), f, j);
     }
+    store8_as<D>(out, h, _mm256_mul_ps(a0, vs));
+    store8_as<D>(out, h + 8, _mm256_mul_ps(a1, vs));
+    store8_as<D>(out, h + 16, _mm256_mul_ps(a2, vs));
+    store8_as<D>(out, h + 24, _mm256_mul_ps(a3, vs));
+  }
+  for (; h + 8 <= H; h += 8) {
+    __m256 a = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n; ++j) a = add_row(a, load8_as<D>(rows[j], h), f, j);
+    store8_as<D>(out, h, _mm256_mul_ps(a, vs));
   }
   for (; h < H; ++h) {
-    const float v = acc[h] * scale;
-    switch (dtype) {
-      case DType::kFloat16: static_cast<uint16_t*>(out)[h] = numeric::float_to_half(v); break;
-      case DType::kBFloat16: static_cast<uint16_t*>(out)[h] = numeric::float_to_bf16(v); break;
-      default: static_cast<float*>(out)[h] = v;
+    float a = 0.f;
+    for (int64_t j = 0; j < n; ++j) {
+      const float x = load_scalar(rows[j], D, h);
+      a = f ? std::fma(f[j], x, a) : a + x;
     }
+    store_scalar(out, D, h, a * scale);
+  }
+}
+
+}  // namespace
+
+void sum_rows(const void* const* rows, const float* f, int64_t n, DType dtype, float scale, void* out,
+              int64_t H) {
+  switch (dtype) {
+    case DType::kFloat16: sum_rows_as<DType::kFloat16>(rows, f, n, scale, out, H); break;
+    case DType::kBFloat16: sum_rows_as<DType::kBFloat16>(rows, f, n, scale, out, H); break;
+    default: sum_rows_as<DType::kFloat32>(rows, f, n, scale, out, H);
   }
 }
 

@@ -7,6 +7,7 @@
 #include "combine/cpu/rows.h"
 #include "common/numeric.h"
 #include "common/parallel.h"
+#include "common/small_array.h"
 #include "moekit/cpu.h"
 
 namespace moekit::cpu {
@@ -59,9 +60,10 @@ void shuffle_mul_sum_avx2(const TensorView& input, const TensorView& output,
   char* out = static_cast<char*>(output.data);
   const int32_t* perm = permutation.ptr<int32_t>();
   detail::parallel_for(M, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(H);
+    detail::SmallArray<const void*, 64> rows(k);
+    detail::SmallArray<float, 64> weights(k);
     for (int64_t m = begin; m < end; ++m) {
-      std::fill(acc.begin(), acc.end(), 0.f);
+      int64_t n = 0;
       for (int64_t j = 0; j < k; ++j) {
         const int64_t src = perm[m * k + j];
         if (src < 0 || src >= R) continue;
@@ -74,9 +76,10 @@ void shuffle_mul_sum_avx2(const TensorView& input, const TensorView& output,
             default: f = factors.ptr<float>()[pair];
           }
         }
-        avx2::accumulate_row(in + src * H * elem, input.dtype, f, acc.data(), H);
+        rows[n] = in + src * H * elem;
+        weights[n++] = f;
       }
-      avx2::store_row(acc.data(), 1.f, output.dtype, out + m * H * elem, H);
+      avx2::sum_rows(rows.data(), weights.data(), n, output.dtype, 1.f, out + m * H * elem, H);
     }
   });
 }

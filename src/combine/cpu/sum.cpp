@@ -6,6 +6,7 @@
 #include "combine/cpu/rows.h"
 #include "common/numeric.h"
 #include "common/parallel.h"
+#include "common/small_array.h"
 #include "moekit/cpu.h"
 
 namespace moekit::cpu {
@@ -31,12 +32,10 @@ void sum_rows_avx2(const TensorView& input, const TensorView& output, float scal
   const char* in = static_cast<const char*>(input.data);
   char* out = static_cast<char*>(output.data);
   detail::parallel_for(M, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(H);
+    detail::SmallArray<const void*, 64> rows(k);
     for (int64_t m = begin; m < end; ++m) {
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t j = 0; j < k; ++j)
-        avx2::accumulate_row(in + ((m * k + j) * H) * elem, input.dtype, 1.f, acc.data(), H);
-      avx2::store_row(acc.data(), scale, output.dtype, out + m * H * elem, H);
+      for (int64_t j = 0; j < k; ++j) rows[j] = in + (m * k + j) * H * elem;
+      avx2::sum_rows(rows.data(), nullptr, k, input.dtype, scale, out + m * H * elem, H);
     }
   });
 }
