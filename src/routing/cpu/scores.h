@@ -1,7 +1,8 @@
 // Per-row score computation of the CPU router, one function per ISA with bit-identical keys.
 // Inputs: x = the row's logits as fp32, bias = fp32 [E] or null; both readable up to
 // round_up(E, 8) (the tails are ignored). Outputs key[E] (selection score, never NaN) and
-// weight[E] (the unnormalised routed weight: softmax probability or sigmoid).
+// weight[E] (the unnormalised routed weight: softmax probability or sigmoid); both 32-byte aligned
+// with room for round_up(E, 8) entries (the AVX2 path writes whole vectors).
 #pragma once
 
 #include "routing/problem.h"

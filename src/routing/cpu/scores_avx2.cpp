@@ -150,11 +150,20 @@ void score_row_avx2(const RouterProblem& p, const float* x, const float* bias, f
     _mm256_store_pd(parts, _mm256_add_pd(s0, s1));
     sum = (parts[0] + parts[1]) + (parts[2] + parts[3]);
   }
+  // weight = float(ex / sum) in double, four lanes at a time (IEEE division and the conversion
+  // round exactly as the scalar expression does); lanes past E are never read.
   const bool selection_bias = bias && !p.bias_on_logits;
-  for (int e = 0; e < E; ++e) {
-    weight[e] = sum > 0 ? static_cast<float>(ex[e] / sum) : 0.f;
-    float k = selection_bias ? weight[e] + bias[e] : ex[e];
-    key[e] = k == k ? k : -inf;
+  const __m256d sum4 = _mm256_set1_pd(sum);
+  for (int e = 0; e < E8; e += 8) {
+    const __m256 ev = _mm256_load_ps(ex + e);
+    __m256 w = _mm256_setzero_ps();
+    if (sum > 0) {
+      const __m128 lo = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(ev)), sum4));
+      const __m128 hi = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(ev, 1)), sum4));
+      w = _mm256_set_m128(hi, lo);
+    }
+    _mm256_store_ps(weight + e, w);
+    _mm256_store_ps(key + e, nan_to_neg_inf8(selection_bias ? _mm256_add_ps(w, _mm256_loadu_ps(bias + e)) : ev));
   }
 }
 
