@@ -1,6 +1,6 @@
 // Performance figures of the dispatch and combine CUDA ops, printed next to their targets but
 // never failing (speed is judged by bench/gpu_ops_bench.cu). Timed as CUDA-graph replays of 20
-// launches, so launch latency is amortised (perf_util.h); the bandwidth figures flush L2 before
+// launches, so launch latency is amortised (common/cuda_perf_util.h); the bandwidth figures flush L2 before
 // every call. Run alone: moekit_cuda_tests --gtest_filter='*Perf*'.
 //   align: 8192 tokens x top-8 x 256 experts < 20 us; decode sizes < 5 us
 //   moe_sum / moe_sum_reduce / apply_shuffle_mul_sum at 16384 tokens: >= 75% of the
@@ -9,7 +9,7 @@
 
 #include "common/cuda_test_util.h"
 #include "dispatch/dispatch_test_util.h"
-#include "dispatch/perf_util.h"
+#include "common/cuda_perf_util.h"
 #include "moekit/combine.h"
 
 namespace moekit::test {

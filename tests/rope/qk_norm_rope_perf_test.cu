@@ -2,56 +2,26 @@
 // launches (median of 15); printed, never asserted: the targets (16384 tokens >= 75% of copy
 // bandwidth, decode sizes < 5 us) are judged by bench/gpu_ops_bench.cu.
 // Run alone: moekit_cuda_tests --gtest_filter='*QkNormRopeCudaPerf*'.
-#include <algorithm>
 #include <cstdio>
-#include <vector>
 
+#include "common/cuda_perf_util.h"
 #include "common/cuda_test_util.h"
 #include "moekit/qk_norm_rope.h"
 
 namespace moekit::test {
 namespace {
 
-template <typename Op>
-double graph_us(const Op& op, cudaStream_t stream, int launches = 20, int replays = 15) {
-  op();  // warm-up outside the capture
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  EXPECT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-  for (int i = 0; i < launches; ++i) op();
-  EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-  EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  std::vector<double> us;
-  for (int r = 0; r < replays; ++r) {
-    cudaEventRecord(start, stream);
-    cudaGraphLaunch(exec, stream);
-    cudaEventRecord(stop, stream);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    us.push_back(1000.0 * ms / launches);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
-}
-
 TEST(QkNormRopeCudaPerf, BandwidthAndDecodeLatency) {
   MOEKIT_REQUIRE_GPU();
-  cudaStream_t stream;
-  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   const size_t copy_bytes = size_t{1} << 30;
   void *a = nullptr, *b = nullptr;
   ASSERT_EQ(cudaMalloc(&a, copy_bytes), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&b, copy_bytes), cudaSuccess);
-  const double copy_us = graph_us(
-      [&] { cudaMemcpyAsync(b, a, copy_bytes, cudaMemcpyDeviceToDevice, stream); }, stream, 5, 9);
+  const double copy_us = graph_time_us(
+      [&](Stream st) {
+        cudaMemcpyAsync(b, a, copy_bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(st.handle));
+      },
+      5, 9);
   const double copy_gbps = 2.0 * copy_bytes / copy_us / 1e3;
   cudaFree(a);
   cudaFree(b);
@@ -75,19 +45,16 @@ TEST(QkNormRopeCudaPerf, BandwidthAndDecodeLatency) {
       w.fill(1.0);
       for (int64_t t = 0; t < T; ++t) pos.set(t, 100 + t);
       DeviceTensor d_qkv(qkv), d_w(w), d_pos(pos);
-      const double us = graph_us(
-          [&] {
-            fused_qk_norm_rope(d_qkv.view(), s.hq, s.hkv, s.hkv, s.D, 1e-6, d_w.view(), d_w.view(), 1e6,
-                               true, d_pos.view(), 1.0, 0.0, 0.0, 1.0, s.R, Stream{stream});
-          },
-          stream);
+      const double us = graph_time_us([&](Stream st) {
+        fused_qk_norm_rope(d_qkv.view(), s.hq, s.hkv, s.hkv, s.D, 1e-6, d_w.view(), d_w.view(), 1e6, true,
+                           d_pos.view(), 1.0, 0.0, 0.0, 1.0, s.R, st);
+      });
       const double bytes = 2.0 * T * (s.hq + s.hkv) * s.D * 2 + 4.0 * T;
       const double gbps = bytes / us / 1e3;
       std::printf("fused_qk_norm_rope T=%ld Hq=%ld Hkv=%ld D=%ld R=%ld bf16: %.2f us, %.0f GB/s = %.0f%% of copy %.0f GB/s\n",
                   long(T), long(s.hq), long(s.hkv), long(s.D), long(s.R), us, gbps, 100 * gbps / copy_gbps,
                   copy_gbps);
     }
-  cudaStreamDestroy(stream);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "common/cuda_perf_util.h"
 #include "common/cuda_test_util.h"
 #include "moekit/dispatch.h"
 #include "routing/cuda/launcher.h"
@@ -155,42 +156,14 @@ TEST(RouteAndAlignCudaTiming, DecodeSizes) {
       bias.fill_normal(rng);
       Buffers b(M, slots, 257, 64);
       DeviceTensor dx(x), db(bias), dw(b.w), di(b.ids), ds(b.sorted), de(b.experts), dt(b.total);
-      cudaStream_t stream;
-      cudaStreamCreate(&stream);
-      auto call = [&] {
-        route_and_align_block_size(dx.view(), db.view(), dw.view(), di.view(), ds.view(), de.view(),
-                                   dt.view(), o, Stream{stream});
-      };
-      call();
-      cudaGraph_t graph;
-      cudaGraphExec_t exec;
-      cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal);
-      for (int i = 0; i < 200; ++i) call();
-      cudaStreamEndCapture(stream, &graph);
-      cudaGraphInstantiate(&exec, graph, 0);
-      cudaGraphLaunch(exec, stream);  // warm-up
-      cudaStreamSynchronize(stream);
-      cudaEvent_t a, e;
-      cudaEventCreate(&a);
-      cudaEventCreate(&e);
-      std::vector<float> us;
-      for (int rep = 0; rep < 7; ++rep) {
-        cudaEventRecord(a, stream);
-        cudaGraphLaunch(exec, stream);
-        cudaEventRecord(e, stream);
-        cudaEventSynchronize(e);
-        float ms = 0;
-        cudaEventElapsedTime(&ms, a, e);
-        us.push_back(ms * 1000 / 200);
-      }
-      std::sort(us.begin(), us.end());
+      const double us = graph_time_us(
+          [&](Stream st) {
+            route_and_align_block_size(dx.view(), db.view(), dw.view(), di.view(), ds.view(), de.view(),
+                                       dt.view(), o, st);
+          },
+          200, 7);
       std::printf("[route_and_align timing] router=%d E=256 k=%d M=%-4lld bs=64 %.2f us\n",
-                  static_cast<int>(r), slots, static_cast<long long>(M), us[3]);
-      cudaGraphExecDestroy(exec);
-      cudaGraphDestroy(graph);
-      cudaEventDestroy(a);
-      cudaEventDestroy(e);
-      cudaStreamDestroy(stream);
+                  static_cast<int>(r), slots, static_cast<long long>(M), us);
     }
 }
 
@@ -226,40 +199,9 @@ TEST(RouteAndAlignCudaTiming, LaunchShapes) {
       const detail::RouteAndAlignProblem p = detail::validate_route_and_align(
           dx.view(), bias_view, dw.view(), di.view(), ds.view(), de.view(), dt.view(), o, dx.view().device);
       float figure[3] = {0, 0, 0};
-      for (int how = 0; how < 3; ++how) {
-        cudaStream_t stream;
-        cudaStreamCreate(&stream);
-        auto call = [&] { cuda::route_and_align(p, Stream{stream}, static_cast<cuda::RouteAlignLaunch>(how)); };
-        call();
-        cudaGraph_t graph;
-        cudaGraphExec_t exec;
-        cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal);
-        for (int i = 0; i < 100; ++i) call();
-        cudaStreamEndCapture(stream, &graph);
-        cudaGraphInstantiate(&exec, graph, 0);
-        cudaGraphLaunch(exec, stream);  // warm-up
-        cudaStreamSynchronize(stream);
-        cudaEvent_t a, e;
-        cudaEventCreate(&a);
-        cudaEventCreate(&e);
-        std::vector<float> us;
-        for (int rep = 0; rep < 7; ++rep) {
-          cudaEventRecord(a, stream);
-          cudaGraphLaunch(exec, stream);
-          cudaEventRecord(e, stream);
-          cudaEventSynchronize(e);
-          float ms = 0;
-          cudaEventElapsedTime(&ms, a, e);
-          us.push_back(ms * 1000 / 100);
-        }
-        std::sort(us.begin(), us.end());
-        figure[how] = us[3];
-        cudaGraphExecDestroy(exec);
-        cudaGraphDestroy(graph);
-        cudaEventDestroy(a);
-        cudaEventDestroy(e);
-        cudaStreamDestroy(stream);
-      }
+      for (int how = 0; how < 3; ++how)
+        figure[how] = static_cast<float>(graph_time_us(
+            [&](Stream st) { cuda::route_and_align(p, st, static_cast<cuda::RouteAlignLaunch>(how)); }, 100, 7));
       ASSERT_EQ(cudaGetLastError(), cudaSuccess);
       std::printf("[route_and_align launch] %s E=%lld k=8 M=%-4lld bs=16 auto %.2f one-CTA %.2f router+align %.2f us\n",
                   gate ? "gate" : "softmax", static_cast<long long>(cfg.E), static_cast<long long>(M),

@@ -6,6 +6,7 @@
 #include <functional>
 #include <vector>
 
+#include "common/cuda_perf_util.h"
 #include "common/cuda_test_util.h"
 #include "routing/router_cases.h"
 
@@ -205,37 +206,8 @@ __global__ void empty_kernel() {}
 constexpr int kCallsPerGraph = 200;
 
 float replay_us(const std::function<void(cudaStream_t)>& call) {
-  cudaStream_t stream;
-  cudaStreamCreate(&stream);
-  call(stream);
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal);
-  for (int i = 0; i < kCallsPerGraph; ++i) call(stream);
-  cudaStreamEndCapture(stream, &graph);
-  cudaGraphInstantiate(&exec, graph, 0);
-  cudaGraphLaunch(exec, stream);  // warm-up
-  cudaStreamSynchronize(stream);
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  std::vector<float> times;
-  for (int rep = 0; rep < 7; ++rep) {
-    cudaEventRecord(a, stream);
-    cudaGraphLaunch(exec, stream);
-    cudaEventRecord(b, stream);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    times.push_back(ms * 1000 / kCallsPerGraph);
-  }
-  std::sort(times.begin(), times.end());
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  cudaStreamDestroy(stream);
-  return times[times.size() / 2];
+  return static_cast<float>(graph_time_us(
+      [&](Stream s) { call(static_cast<cudaStream_t>(s.handle)); }, kCallsPerGraph, 7));
 }
 
 TEST(RouterCudaTiming, EmptyKernelBaseline) {

@@ -1,6 +1,6 @@
-// Timing for the dispatch/combine performance figures: `launches` back-to-back calls captured in one
-// CUDA graph (launch latency amortised), the graph replayed `replays` times; returns the median
-// microseconds per call. graph_time_cold_us puts an L2 flush before every call and subtracts the
+// Timing of the CUDA performance figures (dispatch, combine, rope and routing tests): `launches`
+// back-to-back calls captured in one CUDA graph (launch latency amortised), the graph replayed
+// `replays` times; returns the median microseconds per call. graph_time_cold_us puts an L2 flush before every call and subtracts the
 // flushes' own time, for bandwidth figures that must not be served from L2.
 #pragma once
 
