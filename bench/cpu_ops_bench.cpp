@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "common/numeric.h"
 #include "moekit/combine.h"
 #include "moekit/cpu.h"
 #include "moekit/dispatch.h"
@@ -66,12 +67,7 @@ void fill_f32(Buffer& b, std::mt19937_64& rng) {
 void fill_bf16(Buffer& b, std::mt19937_64& rng) {
   std::normal_distribution<float> d(0.f, 1.f);
   auto* p = static_cast<uint16_t*>(b.view.data);
-  for (int64_t i = 0; i < b.view.numel(); ++i) {
-    float f = d(rng);
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    p[i] = static_cast<uint16_t>(u >> 16);
-  }
+  for (int64_t i = 0; i < b.view.numel(); ++i) p[i] = numeric::float_to_bf16(d(rng));
 }
 
 void fill_ids(Buffer& b, int64_t E, std::mt19937_64& rng) {
