@@ -215,38 +215,50 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
   uint32_t avail = 0;
 #pragma unroll
   for (int i = 0; i < kVPT; ++i) avail |= (expert_of<kW>(i, rank, lane) < E ? 1u : 0u) << i;
-  if (p.groups > 1 && E / p.groups == 32) {
+  // (Shapes of more than 8 slots a lane keep the generic path: the arrays below would spill.)
+  if (kVPT <= 8 && p.groups > 1 && E / p.groups == 32) {
     // Groups of 32: register slot i of this warp holds exactly group i * kW + rank, one expert per
-    // lane, so a group's best two come from warp reductions. The groups kept are the best
-    // topk_group by (score desc, index asc), the same set the generic path below keeps; each lane
-    // g ranks group g against all the team's group scores.
+    // lane, so a group's best two come from warp reductions (all slots' reductions in flight at
+    // once; slots past G are computed and ignored). The groups kept are the best topk_group by
+    // (score desc, index asc), the same set the generic path below keeps; lane g ranks group g
+    // against all the team's group scores.
+    constexpr int kMaxGroups = kVPT * kW;
     const int G = p.groups;
-    const bool two = p.group_score_terms() == 2;
+    uint32_t u[kVPT], best[kVPT], second[kVPT];
+    unsigned ties[kVPT];
 #pragma unroll
-    for (int i = 0; i < kVPT; ++i) {
-      const int g = i * kW + rank;
-      if (g < G) {  // warp-uniform
-        const uint32_t u = ordered_bits(key[i]);
-        const uint32_t m1 = __reduce_max_sync(kFullMask, u);
-        const unsigned ties = __ballot_sync(kFullMask, u == m1);
-        const uint32_t m2 = __popc(ties) > 1 ? m1 : __reduce_max_sync(kFullMask, u == m1 ? 0u : u);
-        float score = float_of_ordered_bits(m1);
-        if (two) score = routing::nan_to_neg_inf(routing::round_to(score + float_of_ordered_bits(m2), p.rounding));
-        if (lane == 0) scratch.group_bits[g] = ordered_bits(score);
+    for (int i = 0; i < kVPT; ++i) u[i] = ordered_bits(key[i]);
+#pragma unroll
+    for (int i = 0; i < kVPT; ++i) best[i] = __reduce_max_sync(kFullMask, u[i]);
+#pragma unroll
+    for (int i = 0; i < kVPT; ++i) ties[i] = __ballot_sync(kFullMask, u[i] == best[i]);
+#pragma unroll
+    for (int i = 0; i < kVPT; ++i) second[i] = __reduce_max_sync(kFullMask, u[i] == best[i] ? 0u : u[i]);
+    if (lane == 0) {
+      const bool two = p.group_score_terms() == 2;
+#pragma unroll
+      for (int i = 0; i < kVPT; ++i) {
+        const int g = i * kW + rank;
+        if (g < G) {
+          float score = float_of_ordered_bits(best[i]);
+          if (two) {
+            const float runner_up = float_of_ordered_bits(__popc(ties[i]) > 1 ? best[i] : second[i]);
+            score = routing::nan_to_neg_inf(routing::round_to(score + runner_up, p.rounding));
+          }
+          scratch.group_bits[g] = ordered_bits(score);
+        }
       }
     }
     team_sync<kW>(barrier_id);
-    bool keep = false;
-    if (lane < G) {
-      const uint32_t mine = scratch.group_bits[lane];
-      int before = 0;
-      for (int h = 0; h < G; ++h) {
-        const uint32_t other = scratch.group_bits[h];
-        before += (other > mine || (other == mine && h < lane)) ? 1 : 0;
-      }
-      keep = before < p.topk_group;
-    }
-    const unsigned kept = __ballot_sync(kFullMask, keep);
+    uint32_t group[kMaxGroups];
+#pragma unroll
+    for (int h = 0; h < kMaxGroups; ++h) group[h] = h < G ? scratch.group_bits[h] : 0u;
+    const uint32_t mine = lane < G ? scratch.group_bits[lane] : 0u;
+    int before = 0;
+#pragma unroll
+    for (int h = 0; h < kMaxGroups; ++h)
+      before += h < G && (group[h] > mine || (group[h] == mine && h < lane)) ? 1 : 0;
+    const unsigned kept = __ballot_sync(kFullMask, lane < G && before < p.topk_group);
     __syncwarp();  // group_bits is rewritten for the next row
 #pragma unroll
     for (int i = 0; i < kVPT; ++i)
@@ -357,7 +369,8 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
       if (c < n) {
         const uint64_t mine = cand[c];
         int before = 0;
-        for (int o = 0; o < n; ++o) before += cand[o] > mine ? 1 : 0;
+#pragma unroll
+        for (int o = 0; o < kW * kMaxRouterTopk; ++o) before += o < n && cand[o] > mine ? 1 : 0;
         if (before < R) {
           scratch.slot_id[before] = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(mine));
           scratch.slot_value[before] = cand_value[c];
