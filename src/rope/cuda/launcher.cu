@@ -13,7 +13,10 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 // Below this many tokens a token's heads are split over several CTAs: one CTA per token would leave
 // most of the GPU idle at decode sizes (132 SMs on an H100 SXM). At and above it, one CTA per token
 // (the split kernel measured 38% of copy at 16384 tokens against 81% unsplit).
-constexpr int64_t kRopeTargetCtas = 132;
+constexpr int64_t kRopeSplitBelowTokens = 132;
+// Split CTAs wanted in all: about four per SM, so that a CTA holds few slices (its time grows with
+// them: 96 + 8 heads at T = 64 took 7.1 us with ~132 CTAs of two passes each).
+constexpr int64_t kRopeTargetCtas = 4 * 132;
 // A split CTA keeps at least two warps of slices, so its R/2 <= 64 rotations take one round.
 constexpr int64_t kRopeMinChunkSlices = 64;
 
@@ -24,15 +27,17 @@ struct RopeLaunchShape {
   int threads;
 };
 
-// The one heuristic: split the heads so that tokens x chunks reaches about kRopeTargetCtas, each
-// chunk at least kRopeMinChunkSlices slices; no split (the whole row per CTA) at large T.
+// The one heuristic: below kRopeSplitBelowTokens split the heads so that tokens x chunks reaches
+// about kRopeTargetCtas, each chunk at least kRopeMinChunkSlices slices; no split (the whole row per
+// CTA) at large T.
 // Threads: the chunk's slices in passes of at most kRopeMaxThreads, rounded up to whole warps (a
 // warp boundary is always a head boundary: D/8 divides 32). Unsplit rows use two equal passes (both
 // loaded up front, so blocks stay small enough for 3 per SM), split chunks as few as fit.
 RopeLaunchShape rope_launch_shape(int64_t tokens, int64_t heads, int64_t lanes_per_head) {
   const int64_t items = heads * lanes_per_head;
-  const int64_t wanted_chunks =
-      tokens >= kRopeTargetCtas ? 1 : (kRopeTargetCtas + tokens - 1) / std::max<int64_t>(tokens, 1);
+  const int64_t wanted_chunks = tokens >= kRopeSplitBelowTokens
+                                    ? 1
+                                    : (kRopeTargetCtas + tokens - 1) / std::max<int64_t>(tokens, 1);
   const int64_t min_heads = (kRopeMinChunkSlices + lanes_per_head - 1) / lanes_per_head;
   const int64_t chunk_heads = std::max((heads + wanted_chunks - 1) / wanted_chunks, min_heads);
   RopeLaunchShape shape;
