@@ -108,8 +108,8 @@ MOEKIT_API void biased_grouped_topk(TensorView topk_weights, TensorView topk_ids
 // writes topk_weights / topk_ids exactly as it does alone, and sorted_token_ids / experts_ids /
 // num_tokens_post_pad are those of moe_align_block_size_experts(topk_ids, E + S, block_size, ...,
 // pad_sorted_token_ids, ignore_invalid_expert = true) (dispatch.h; S = fused shared experts, whose
-// ids E..E+S-1 are real buckets). On CUDA one launch does both for up to 4096 (token, slot) pairs
-// (the decode case); more pairs take two launches with the same results.
+// ids E..E+S-1 are real buckets). On CUDA a few rows (decode) take one launch that does both; more
+// rows take the router launch and a dependent align launch; same results either way.
 //   gating_output [M, E], correction_bias as the chosen router op takes it (required by the gate)
 //   topk_weights [M, k] fp32, topk_ids [M, k] int32: out
 //   sorted_token_ids [P] int32, experts_ids [B] int32, num_tokens_post_pad [1] int32: out, with

@@ -69,18 +69,23 @@ __global__ void __launch_bounds__(1024) moe_align_block_size_kernel(detail::Alig
 }
 
 // Up to kSmallBucketMaxThreads pairs, one per thread. The pad fill covers the whole buffer first;
-// the pairs overwrite their slots after the bucketing's barriers.
-template <typename IdT>
+// the pairs overwrite their slots after the bucketing's barriers. kAfterRouter: launched (with
+// programmatic dependent launch) right behind the router kernel that writes the ids, which started
+// only once all earlier work of the stream had finished and reads none of these outputs; so the pad
+// fill and the table clearing run while the router does, and only the id loads wait for it.
+template <typename IdT, bool kAfterRouter>
 __global__ void __launch_bounds__(kSmallBucketMaxThreads)
     moe_align_block_size_small_kernel(detail::AlignProblem p) {
   extern __shared__ int32_t smem_words[];
-  wait_for_preceding_grid();
+  if constexpr (!kAfterRouter) wait_for_preceding_grid();
   const int nb = p.num_experts + 1, n = static_cast<int>(p.numel);
   const SmallBucketSmem s(smem_words, n, nb);
   const AlignSource<IdT> source{static_cast<const IdT*>(p.topk_ids), p};
   if (p.pad_sorted_token_ids) block_fill_int32(p.sorted_token_ids, p.sorted_capacity, n);
 
-  const SmallBucketPair pair = small_bucket(s, nb, n, source, p.block_size, 0);
+  const SmallBucketPair pair = small_bucket(s, nb, n, source, p.block_size, 0, [] {
+    if constexpr (kAfterRouter) wait_for_preceding_grid();
+  });
   if (pair.bucket >= 0) p.sorted_token_ids[pair.slot] = threadIdx.x;
   const int32_t total = s.start[nb];
   for (int32_t j = threadIdx.x; j < total / p.block_size; j += blockDim.x)

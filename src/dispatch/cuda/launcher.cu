@@ -91,16 +91,18 @@ void launch_cluster(Kernel kernel, const BucketLaunch& l, cudaStream_t stream, c
   MOEKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, arg));
 }
 
-}  // namespace
-
-void moe_align_block_size(const detail::AlignProblem& p, Stream stream) {
+// The align launch: the one-CTA small path where it fits (after_router: see
+// moe_align_block_size_after_router), else the cluster.
+void align(const detail::AlignProblem& p, Stream stream, bool after_router) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
   const SmallLaunch small = choose_small_launch(p.numel, p.num_buckets());
   if (small.use) {
     if (p.ids_int64)
-      launch_small(moe_align_block_size_small_kernel<int64_t>, small, s, p);
+      launch_small(moe_align_block_size_small_kernel<int64_t, false>, small, s, p);
+    else if (after_router)
+      launch_small(moe_align_block_size_small_kernel<int32_t, true>, small, s, p);
     else
-      launch_small(moe_align_block_size_small_kernel<int32_t>, small, s, p);
+      launch_small(moe_align_block_size_small_kernel<int32_t, false>, small, s, p);
     return;
   }
   const BucketLaunch l = choose_bucket_launch(p.numel, p.num_buckets());
@@ -108,6 +110,14 @@ void moe_align_block_size(const detail::AlignProblem& p, Stream stream) {
     launch_cluster(moe_align_block_size_kernel<int64_t>, l, s, p);
   else
     launch_cluster(moe_align_block_size_kernel<int32_t>, l, s, p);
+}
+
+}  // namespace
+
+void moe_align_block_size(const detail::AlignProblem& p, Stream stream) { align(p, stream, false); }
+
+void moe_align_block_size_after_router(const detail::AlignProblem& p, Stream stream) {
+  align(p, stream, true);
 }
 
 void prepare_moe_input(const detail::PrepareProblem& p, Stream stream) {

@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(kSmallBucketMaxThreads)
   const PrepareSource source{p};
   const bool blockscale = p.blockscale_offsets != nullptr;
 
-  const SmallBucketPair pair = small_bucket(s, nb, n, source, 1, blockscale ? 128 : 0);
+  const SmallBucketPair pair = small_bucket(s, nb, n, source, 1, blockscale ? 128 : 0, [] {});
   const int i = threadIdx.x;
   if (pair.bucket >= 0) {
     p.input_permutation[pair.slot] = static_cast<int32_t>(i / p.topk);

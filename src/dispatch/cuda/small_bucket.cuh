@@ -92,17 +92,18 @@ __device__ __forceinline__ int2 block_exclusive_scan2(int2 v, int32_t* warp_sums
 
 // Buckets the n pairs (n <= blockDim.x; src as in stable_bucket.cuh). Fills s.count, s.start (counts
 // padded to `block`) and, when block2 > 0, s.start2 (padded to block2), all visible to the whole CTA
-// on return.
-template <typename Source>
+// on return. before_ids() runs after the table is cleared and before any id is read.
+template <typename Source, typename BeforeIds>
 __device__ SmallBucketPair small_bucket(const SmallBucketSmem& s, int nb, int n, const Source& src,
-                                        int32_t block, int32_t block2) {
+                                        int32_t block, int32_t block2, const BeforeIds& before_ids) {
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, nthreads = blockDim.x;
   const int pair_warps = (n + 31) / 32;
-  int b = -1;
-  if (tid < n) b = src.bucket(src.id(tid));
   uint32_t* table_words = reinterpret_cast<uint32_t*>(s.table);
   const int words = static_cast<int>(small_bucket_table_words(n, nb));
   for (int x = tid; x < words; x += nthreads) table_words[x] = 0;
+  before_ids();
+  int b = -1;
+  if (tid < n) b = src.bucket(src.id(tid));
   __syncthreads();
 
   int rank = 0;
@@ -120,6 +121,7 @@ __device__ SmallBucketPair small_bucket(const SmallBucketSmem& s, int nb, int n,
   int2 local = make_int2(0, 0);
   for (int bk = b0; bk < b1; ++bk) {
     int32_t run = 0;
+#pragma unroll 8
     for (int w = 0; w < pair_warps; ++w) {
       uint16_t* cell = s.table + w * nb + bk;
       const int32_t c = *cell;
@@ -150,6 +152,17 @@ __device__ SmallBucketPair small_bucket(const SmallBucketSmem& s, int nb, int n,
   SmallBucketPair pair{b, 0};
   if (b >= 0) pair.slot = s.start[b] + s.table[warp * nb + b] + rank;
   return pair;
+}
+
+// Index of the bucket holding slot `pos`: the last b with start[b] <= pos (empty buckets skipped).
+__device__ __forceinline__ int bucket_of_slot(const int32_t* start, int nb, int64_t pos) {
+  int lo = 0, hi = nb;  // answer in [lo, hi)
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (start[mid] <= pos) lo = mid;
+    else hi = mid;
+  }
+  return lo;
 }
 
 // dst[0, count) = value by the whole CTA, 16-byte stores where the address allows.

@@ -19,6 +19,8 @@
 
 #include <cstdint>
 
+#include "dispatch/cuda/small_bucket.cuh"
+
 namespace moekit::cuda {
 
 namespace cg = cooperative_groups;
@@ -199,17 +201,6 @@ __device__ void scatter_buckets(const BucketSmem& s, int nb, int64_t n, const So
       __syncwarp();
     }
   }
-}
-
-// Index of the bucket holding slot `pos`: the last b with start[b] <= pos (empty buckets skipped).
-__device__ __forceinline__ int bucket_of_slot(const int32_t* start, int nb, int64_t pos) {
-  int lo = 0, hi = nb;  // answer in [lo, hi)
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (start[mid] <= pos) lo = mid;
-    else hi = mid;
-  }
-  return lo;
 }
 
 }  // namespace moekit::cuda

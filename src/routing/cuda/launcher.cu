@@ -76,15 +76,28 @@ void launch(const routing::RouterProblem& p, cudaStream_t stream, Shape<kVPT, kW
   MOEKIT_CUDA_CHECK_LAUNCH();
 }
 
+// The one-CTA launch takes one pair per thread, its bucket table within the default shared memory.
+constexpr size_t kFusedMaxDynamicSmemBytes = 20 * 1024;  // beside <= 28 KiB of static scratch
+
+bool fits_one_cta(const detail::RouteAndAlignProblem& p) {
+  const RouterShape shape = router_shape(p.route.M, p.route.E, true);
+  const int threads = (shape.slots_per_lane > 8 ? fused_warps<12>() : fused_warps<4>()) * 32;
+  const int64_t pairs = p.route.M * p.route.slots();
+  return pairs <= threads &&
+         small_bucket_smem_words(pairs, p.align.num_experts) * 4 <= int64_t(kFusedMaxDynamicSmemBytes);
+}
+
 template <int kVPT, int kW>
 void launch_fused(const detail::RouteAndAlignProblem& p, cudaStream_t stream, Shape<kVPT, kW>) {
   constexpr int threads = fused_warps<kVPT>() * 32;
+  const size_t smem =
+      static_cast<size_t>(small_bucket_smem_words(p.route.M * p.route.slots(), p.align.num_experts)) * 4;
   if (p.route.score == routing::ScoreFunction::kSigmoid)
     route_and_align_kernel<kVPT, kW, routing::ScoreFunction::kSigmoid>
-        <<<1, threads, 0, stream>>>(p.route, p.align);
+        <<<1, threads, smem, stream>>>(p.route, p.align);
   else
     route_and_align_kernel<kVPT, kW, routing::ScoreFunction::kSoftmax>
-        <<<1, threads, 0, stream>>>(p.route, p.align);
+        <<<1, threads, smem, stream>>>(p.route, p.align);
   MOEKIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -100,13 +113,17 @@ void route_and_align(const detail::RouteAndAlignProblem& p, Stream stream, Route
   if (how == RouteAlignLaunch::kAuto)
     how = one_cta_route_and_align(p.route.M, p.route.E) ? RouteAlignLaunch::kOneCta
                                                         : RouteAlignLaunch::kRouterThenAlign;
-  if (how == RouteAlignLaunch::kOneCta) {
+  if (how == RouteAlignLaunch::kOneCta && fits_one_cta(p)) {
     with_shape(router_shape(p.route.M, p.route.E, true),
                [&](auto shape) { launch_fused(p, s, shape); });
     return;
   }
-  if (p.route.M > 0) route(p.route, stream);
-  moe_align_block_size(p.align, stream);
+  if (p.route.M == 0) {  // no router launch to follow: the plain align (it waits before any write)
+    moe_align_block_size(p.align, stream);
+    return;
+  }
+  route(p.route, stream);
+  moe_align_block_size_after_router(p.align, stream);
 }
 
 }  // namespace moekit::cuda
