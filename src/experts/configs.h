@@ -56,12 +56,11 @@ inline constexpr GroupedTile kGroupedTiles[] = {
     {64, 256, 64, 2, true, "grouped64"},  // half the token-row padding per expert
 };
 
-// Average tokens per touched expert from which the grouped prefill path is chosen.
+// Average tokens per touched expert from which the grouped prefill path (grouped128) is chosen.
+// H100, 2026-11-25: at 64 it beat the tiled path for qwen3-30b-a3b (M = 1024: 582 vs 613 us) and
+// mixtral-8x7b (M = 256: 1091 vs 1297 us); at 16 (qwen3 M = 256) it lost (497 vs 479 us).
+// grouped64 was slower than grouped128 at every such point.
 inline constexpr int kGroupedMinTokensPerExpert = 64;
-// Whether the heuristic picks the grouped path on its own. Off until its CUDA tests have passed on
-// an H100 (issue 5: no device time was left to run them); until then only MOEKIT_EXPERTS_TILE=
-// grouped128|grouped64 or force_experts_tile (the tests) select it.
-inline constexpr bool kGroupedPathChosenByDefault = false;
 
 // Whether this build has the prefill path (CUTLASS headers were found at configure time).
 bool grouped_experts_available();

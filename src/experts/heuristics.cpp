@@ -50,10 +50,10 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // Prefill: with tens of tokens per expert and more, tensor-core throughput decides, which the
   // TMA/wgmma grouped GEMMs are built for; below, padding each expert to 128 token rows wastes more
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32
-  // offsets). Threshold and tile (grouped128 vs grouped64) still to be measured on the device.
+  // offsets).
   ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128};
-  plan.grouped = kGroupedPathChosenByDefault && grouped_experts_available() &&
-                 per_expert >= kGroupedMinTokensPerExpert && pairs < (int64_t(1) << 30);
+  plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
+                 pairs < (int64_t(1) << 30);
   if (const char* forced = forced_tile_name()) {
     for (int t = 0; t < int(TileId::kCount); ++t)
       if (std::strcmp(forced, kGemmTiles[t].name) == 0) {

@@ -537,9 +537,9 @@ TEST(FusedExpertsGpuGroupedPath, InPlaceAndGraphReplay) {
   cudaStreamDestroy(stream);
 }
 
-// Large batches take the grouped path on their own (when built with it and enabled).
+// Large batches take the grouped path on their own (when built with it).
 TEST(FusedExpertsGpuGroupedPath, ChosenForPrefill) {
-  const bool on = cuda::grouped_experts_available() && cuda::kGroupedPathChosenByDefault;
+  const bool on = cuda::grouped_experts_available();
   EXPECT_EQ(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true).grouped, on);
   EXPECT_EQ(cuda::choose_experts_plan(70000, 2, 8, 256, 128, true).grouped, on);
   EXPECT_FALSE(cuda::choose_experts_plan(4, 8, 128, 2048, 768, true).grouped);

@@ -33,7 +33,9 @@ struct CutlassElement<__half> { using type = cutlass::half_t; };
 
 // One grouped GEMM D[rows_g, N] = A[rows_g, K] . B_g[N, K]^T per group, fp32 accumulation, D
 // rounded once to T; A and D row-major, B (the expert's weights) K-major, i.e. column-major B.
-template <typename T, int Id>
+// Weighted (GEMM 2): D[r, n] = round(w_g[r] * (acc[r, n] + b_g[n])), the pair's top-k weight per
+// row and the expert's bias per column (absent: 0), so the combine only sums rows.
+template <typename T, int Id, bool Weighted>
 struct GroupedGemm {
   static constexpr GroupedTile kTile = kGroupedTiles[Id];
   using Element = typename CutlassElement<T>::type;
@@ -50,11 +52,26 @@ struct GroupedGemm {
   using RowMajor = cutlass::layout::RowMajor;
   using ColumnMajor = cutlass::layout::ColumnMajor;
 
+  // Epilogue visitor tree of the weighted GEMM: multiplies(row weight, plus(acc, column bias)).
+  // Both vectors come as per-group pointer arrays; alignment 1: a group's rows start anywhere.
+  using RowWeight = cutlass::epilogue::fusion::Sm90ColBroadcast<0, TileShape, float*, float,
+                                                                cute::Stride<cute::_1, cute::_0, cute::_0>, 1>;
+  using ColBias = cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, float*, float,
+                                                              cute::Stride<cute::_0, cute::_1, cute::_0>, 1>;
+  using AccPlusBias = cutlass::epilogue::fusion::Sm90EVT<
+      cutlass::epilogue::fusion::Sm90Compute<cutlass::plus, float, float,
+                                             cutlass::FloatRoundStyle::round_to_nearest>,
+      cutlass::epilogue::fusion::Sm90AccFetch, ColBias>;
+  using WeightedOut = cutlass::epilogue::fusion::Sm90EVT<
+      cutlass::epilogue::fusion::Sm90Compute<cutlass::multiplies, Element, float,
+                                             cutlass::FloatRoundStyle::round_to_nearest>,
+      RowWeight, AccPlusBias>;
+  using Fusion = std::conditional_t<Weighted, WeightedOut,
+                                    cutlass::epilogue::fusion::LinearCombination<Element, float, void, float>>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, RowMajor*, kAlign,
-      Element, RowMajor*, kAlign, EpilogueSchedule,
-      cutlass::epilogue::fusion::LinearCombination<Element, float, void, float>>::CollectiveOp;
+      Element, RowMajor*, kAlign, EpilogueSchedule, Fusion>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, RowMajor*, kAlign, Element,
       ColumnMajor*, kAlign, float, TileShape, ClusterShape,
@@ -77,9 +94,11 @@ struct GroupedGemm {
     StrideA* sa;
     StrideB* sb;
     StrideD* sd;
+    const float** row_weight;  // Weighted only
+    const float** col_bias;    // Weighted only; null when the layer has no bias
   };
   static constexpr size_t kBytesPerGroup =
-      sizeof(Shape3) + 3 * sizeof(void*) + sizeof(StrideA) + sizeof(StrideB) + sizeof(StrideD);
+      sizeof(Shape3) + 5 * sizeof(void*) + sizeof(StrideA) + sizeof(StrideB) + sizeof(StrideD);
   static_assert(2 * kBytesPerGroup <= kGroupArgBytes, "group argument budget");
 
   static Arrays carve(unsigned char*& base, int64_t groups) {
@@ -96,13 +115,24 @@ struct GroupedGemm {
     r.sa = reinterpret_cast<StrideA*>(take(groups * sizeof(StrideA)));
     r.sb = reinterpret_cast<StrideB*>(take(groups * sizeof(StrideB)));
     r.sd = reinterpret_cast<StrideD*>(take(groups * sizeof(StrideD)));
+    r.row_weight = r.col_bias = nullptr;
+    if (Weighted) {
+      r.row_weight = reinterpret_cast<const float**>(take(groups * sizeof(void*)));
+      r.col_bias = reinterpret_cast<const float**>(take(groups * sizeof(void*)));
+    }
     return r;
   }
 
   // Group g: rows x N x K, A rows from `a0 + first * K`, weights `b0 + e * N * K`, D rows at
-  // `d0 + first * N` (row-major with leading dimension K resp. N).
+  // `d0 + first * N` (row-major with leading dimension K resp. N); Weighted: row weights from
+  // `w0 + first`, column bias `bias0 + e * N` (bias0 may be null).
   static __device__ void set_group(const Arrays& arr, int g, int rows, int e, int first, int64_t N,
-                                   int64_t K, const T* a0, const T* b0, T* d0) {
+                                   int64_t K, const T* a0, const T* b0, T* d0,
+                                   const float* w0 = nullptr, const float* bias0 = nullptr) {
+    if (Weighted) {
+      arr.row_weight[g] = w0 + first;
+      if (bias0) arr.col_bias[g] = bias0 + int64_t(e) * N;
+    }
     arr.shapes[g] = cute::make_shape(rows, static_cast<int>(N), static_cast<int>(K));
     arr.a[g] = reinterpret_cast<const Element*>(a0 + int64_t(first) * K);
     arr.b[g] = reinterpret_cast<const Element*>(b0 + int64_t(e) * N * K);
@@ -118,7 +148,7 @@ struct GroupedGemm {
     arr.sd[g] = sd;
   }
 
-  static void run(const Arrays& arr, int groups, void* scratch, cudaStream_t stream) {
+  static void run(const Arrays& arr, int groups, bool has_bias, void* scratch, cudaStream_t stream) {
     int device = 0;
     MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
     static int sm_counts[64] = {};
@@ -132,8 +162,12 @@ struct GroupedGemm {
     args.problem_shape = {groups, arr.shapes, nullptr};  // shapes live on the device only
     args.mainloop = {arr.a, arr.sa, arr.b, arr.sb};
     auto& fusion = args.epilogue.thread;
-    fusion.alpha = 1.f;
-    fusion.beta = 0.f;
+    if constexpr (Weighted) {
+      fusion = {{arr.row_weight}, {{}, {has_bias ? arr.col_bias : nullptr}, {}}, {}};
+    } else {
+      fusion.alpha = 1.f;
+      fusion.beta = 0.f;
+    }
     args.epilogue.ptr_C = nullptr;
     args.epilogue.ptr_D = arr.d;
     args.epilogue.dD = arr.sd;
@@ -166,17 +200,20 @@ struct GroupedPrepParams {
   int group_count;     // min(E, P): groups past *num_groups are empty
   const void* hidden;  // [M, H]
   const int* pair_pos;
+  const float* topk_weights;  // [P]
+  const float* w2_bias;       // [E, H] or null
   int64_t P, H, I, R13;
   int k;
   const void *w13, *w2;
   void *gathered, *gate_up, *act, *down;
+  float* sorted_weights;  // [P]: topk weight of the pair at each sorted position
 };
 
-// Writes both GEMMs' group arrays (one thread per group) and gathers each pair's token row to its
-// sorted position (16-byte chunks, grid-stride).
-template <typename T, typename G>
-__global__ void grouped_prep_kernel(const GroupedPrepParams p, const typename G::Arrays g1,
-                                    const typename G::Arrays g2) {
+// Writes both GEMMs' group arrays (one thread per group), each pair's top-k weight at its sorted
+// position, and gathers each pair's token row there (16-byte chunks, grid-stride).
+template <typename T, typename G1, typename G2>
+__global__ void grouped_prep_kernel(const GroupedPrepParams p, const typename G1::Arrays g1,
+                                    const typename G2::Arrays g2) {
   pdl_wait();  // route_prep's list and positions
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (tid < p.group_count) {
@@ -188,10 +225,11 @@ __global__ void grouped_prep_kernel(const GroupedPrepParams p, const typename G:
       first = t.y;
       rows = t.z;
     }
-    G::set_group(g1, g, rows, e, first, p.R13, p.H, static_cast<const T*>(p.gathered),
-                 static_cast<const T*>(p.w13), static_cast<T*>(p.gate_up));
-    G::set_group(g2, g, rows, e, first, p.H, p.I, static_cast<const T*>(p.act),
-                 static_cast<const T*>(p.w2), static_cast<T*>(p.down));
+    G1::set_group(g1, g, rows, e, first, p.R13, p.H, static_cast<const T*>(p.gathered),
+                  static_cast<const T*>(p.w13), static_cast<T*>(p.gate_up));
+    G2::set_group(g2, g, rows, e, first, p.H, p.I, static_cast<const T*>(p.act),
+                  static_cast<const T*>(p.w2), static_cast<T*>(p.down), p.sorted_weights,
+                  p.w2_bias);
   }
   const int64_t chunks = p.H / 8;
   const int64_t total = p.P * chunks;
@@ -202,6 +240,7 @@ __global__ void grouped_prep_kernel(const GroupedPrepParams p, const typename G:
     const int64_t h0 = (c - i * chunks) * 8;
     const int pos = p.pair_pos[i];
     if (pos < 0) continue;
+    if (h0 == 0) p.sorted_weights[pos] = p.topk_weights[i];
     *reinterpret_cast<uint4*>(gathered + int64_t(pos) * p.H + h0) =
         *reinterpret_cast<const uint4*>(hidden + (i / p.k) * p.H + h0);
   }
@@ -250,42 +289,6 @@ __global__ void grouped_act_kernel(const T* __restrict__ gate_up, const int* __r
   }
 }
 
-// out[m] = rsf * sum over slots t (in order) of w[m, t] * (down[pos(m, t)] + b2[e(m, t)]), fp32.
-template <typename T>
-__global__ void grouped_combine_kernel(const T* __restrict__ down, const int* __restrict__ pair_pos,
-                                       const int* __restrict__ topk_ids,
-                                       const float* __restrict__ topk_weights,
-                                       const float* __restrict__ bias, T* __restrict__ out,
-                                       int64_t M, int k, int64_t H, float rsf) {
-  pdl_wait();
-  const int64_t chunks = H / 8;
-  const int64_t total = M * chunks;
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < total;
-       c += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t m = c / chunks;
-    const int64_t h0 = (c - m * chunks) * 8;
-    float acc[8];
-#pragma unroll
-    for (int v = 0; v < 8; ++v) acc[v] = 0.f;
-    for (int t = 0; t < k; ++t) {
-      const int64_t i = m * k + t;
-      const int pos = pair_pos[i];
-      if (pos < 0) continue;
-      const float w = topk_weights[i];
-      const uint4 raw = *reinterpret_cast<const uint4*>(down + int64_t(pos) * H + h0);
-      const T* vals = reinterpret_cast<const T*>(&raw);
-      const float* b = bias ? bias + int64_t(topk_ids[i]) * H + h0 : nullptr;
-#pragma unroll
-      for (int v = 0; v < 8; ++v) acc[v] += w * (load_float(vals[v]) + (b ? b[v] : 0.f));
-    }
-    uint4 packed;
-    T* o = reinterpret_cast<T*>(&packed);
-#pragma unroll
-    for (int v = 0; v < 8; ++v) o[v] = MmaTraits<T>::from_float(acc[v] * rsf);
-    *reinterpret_cast<uint4*>(out + m * H + h0) = packed;
-  }
-}
-
 inline unsigned grid_for(int64_t items, int threads) {
   int64_t blocks = (items + threads - 1) / threads;
   if (blocks > 132 * 16) blocks = 132 * 16;
@@ -294,7 +297,8 @@ inline unsigned grid_for(int64_t items, int threads) {
 
 template <typename T, int Id>
 void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
-  using G = GroupedGemm<T, Id>;
+  using G1 = GroupedGemm<T, Id, false>;
+  using G2 = GroupedGemm<T, Id, true>;
   const FusedExpertsArgs& a = *g.layer;
   const ExpertsWorkspaceLayout& lay = g.layout;
   auto* ws = static_cast<unsigned char*>(a.workspace);
@@ -302,8 +306,8 @@ void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
   const int64_t R13 = a.gated ? 2 * a.I : a.I;
   const int groups = static_cast<int>(P < a.E ? P : a.E);
   unsigned char* args_base = ws + lay.group_args;
-  const typename G::Arrays g1 = G::carve(args_base, groups);
-  const typename G::Arrays g2 = G::carve(args_base, groups);
+  const typename G1::Arrays g1 = G1::carve(args_base, groups);
+  const typename G2::Arrays g2 = G2::carve(args_base, groups);
   T* gathered = reinterpret_cast<T*>(ws + lay.down_rows);
   T* gate_up = reinterpret_cast<T*>(ws + lay.gate_up_rows);
   T* act = reinterpret_cast<T*>(ws + lay.act_rows);
@@ -315,6 +319,8 @@ void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
   pp.group_count = groups;
   pp.hidden = a.hidden;
   pp.pair_pos = g.pair_pos;
+  pp.topk_weights = a.topk_weights;
+  pp.w2_bias = a.w2_bias;
   pp.P = P;
   pp.H = a.H;
   pp.I = a.I;
@@ -326,21 +332,22 @@ void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
   pp.gate_up = gate_up;
   pp.act = act;
   pp.down = down;
+  pp.sorted_weights = reinterpret_cast<float*>(ws + lay.sorted_weights);
   const int threads = 256;
   int64_t prep_items = P * (a.H / 8);
   if (prep_items < groups) prep_items = groups;
-  launch_with_pdl(grouped_prep_kernel<T, G>, dim3(grid_for(prep_items, threads)), dim3(threads), 0,
+  launch_with_pdl(grouped_prep_kernel<T, G1, G2>, dim3(grid_for(prep_items, threads)), dim3(threads), 0,
                   stream, pp, g1, g2);
 
-  G::run(g1, groups, ws + lay.gemm_scratch, stream);
+  G1::run(g1, groups, false, ws + lay.gemm_scratch, stream);
   launch_with_pdl(grouped_act_kernel<T>, dim3(grid_for(P * (a.I / 8), threads)), dim3(threads), 0,
                   stream, static_cast<const T*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
                   a.I, R13, a.gated, g.act, a.swiglu_alpha, a.swiglu_limit, act);
-  G::run(g2, groups, ws + lay.gemm_scratch + kGroupedGemmScratchBytes, stream);
-  launch_with_pdl(grouped_combine_kernel<T>, dim3(grid_for(a.M * (a.H / 8), threads)),
-                  dim3(threads), 0, stream, static_cast<const T*>(down), g.pair_pos, a.topk_ids,
-                  a.topk_weights, a.w2_bias, static_cast<T*>(a.output), a.M,
-                  static_cast<int>(a.k), a.H, a.routed_scaling_factor);
+  G2::run(g2, groups, a.w2_bias != nullptr, ws + lay.gemm_scratch + kGroupedGemmScratchBytes,
+          stream);
+  launch_with_pdl(combine_rows_kernel<T>, dim3(grid_for(a.M * (a.H / 8), threads)), dim3(threads),
+                  0, stream, static_cast<const T*>(down), g.pair_pos, static_cast<T*>(a.output),
+                  a.M, static_cast<int>(a.k), a.H, a.routed_scaling_factor);
 }
 
 template <typename T>
