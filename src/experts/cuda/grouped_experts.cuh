@@ -31,14 +31,17 @@ struct CutlassElement<__nv_bfloat16> { using type = cutlass::bfloat16_t; };
 template <>
 struct CutlassElement<__half> { using type = cutlass::half_t; };
 
-// One grouped GEMM D[rows_g, N] = A[rows_g, K] . B_g[N, K]^T per group, fp32 accumulation, D
-// rounded once to T; A and D row-major, B (the expert's weights) K-major, i.e. column-major B.
-// Weighted (GEMM 2): D[r, n] = round(w_g[r] * (acc[r, n] + b_g[n])), the pair's top-k weight per
-// row and the expert's bias per column (absent: 0), so the combine only sums rows.
+// One grouped GEMM D[rows_g, N] = A[rows_g, K] . B_g[N, K]^T per group, fp32 accumulation; A and
+// D row-major, B (the expert's weights) K-major, i.e. column-major B.
+// Plain (GEMM 1): D in fp32 (the oracle rounds gate/up only after the activation).
+// Weighted (GEMM 2): D[r, n] = round(w_g[r] * (acc[r, n] + b_g[n])) in T, the pair's top-k weight
+// per row and the expert's bias per column (absent: 0), so the combine only sums rows.
 template <typename T, int Id, bool Weighted>
 struct GroupedGemm {
   static constexpr GroupedTile kTile = kGroupedTiles[Id];
   using Element = typename CutlassElement<T>::type;
+  using OutT = std::conditional_t<Weighted, T, float>;
+  using ElementOut = std::conditional_t<Weighted, Element, float>;
   using ProblemShape = cutlass::gemm::GroupProblemShape<cute::Shape<int, int, int>>;
   using TileShape = cute::Shape<cute::Int<kTile.bm>, cute::Int<kTile.bn>, cute::Int<kTile.bk>>;
   using ClusterShape = cute::Shape<cute::_1, cute::Int<kTile.cluster_n>, cute::_1>;
@@ -49,6 +52,7 @@ struct GroupedGemm {
       std::conditional_t<kTile.pingpong, cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong,
                          cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>;
   static constexpr int kAlign = 8;  // 16-byte rows: H and I are multiples of 8
+  static constexpr int kAlignOut = 16 / sizeof(ElementOut);
   using RowMajor = cutlass::layout::RowMajor;
   using ColumnMajor = cutlass::layout::ColumnMajor;
 
@@ -67,11 +71,11 @@ struct GroupedGemm {
                                              cutlass::FloatRoundStyle::round_to_nearest>,
       RowWeight, AccPlusBias>;
   using Fusion = std::conditional_t<Weighted, WeightedOut,
-                                    cutlass::epilogue::fusion::LinearCombination<Element, float, void, float>>;
+                                    cutlass::epilogue::fusion::LinearCombination<float, float, void, float>>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, RowMajor*, kAlign,
-      Element, RowMajor*, kAlign, EpilogueSchedule, Fusion>::CollectiveOp;
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, RowMajor*, kAlignOut,
+      ElementOut, RowMajor*, kAlignOut, EpilogueSchedule, Fusion>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, RowMajor*, kAlign, Element,
       ColumnMajor*, kAlign, float, TileShape, ClusterShape,
@@ -90,7 +94,7 @@ struct GroupedGemm {
     Shape3* shapes;
     const Element** a;
     const Element** b;
-    Element** d;
+    ElementOut** d;
     StrideA* sa;
     StrideB* sb;
     StrideD* sd;
@@ -111,7 +115,7 @@ struct GroupedGemm {
     r.shapes = reinterpret_cast<Shape3*>(take(groups * sizeof(Shape3)));
     r.a = reinterpret_cast<const Element**>(take(groups * sizeof(void*)));
     r.b = reinterpret_cast<const Element**>(take(groups * sizeof(void*)));
-    r.d = reinterpret_cast<Element**>(take(groups * sizeof(void*)));
+    r.d = reinterpret_cast<ElementOut**>(take(groups * sizeof(void*)));
     r.sa = reinterpret_cast<StrideA*>(take(groups * sizeof(StrideA)));
     r.sb = reinterpret_cast<StrideB*>(take(groups * sizeof(StrideB)));
     r.sd = reinterpret_cast<StrideD*>(take(groups * sizeof(StrideD)));
@@ -127,7 +131,7 @@ struct GroupedGemm {
   // `d0 + first * N` (row-major with leading dimension K resp. N); Weighted: row weights from
   // `w0 + first`, column bias `bias0 + e * N` (bias0 may be null).
   static __device__ void set_group(const Arrays& arr, int g, int rows, int e, int first, int64_t N,
-                                   int64_t K, const T* a0, const T* b0, T* d0,
+                                   int64_t K, const T* a0, const T* b0, OutT* d0,
                                    const float* w0 = nullptr, const float* bias0 = nullptr) {
     if (Weighted) {
       arr.row_weight[g] = w0 + first;
@@ -136,7 +140,7 @@ struct GroupedGemm {
     arr.shapes[g] = cute::make_shape(rows, static_cast<int>(N), static_cast<int>(K));
     arr.a[g] = reinterpret_cast<const Element*>(a0 + int64_t(first) * K);
     arr.b[g] = reinterpret_cast<const Element*>(b0 + int64_t(e) * N * K);
-    arr.d[g] = reinterpret_cast<Element*>(d0 + int64_t(first) * N);
+    arr.d[g] = reinterpret_cast<ElementOut*>(d0 + int64_t(first) * N);
     StrideA sa{};
     cute::get<0>(sa) = K;
     StrideB sb{};
@@ -226,7 +230,7 @@ __global__ void grouped_prep_kernel(const GroupedPrepParams p, const typename G1
       rows = t.z;
     }
     G1::set_group(g1, g, rows, e, first, p.R13, p.H, static_cast<const T*>(p.gathered),
-                  static_cast<const T*>(p.w13), static_cast<T*>(p.gate_up));
+                  static_cast<const T*>(p.w13), static_cast<float*>(p.gate_up));
     G2::set_group(g2, g, rows, e, first, p.H, p.I, static_cast<const T*>(p.act),
                   static_cast<const T*>(p.w2), static_cast<T*>(p.down), p.sorted_weights,
                   p.w2_bias);
@@ -247,9 +251,9 @@ __global__ void grouped_prep_kernel(const GroupedPrepParams p, const typename G1
 }
 
 // act_rows[pos] = act(gate + b) * (up + b) (gated; gate = columns [0, I), up = [I, 2I)) or
-// act(h + b), in fp32 from the GEMM's rounded rows, rounded once.
+// act(h + b), in fp32 from GEMM 1's fp32 rows, rounded once (R1).
 template <typename T>
-__global__ void grouped_act_kernel(const T* __restrict__ gate_up, const int* __restrict__ pair_pos,
+__global__ void grouped_act_kernel(const float* __restrict__ gate_up, const int* __restrict__ pair_pos,
                                    const int* __restrict__ topk_ids, const float* __restrict__ bias,
                                    int64_t P, int64_t I, int64_t R13, bool gated, ActKind act,
                                    float alpha, float limit, T* __restrict__ out) {
@@ -262,22 +266,24 @@ __global__ void grouped_act_kernel(const T* __restrict__ gate_up, const int* __r
     const int64_t f0 = (c - i * chunks) * 8;
     const int pos = pair_pos[i];
     if (pos < 0) continue;
-    const T* row = gate_up + int64_t(pos) * R13;
-    const uint4 graw = *reinterpret_cast<const uint4*>(row + f0);
-    const T* gv = reinterpret_cast<const T*>(&graw);
-    uint4 uraw = graw;
-    if (gated) uraw = *reinterpret_cast<const uint4*>(row + I + f0);
-    const T* uv = reinterpret_cast<const T*>(&uraw);
+    const float* row = gate_up + int64_t(pos) * R13;
+    float gv[8], uv[8];
+    *reinterpret_cast<float4*>(gv) = *reinterpret_cast<const float4*>(row + f0);
+    *reinterpret_cast<float4*>(gv + 4) = *reinterpret_cast<const float4*>(row + f0 + 4);
+    if (gated) {
+      *reinterpret_cast<float4*>(uv) = *reinterpret_cast<const float4*>(row + I + f0);
+      *reinterpret_cast<float4*>(uv + 4) = *reinterpret_cast<const float4*>(row + I + f0 + 4);
+    }
     const float* b = bias ? bias + int64_t(topk_ids[i]) * R13 : nullptr;
     uint4 packed;
     T* o = reinterpret_cast<T*>(&packed);
 #pragma unroll
     for (int v = 0; v < 8; ++v) {
-      float g = load_float(gv[v]);
+      float g = gv[v];
       if (b) g += b[f0 + v];
       float r;
       if (gated) {
-        float u = load_float(uv[v]);
+        float u = uv[v];
         if (b) u += b[I + f0 + v];
         r = gate_up_value(act, alpha, limit, g, u);
       } else {
@@ -309,7 +315,7 @@ void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
   const typename G1::Arrays g1 = G1::carve(args_base, groups);
   const typename G2::Arrays g2 = G2::carve(args_base, groups);
   T* gathered = reinterpret_cast<T*>(ws + lay.down_rows);
-  T* gate_up = reinterpret_cast<T*>(ws + lay.gate_up_rows);
+  float* gate_up = reinterpret_cast<float*>(ws + lay.gate_up_rows);
   T* act = reinterpret_cast<T*>(ws + lay.act_rows);
   T* down = reinterpret_cast<T*>(ws + lay.down_rows);  // gathered rows are dead after GEMM 1
 
@@ -341,7 +347,7 @@ void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
 
   G1::run(g1, groups, false, ws + lay.gemm_scratch, stream);
   launch_with_pdl(grouped_act_kernel<T>, dim3(grid_for(P * (a.I / 8), threads)), dim3(threads), 0,
-                  stream, static_cast<const T*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
+                  stream, static_cast<const float*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
                   a.I, R13, a.gated, g.act, a.swiglu_alpha, a.swiglu_limit, act);
   G2::run(g2, groups, a.w2_bias != nullptr, ws + lay.gemm_scratch + kGroupedGemmScratchBytes,
           stream);

@@ -20,7 +20,7 @@ struct ExpertsWorkspaceLayout {
   size_t down_rows;     // T [P, H]: weight * W2 . act per sorted pair (tiled path);
                         // gathered token rows, then W2 . act per sorted pair (grouped path)
   // Grouped (prefill) path only, else empty:
-  size_t gate_up_rows;  // T [P, R13]: W13 . x per sorted pair, before the activation
+  size_t gate_up_rows;  // float [P, R13]: W13 . x per sorted pair, before the activation
   size_t sorted_weights;  // float [P]: top-k weight per sorted pair (GEMM 2's epilogue)
   size_t group_args;    // per-expert problem shapes, pointers and strides of both grouped GEMMs
   size_t gemm_scratch;  // CUTLASS's own workspace of each grouped GEMM (tensor maps)
@@ -52,7 +52,7 @@ inline ExpertsWorkspaceLayout experts_workspace_layout(int64_t M, int64_t k, int
   l.gate_up_rows = l.sorted_weights = l.group_args = l.gemm_scratch = off;
   if (grouped) {
     const int64_t groups = P < E ? P : E;
-    l.gate_up_rows = off; off = align_up_256(off + size_t(P) * size_t(R13) * elem_bytes);
+    l.gate_up_rows = off; off = align_up_256(off + size_t(P) * size_t(R13) * 4);
     l.sorted_weights = off; off = align_up_256(off + size_t(P) * 4);
     l.group_args = off;   off = align_up_256(off + size_t(groups) * kGroupArgBytes + 256);
     l.gemm_scratch = off; off = align_up_256(off + 2 * kGroupedGemmScratchBytes);
