@@ -235,18 +235,26 @@ __global__ void grouped_prep_kernel(const GroupedPrepParams p, const typename G1
                   static_cast<const T*>(p.w2), static_cast<T*>(p.down), p.sorted_weights,
                   p.w2_bias);
   }
-  const int64_t chunks = p.H / 8;
-  const int64_t total = p.P * chunks;
-  const T* hidden = static_cast<const T*>(p.hidden);
-  T* gathered = static_cast<T*>(p.gathered);
-  for (int64_t c = tid; c < total; c += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = c / chunks;
-    const int64_t h0 = (c - i * chunks) * 8;
+  // One warp per pair row (no 64-bit division per chunk), four 16-byte loads in flight per lane.
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  const int chunks = static_cast<int>(p.H / 8);
+  for (int64_t i = tid >> 5; i < p.P; i += warps) {
     const int pos = p.pair_pos[i];
     if (pos < 0) continue;
-    if (h0 == 0) p.sorted_weights[pos] = p.topk_weights[i];
-    *reinterpret_cast<uint4*>(gathered + int64_t(pos) * p.H + h0) =
-        *reinterpret_cast<const uint4*>(hidden + (i / p.k) * p.H + h0);
+    if (lane == 0) p.sorted_weights[pos] = p.topk_weights[i];
+    const uint4* __restrict__ src =
+        reinterpret_cast<const uint4*>(static_cast<const T*>(p.hidden) + (i / p.k) * p.H);
+    uint4* __restrict__ dst = reinterpret_cast<uint4*>(static_cast<T*>(p.gathered) + int64_t(pos) * p.H);
+    for (int c0 = lane; c0 < chunks; c0 += 4 * 32) {
+      uint4 v[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        if (c0 + 32 * u < chunks) v[u] = src[c0 + 32 * u];
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        if (c0 + 32 * u < chunks) dst[c0 + 32 * u] = v[u];
+    }
   }
 }
 
@@ -258,40 +266,42 @@ __global__ void grouped_act_kernel(const float* __restrict__ gate_up, const int*
                                    int64_t P, int64_t I, int64_t R13, bool gated, ActKind act,
                                    float alpha, float limit, T* __restrict__ out) {
   pdl_wait();
-  const int64_t chunks = I / 8;
-  const int64_t total = P * chunks;
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < total;
-       c += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = c / chunks;
-    const int64_t f0 = (c - i * chunks) * 8;
+  // One warp per pair row (no 64-bit division per chunk); lanes over its 8-feature chunks.
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  const int chunks = static_cast<int>(I / 8);
+  for (int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5; i < P; i += warps) {
     const int pos = pair_pos[i];
     if (pos < 0) continue;
     const float* row = gate_up + int64_t(pos) * R13;
-    float gv[8], uv[8];
-    *reinterpret_cast<float4*>(gv) = *reinterpret_cast<const float4*>(row + f0);
-    *reinterpret_cast<float4*>(gv + 4) = *reinterpret_cast<const float4*>(row + f0 + 4);
-    if (gated) {
-      *reinterpret_cast<float4*>(uv) = *reinterpret_cast<const float4*>(row + I + f0);
-      *reinterpret_cast<float4*>(uv + 4) = *reinterpret_cast<const float4*>(row + I + f0 + 4);
-    }
     const float* b = bias ? bias + int64_t(topk_ids[i]) * R13 : nullptr;
-    uint4 packed;
-    T* o = reinterpret_cast<T*>(&packed);
-#pragma unroll
-    for (int v = 0; v < 8; ++v) {
-      float g = gv[v];
-      if (b) g += b[f0 + v];
-      float r;
+    for (int c = lane; c < chunks; c += 32) {
+      const int64_t f0 = int64_t(c) * 8;
+      float gv[8], uv[8];
+      *reinterpret_cast<float4*>(gv) = *reinterpret_cast<const float4*>(row + f0);
+      *reinterpret_cast<float4*>(gv + 4) = *reinterpret_cast<const float4*>(row + f0 + 4);
       if (gated) {
-        float u = uv[v];
-        if (b) u += b[I + f0 + v];
-        r = gate_up_value(act, alpha, limit, g, u);
-      } else {
-        r = apply_act(act, g);
+        *reinterpret_cast<float4*>(uv) = *reinterpret_cast<const float4*>(row + I + f0);
+        *reinterpret_cast<float4*>(uv + 4) = *reinterpret_cast<const float4*>(row + I + f0 + 4);
       }
-      o[v] = MmaTraits<T>::from_float(r);
+      uint4 packed;
+      T* o = reinterpret_cast<T*>(&packed);
+#pragma unroll
+      for (int v = 0; v < 8; ++v) {
+        float g = gv[v];
+        if (b) g += b[f0 + v];
+        float r;
+        if (gated) {
+          float u = uv[v];
+          if (b) u += b[I + f0 + v];
+          r = gate_up_value(act, alpha, limit, g, u);
+        } else {
+          r = apply_act(act, g);
+        }
+        o[v] = MmaTraits<T>::from_float(r);
+      }
+      *reinterpret_cast<uint4*>(out + int64_t(pos) * I + f0) = packed;
     }
-    *reinterpret_cast<uint4*>(out + int64_t(pos) * I + f0) = packed;
   }
 }
 
@@ -340,13 +350,13 @@ void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
   pp.down = down;
   pp.sorted_weights = reinterpret_cast<float*>(ws + lay.sorted_weights);
   const int threads = 256;
-  int64_t prep_items = P * (a.H / 8);
+  int64_t prep_items = P * 32;  // a warp per pair row
   if (prep_items < groups) prep_items = groups;
   launch_with_pdl(grouped_prep_kernel<T, G1, G2>, dim3(grid_for(prep_items, threads)), dim3(threads), 0,
                   stream, pp, g1, g2);
 
   G1::run(g1, groups, false, ws + lay.gemm_scratch, stream);
-  launch_with_pdl(grouped_act_kernel<T>, dim3(grid_for(P * (a.I / 8), threads)), dim3(threads), 0,
+  launch_with_pdl(grouped_act_kernel<T>, dim3(grid_for(P * 32, threads)), dim3(threads), 0,
                   stream, static_cast<const float*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
                   a.I, R13, a.gated, g.act, a.swiglu_alpha, a.swiglu_limit, act);
   G2::run(g2, groups, a.w2_bias != nullptr, ws + lay.gemm_scratch + kGroupedGemmScratchBytes,
