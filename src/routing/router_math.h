@@ -73,13 +73,14 @@ constexpr float kExpC2 = 0.5f, kExpC3 = 0.16666667163372039795f, kExpC4 = 0.0416
                 kExpC7 = 0.00019841270113829523325f;
 
 // exp(x) for fp32: Cody-Waite reduction x = k ln2 + r, e^r by Horner in fma, 2^k added to the
-// exponent field (no multiply, so the result is never fused into the caller's add).
+// exponent field (no multiply, so the result is never fused into the caller's add). Branch-free:
+// the reduction runs on x clamped into the finite range (NaN to the low end) and the out-of-range
+// and NaN results are selected at the end, so a GPU lane evaluates several exps interleaved; in
+// range the operations and bits are those of the plain formula.
 MOEKIT_RHD float router_exp(float x) {
-  if (!(x == x)) return x;
-  if (x > kExpHi) return numeric::bits_float(0x7f800000u);
-  if (x < kExpLo) return 0.f;
-  float kf = rint_f32(mul_rn(x, kLog2e));
-  float r = fma_rn(kf, -kLn2Hi, x);
+  const float xc = x > kExpHi ? kExpHi : (x >= kExpLo ? x : kExpLo);
+  float kf = rint_f32(mul_rn(xc, kLog2e));
+  float r = fma_rn(kf, -kLn2Hi, xc);
   r = fma_rn(kf, -kLn2Lo, r);
   float p = fma_rn(kExpC7, r, kExpC6);
   p = fma_rn(p, r, kExpC5);
@@ -89,18 +90,21 @@ MOEKIT_RHD float router_exp(float x) {
   p = fma_rn(p, r, 1.f);
   p = fma_rn(p, r, 1.f);
   int k = static_cast<int>(kf);
-  if (k > 127) {  // e^x just below FLT_MAX: keep the exponent field in range
-    p = p + p;
-    k -= 1;
-  }
-  uint32_t bits = numeric::float_bits(p);
-  int field = static_cast<int>(bits >> 23) + k;
-  if (field <= 0) return 0.f;
-  if (field >= 255) return numeric::bits_float(0x7f800000u);
-  return numeric::bits_float(bits + (static_cast<uint32_t>(k) << 23));
+  const bool top = k > 127;  // e^x just below FLT_MAX: keep the exponent field in range
+  p = top ? p + p : p;
+  k = top ? k - 1 : k;
+  const uint32_t bits = numeric::float_bits(p);
+  const int field = static_cast<int>(bits >> 23) + k;
+  const float inf = numeric::bits_float(0x7f800000u);
+  const float scaled = numeric::bits_float(bits + (static_cast<uint32_t>(k) << 23));
+  const float e = field <= 0 ? 0.f : (field >= 255 ? inf : scaled);
+  return x == x ? (x > kExpHi ? inf : (x < kExpLo ? 0.f : e)) : x;
 }
 
-MOEKIT_RHD float router_sigmoid(float x) { return div_rn(1.f, 1.f + router_exp(-x)); }
+// sigmoid(x) = 1 / (1 + e^-x), given e^-x (a GPU lane computes its exps first: they interleave,
+// the divisions do not).
+MOEKIT_RHD float router_sigmoid_of_exp(float exp_neg_x) { return div_rn(1.f, 1.f + exp_neg_x); }
+MOEKIT_RHD float router_sigmoid(float x) { return router_sigmoid_of_exp(router_exp(-x)); }
 
 // Taylor coefficients of (tanh(y) - y) / y^3 in z = y^2, used for |y| < 0.55 (error < 1e-8).
 constexpr float kTanhC0 = -0.3333333432674408f, kTanhC1 = 0.13333334028720856f,

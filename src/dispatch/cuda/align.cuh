@@ -77,14 +77,20 @@ template <typename IdT, bool kAfterRouter>
 __global__ void __launch_bounds__(kSmallBucketMaxThreads)
     moe_align_block_size_small_kernel(detail::AlignProblem p) {
   extern __shared__ int32_t smem_words[];
-  if constexpr (!kAfterRouter) wait_for_preceding_grid();
+  if constexpr (!kAfterRouter) {
+    wait_for_preceding_grid();
+    allow_dependent_launch();  // the next kernel waits for this grid before touching memory
+  }
   const int nb = p.num_experts + 1, n = static_cast<int>(p.numel);
   const SmallBucketSmem s(smem_words, n, nb);
   const AlignSource<IdT> source{static_cast<const IdT*>(p.topk_ids), p};
   if (p.pad_sorted_token_ids) block_fill_int32(p.sorted_token_ids, p.sorted_capacity, n);
 
   const SmallBucketPair pair = small_bucket(s, nb, n, source, p.block_size, 0, [] {
-    if constexpr (kAfterRouter) wait_for_preceding_grid();
+    if constexpr (kAfterRouter) {
+      wait_for_preceding_grid();
+      allow_dependent_launch();
+    }
   });
   if (pair.bucket >= 0) p.sorted_token_ids[pair.slot] = threadIdx.x;
   const int32_t total = s.start[nb];

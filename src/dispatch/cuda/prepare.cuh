@@ -64,6 +64,7 @@ __global__ void __launch_bounds__(kSmallBucketMaxThreads)
     prepare_moe_input_small_kernel(detail::PrepareProblem p) {
   extern __shared__ int32_t smem_words[];
   wait_for_preceding_grid();
+  allow_dependent_launch();
   const int nb = p.num_experts, n = static_cast<int>(p.numel);
   const SmallBucketSmem s(smem_words, n, nb);
   const PrepareSource source{p};

@@ -15,6 +15,8 @@
 
 #include <cstdint>
 
+#include "dispatch/cuda/dependent_launch.cuh"
+
 namespace moekit::cuda {
 
 inline constexpr int kSmallBucketMaxThreads = 1024;
@@ -121,12 +123,16 @@ __device__ SmallBucketPair small_bucket(const SmallBucketSmem& s, int nb, int n,
   int2 local = make_int2(0, 0);
   for (int bk = b0; bk < b1; ++bk) {
     int32_t run = 0;
-#pragma unroll 8
-    for (int w = 0; w < pair_warps; ++w) {
-      uint16_t* cell = s.table + w * nb + bk;
-      const int32_t c = *cell;
-      *cell = static_cast<uint16_t>(run);
-      run += c;
+    for (int w0 = 0; w0 < pair_warps; w0 += 8) {  // 8 counts loaded, then rewritten (loads in flight)
+      int32_t c[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) c[j] = w0 + j < pair_warps ? s.table[(w0 + j) * nb + bk] : 0;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        if (w0 + j < pair_warps) {
+          s.table[(w0 + j) * nb + bk] = static_cast<uint16_t>(run);
+          run += c[j];
+        }
     }
     s.count[bk] = run;
     local.x += round_up_to(run, block);
@@ -176,12 +182,6 @@ __device__ __forceinline__ void block_fill_int32(int32_t* dst, int64_t count, in
   const int4 v = make_int4(value, value, value, value);
   for (int64_t j = tid; j < vecs; j += nthreads) body[j] = v;
   for (int64_t j = head + vecs * 4 + tid; j < count; j += nthreads) dst[j] = value;
-}
-
-// Programmatic dependent launch: wait for the preceding grid's results (a no-op when the kernel was
-// launched without the attribute or nothing precedes it).
-__device__ __forceinline__ void wait_for_preceding_grid() {
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
 }
 
 }  // namespace moekit::cuda

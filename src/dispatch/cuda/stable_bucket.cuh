@@ -26,6 +26,7 @@ namespace moekit::cuda {
 namespace cg = cooperative_groups;
 
 inline constexpr int kBucketBatch = 8;  // rounds of ids loaded before they are used (loads in flight)
+inline constexpr int kCursorBatch = 8;  // warp counts of a bucket loaded before they are rewritten
 
 // Shared-memory layout for nb buckets and `warps` warps (int32 entries).
 struct BucketSmem {
@@ -94,6 +95,7 @@ __device__ void count_buckets(const BucketSmem& s, int nb, int64_t n, const Sour
   __syncthreads();
   for (int bk = threadIdx.x; bk < nb; bk += blockDim.x) {
     int32_t total = 0;
+#pragma unroll 8  // independent loads in flight (only nb threads work here: a serial chain shows)
     for (int w = 0; w < warps; ++w) total += s.warp_cursor[int64_t(w) * nb + bk];
     s.cta_count[bk] = total;
   }
@@ -161,11 +163,17 @@ __device__ void combine_buckets(const BucketSmem& s, int nb, int32_t block) {
   block_scan_padded(s.count, s.start, s.warp_sums, nb, block);
   for (int bk = threadIdx.x; bk < nb; bk += blockDim.x) {
     int32_t running = s.start[bk] + s.cta_prefix[bk];
-    for (int w = 0; w < warps; ++w) {
-      int32_t* cell = s.warp_cursor + int64_t(w) * nb + bk;
-      const int32_t c = *cell;
-      *cell = running;
-      running += c;
+    for (int w0 = 0; w0 < warps; w0 += kCursorBatch) {  // a batch of counts loaded, then rewritten
+      int32_t c[kCursorBatch];
+#pragma unroll
+      for (int j = 0; j < kCursorBatch; ++j)
+        c[j] = w0 + j < warps ? s.warp_cursor[int64_t(w0 + j) * nb + bk] : 0;
+#pragma unroll
+      for (int j = 0; j < kCursorBatch; ++j)
+        if (w0 + j < warps) {
+          s.warp_cursor[int64_t(w0 + j) * nb + bk] = running;
+          running += c[j];
+        }
     }
   }
   __syncthreads();

@@ -38,6 +38,10 @@ __global__ void __launch_bounds__(fused_warps<kVPT>() * 32)
   const int team = warp / kW, rank = warp % kW;
   const int NE = a.num_experts, slots = p.routed + p.shared;
   const int numel = static_cast<int>(p.M * slots);
+  // Launched with programmatic dependent launch: nothing is read or written before the preceding
+  // grid is done.
+  wait_for_preceding_grid();
+  allow_dependent_launch();
   if (a.pad_sorted_token_ids) block_fill_int32(a.sorted_token_ids, a.sorted_capacity, numel);
 
   float bias[kVPT];

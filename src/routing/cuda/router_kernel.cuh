@@ -1,10 +1,12 @@
 // Router kernel: a team of kW warps routes one token row (kW = 1 for many rows; 2 or 4 at decode
 // sizes, so one row's experts spread over more lanes and each lane holds at most 4). Expert
 // e = (i * kW + w) * 32 + lane lives in warp w of the team, register slot i. Top-k: each warp takes
-// its own best `routed` items in rounds of a warp arg-max on (key desc, index asc), two hardware
-// warp reductions per round; with kW > 1 the team's first warp then ranks the kW * routed
-// candidates by counting (all at once, no more rounds). The global top-k is inside the union of the
-// per-warp top-k, and both steps break ties by the lower expert id, so the ids equal the oracle's.
+// its own best `routed` items in rounds of a warp arg-max on (key desc, index asc) (lanes of at
+// most 4 items sort them first, so a round reduces only the lane heads: one hardware reduction
+// unless keys tie); with kW > 1 the team's first warp then ranks the kW * routed candidates by
+// binary searches in the warps' ordered lists (all at once, no more rounds). The global top-k is
+// inside the union of the per-warp top-k, and both steps break ties by the lower expert id, so the
+// ids equal the oracle's.
 // The grouped gate first scores every group from a shared copy of the team's keys (its best one or
 // two), keeps topk_group groups by the same arg-max (or drops the worst G - topk_group when that is
 // fewer rounds) and masks the experts of the dropped groups. Softmax weights are divided only for
@@ -16,6 +18,7 @@
 
 #include <cstdint>
 
+#include "dispatch/cuda/dependent_launch.cuh"
 #include "moekit/route.h"
 #include "routing/problem.h"
 #include "routing/router_math.h"
@@ -101,6 +104,78 @@ __device__ __forceinline__ void team_sync(int id) {
     asm volatile("bar.sync %0, %1;" ::"r"(id), "n"(kW * 32) : "memory");
 }
 
+// Items a and b (a < b) of a lane's list: b goes first when it ranks before a (key desc, slot asc).
+template <int N>
+__device__ __forceinline__ void order_pair(uint32_t (&k)[N], int (&s)[N], float (&v)[N], int a, int b) {
+  const bool swap = k[b] > k[a] || (k[b] == k[a] && s[b] < s[a]);
+  const uint32_t ka = k[a];
+  const int sa = s[a];
+  const float va = v[a];
+  k[a] = swap ? k[b] : ka;
+  s[a] = swap ? s[b] : sa;
+  v[a] = swap ? v[b] : va;
+  k[b] = swap ? ka : k[b];
+  s[b] = swap ? sa : s[b];
+  v[b] = swap ? va : v[b];
+}
+
+// The warp's best R items, (key desc, expert asc), for lanes of at most 4 items: each lane sorts
+// its items once (a sorting network; unavailable items get key 0, below every real key), then a
+// round takes the best lane head with one warp max reduction (a second reduction only when lanes
+// tie on the key) and the winning lane pops its head. Lane r < R gets item r (id -1, key 0,
+// value 0 when the warp has fewer than R); the chain per round is a reduction, a ballot and a
+// shift, where the general rounds scan every item of the lane and reduce twice.
+template <int kVPT, int kW>
+__device__ __forceinline__ void warp_topk_sorted_heads(const float (&key)[kVPT],
+                                                       const float (&value)[kVPT], uint32_t avail,
+                                                       int R, int rank, int lane, int& my_id,
+                                                       float& my_value, uint32_t& my_key) {
+  static_assert(kVPT == 1 || kVPT == 2 || kVPT == 4, "sorting networks for 1, 2 or 4 items");
+  uint32_t hk[kVPT];
+  int hs[kVPT];
+  float hv[kVPT];
+#pragma unroll
+  for (int i = 0; i < kVPT; ++i) {
+    hk[i] = ((avail >> i) & 1u) ? ordered_bits(key[i]) : 0u;
+    hs[i] = i;
+    hv[i] = value[i];
+  }
+  if constexpr (kVPT == 2) order_pair(hk, hs, hv, 0, 1);
+  if constexpr (kVPT == 4) {
+    order_pair(hk, hs, hv, 0, 1);
+    order_pair(hk, hs, hv, 2, 3);
+    order_pair(hk, hs, hv, 0, 2);
+    order_pair(hk, hs, hv, 1, 3);
+    order_pair(hk, hs, hv, 1, 2);
+  }
+  for (int r = 0; r < R; ++r) {
+    const uint32_t head = hk[0];
+    const uint32_t top = __reduce_max_sync(kFullMask, head);
+    const unsigned ties = __ballot_sync(kFullMask, head == top);
+    int winner;
+    if (__popc(ties) == 1)  // the same in every lane
+      winner = __ffs(ties) - 1;
+    else  // equal keys: the lower expert (slot, then lane) wins
+      winner = static_cast<int>(__reduce_min_sync(
+                   kFullMask, head == top ? (static_cast<uint32_t>(hs[0]) << 5) | lane : 0xffffffffu)) & 31;
+    const int id = __shfl_sync(kFullMask, expert_of<kW>(hs[0], rank, lane), winner);
+    const float v = __shfl_sync(kFullMask, hv[0], winner);
+    if (lane == r) {
+      my_id = top != 0 ? id : -1;
+      my_value = top != 0 ? v : 0.f;
+      my_key = top;
+    }
+    const bool pop = lane == winner;
+#pragma unroll
+    for (int i = 0; i + 1 < kVPT; ++i) {
+      hk[i] = pop ? hk[i + 1] : hk[i];
+      hs[i] = pop ? hs[i + 1] : hs[i];
+      hv[i] = pop ? hv[i + 1] : hv[i];
+    }
+    hk[kVPT - 1] = pop ? 0u : hk[kVPT - 1];
+  }
+}
+
 // Shared scratch of one team. The candidate lists alternate between two buffers by row parity:
 // the first warp may still rank row r while the others already write row r + 1. A single warp
 // needs no candidate lists (one-entry placeholders).
@@ -114,7 +189,8 @@ struct RouterTeamScratch {
   unsigned char kept[kW][kExperts];   // grouped gate: kept flag per group, one copy per warp
   float warp_max[kW];
   double warp_sum[kW];
-  uint64_t candidate[2][kCandidates];  // (key bits << 32) | ~expert: larger ranks first
+  uint64_t candidate[2][kCandidates];  // [kW][kMaxRouterTopk] per parity: (key bits << 32) |
+                                       // ~expert, each warp's list in rank order
   float candidate_value[2][kCandidates];
   int32_t slot_id[kSlots];
   float slot_value[kSlots];
@@ -152,12 +228,25 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
     x[i] = e < E ? load_as_float(p.logits, p.logits_dtype, base + e) : 0.f;
   }
   if constexpr (kScore == routing::ScoreFunction::kSigmoid) {
+    if (p.rounding == routing::Rounding::kNone) {  // fp32: no per-value switch
+      float ex[kVPT];
 #pragma unroll
-    for (int i = 0; i < kVPT; ++i) {
-      float s = routing::round_to(routing::router_sigmoid(x[i]), p.rounding);
-      float t = p.bias ? routing::round_to(s + bias[i], p.rounding) : s;
-      value[i] = s == s ? s : 0.f;
-      key[i] = routing::nan_to_neg_inf(t);
+      for (int i = 0; i < kVPT; ++i) ex[i] = routing::router_exp(-x[i]);  // branch-free: interleaved
+#pragma unroll
+      for (int i = 0; i < kVPT; ++i) {
+        float s = routing::router_sigmoid_of_exp(ex[i]);
+        float t = p.bias ? s + bias[i] : s;
+        value[i] = s == s ? s : 0.f;
+        key[i] = routing::nan_to_neg_inf(t);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kVPT; ++i) {
+        float s = routing::round_to(routing::router_sigmoid(x[i]), p.rounding);
+        float t = p.bias ? routing::round_to(s + bias[i], p.rounding) : s;
+        value[i] = s == s ? s : 0.f;
+        key[i] = routing::nan_to_neg_inf(t);
+      }
     }
   } else {
     float mx = -inf;
@@ -328,37 +417,43 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
     __syncwarp();  // the warp's flags are rewritten for the next row
   }
 
-  // The warp's best R items in order: lane r < R gets item r (id -1 and key 0 when the warp has
-  // fewer than R left after the group mask).
-  uint32_t okey[kVPT];
-#pragma unroll
-  for (int i = 0; i < kVPT; ++i) okey[i] = ordered_bits(key[i]);
+  // The warp's best R items in order: lane r < R gets item r (id -1, key 0 and value 0 when the
+  // warp has fewer than R left after the group mask).
   int my_id = -1;
   float my_value = 0.f;
   uint32_t my_key = 0;
-  for (int r = 0; r < R; ++r) {
-    uint32_t top;
-    const int best = warp_best(okey, avail, lane, top);
-    const int owner = best & 31, slot = best >> 5;
-    const float v = __shfl_sync(kFullMask, pick(value, slot), owner);
-    if (best >= 0 && owner == lane) avail &= ~(1u << slot);
-    if (lane == r) {
-      my_id = best >= 0 ? expert_of<kW>(slot, rank, owner) : -1;
-      my_value = v;
-      my_key = top;
+  if constexpr (kVPT <= 4) {
+    warp_topk_sorted_heads<kVPT, kW>(key, value, avail, R, rank, lane, my_id, my_value, my_key);
+  } else {
+    uint32_t okey[kVPT];
+#pragma unroll
+    for (int i = 0; i < kVPT; ++i) okey[i] = ordered_bits(key[i]);
+    for (int r = 0; r < R; ++r) {
+      uint32_t top;
+      const int best = warp_best(okey, avail, lane, top);
+      const int owner = best & 31, slot = best >> 5;
+      const float v = __shfl_sync(kFullMask, pick(value, slot), owner);
+      if (best >= 0 && owner == lane) avail &= ~(1u << slot);
+      if (lane == r) {
+        my_id = best >= 0 ? expert_of<kW>(slot, rank, owner) : -1;
+        my_value = v;
+        my_key = top;
+      }
     }
   }
 
   if constexpr (kW > 1) {
-    // Rank the team's candidates: candidate c goes to slot #{candidates ranking before c}. Empty
-    // entries get key 0 and distinct ids past E, so they rank after every real expert.
-    uint64_t* cand = scratch.candidate[parity];
+    // Rank the team's candidates: candidate c goes to slot #{candidates ranking before c}. Each
+    // warp's list is in rank order, so that count is a sum of binary searches, one per warp's
+    // list (its own gives the position). Empty entries get key 0 and distinct ids past E, so they
+    // rank after every real expert and keep each list ordered.
+    uint64_t* cand = scratch.candidate[parity];  // [kW][kMaxRouterTopk]
     float* cand_value = scratch.candidate_value[parity];
     if (lane < R) {
       const uint32_t tie_id = my_id >= 0 ? static_cast<uint32_t>(my_id)
                                          : static_cast<uint32_t>(E + rank * R + lane);
-      cand[rank * R + lane] = (uint64_t(my_key) << 32) | (0xffffffffu - tie_id);
-      cand_value[rank * R + lane] = my_value;
+      cand[rank * kMaxRouterTopk + lane] = (uint64_t(my_key) << 32) | (0xffffffffu - tie_id);
+      cand_value[rank * kMaxRouterTopk + lane] = my_value;
     }
     team_sync<kW>(barrier_id);
     if (rank != 0) return -1;
@@ -367,13 +462,21 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
     for (int k = 0; k < (kW * kMaxRouterTopk + 31) / 32; ++k) {
       const int c = k * 32 + lane;
       if (c < n) {
-        const uint64_t mine = cand[c];
+        const int w = c / R, at = w * kMaxRouterTopk + (c - w * R);
+        const uint64_t mine = cand[at];
         int before = 0;
 #pragma unroll
-        for (int o = 0; o < kW * kMaxRouterTopk; ++o) before += o < n && cand[o] > mine ? 1 : 0;
+        for (int o = 0; o < kW; ++o) {
+          const uint64_t* list = cand + o * kMaxRouterTopk;
+          int ahead = 0;
+#pragma unroll
+          for (int step = kMaxRouterTopk; step > 0; step >>= 1)
+            if (ahead + step <= R && list[ahead + step - 1] > mine) ahead += step;
+          before += ahead;
+        }
         if (before < R) {
           scratch.slot_id[before] = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(mine));
-          scratch.slot_value[before] = cand_value[c];
+          scratch.slot_value[before] = cand_value[at];
         }
       }
     }
@@ -389,7 +492,11 @@ __device__ __forceinline__ int route_row(const routing::RouterProblem& p, int64_
   if (divide) my_weight = sum > 0 ? static_cast<float>(my_value / sum) : 0.f;
   // The routed sum in slot order, as the oracle adds it.
   double routed_sum = 0;
-  for (int r = 0; r < R; ++r) routed_sum += __shfl_sync(kFullMask, my_weight, r);
+#pragma unroll
+  for (int r = 0; r < kMaxRouterTopk; ++r) {  // every shuffle in flight, then the adds in order
+    const float w = __shfl_sync(kFullMask, my_weight, r);
+    if (r < R) routed_sum += w;
+  }
   if (lane >= R) my_id = E + (lane - R);
   if (lane < slots) {
     double w = lane < R ? double(my_weight) : routed_sum / p.rsf;
@@ -414,9 +521,12 @@ __global__ void __launch_bounds__(router_warps_per_block<kW>() * 32)
     router_kernel(const routing::RouterProblem p) {
   constexpr int kTeams = router_warps_per_block<kW>() / kW;
   __shared__ RouterTeamScratch<kVPT, kW> scratch[kTeams];
-  // A kernel launched after this one with programmatic dependent launch (route_and_align's align)
-  // may get its CTA resident now; it waits for this grid's results before reading them.
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  // Launched with programmatic dependent launch: wait for the preceding grid (it may have written
+  // the logits or the bias). Only then may the next kernel's CTAs get resident: route_and_align's
+  // align writes its pad fill before it waits on this grid, so everything before this grid must be
+  // done by then.
+  wait_for_preceding_grid();
+  allow_dependent_launch();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int team = kTeams == 1 ? 0 : warp / kW, rank = kW == 1 ? 0 : warp % kW;
   float bias[kVPT];
