@@ -110,11 +110,38 @@ void gemm_one_row(const float* a, const uint16_t* w, int64_t kpairs, float* c) {
   for (int q = 0; q < 4; ++q) _mm256_storeu_ps(c + q * 8, Cols::column_order(acc[q]));
 }
 
+// Two rows (decode, small experts): all 32 columns in one pass as well, eight chains. The
+// half-width passes of gemm_rows<2> had four chains, each two dependent FMAs per K pair, so the FMA
+// latency capped a pass near 64 bytes of weights per 8-10 cycles and the block was read twice.
+template <typename Cols>
+void gemm_two_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, float* c) {
+  __m256 acc[2][4];
+  for (int r = 0; r < 2; ++r)
+    for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < kpairs; ++p) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64 + 32), _MM_HINT_T0);
+    __m256 v[4];
+    for (int q = 0; q < 4; ++q) v[q] = Cols::odd(w + p * 64 + q * 16);
+    for (int r = 0; r < 2; ++r) {
+      const __m256 xo = _mm256_broadcast_ss(a + r * lda + 2 * p + 1);
+      for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_fmadd_ps(xo, v[q], acc[r][q]);
+    }
+    for (int q = 0; q < 4; ++q) v[q] = Cols::even(w + p * 64 + q * 16);
+    for (int r = 0; r < 2; ++r) {
+      const __m256 xe = _mm256_broadcast_ss(a + r * lda + 2 * p);
+      for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_fmadd_ps(xe, v[q], acc[r][q]);
+    }
+  }
+  for (int r = 0; r < 2; ++r)
+    for (int q = 0; q < 4; ++q) _mm256_storeu_ps(c + r * 32 + q * 8, Cols::column_order(acc[r][q]));
+}
+
 template <typename Cols>
 void gemm_block(const float* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
   switch (rows) {
     case 1: gemm_one_row<Cols>(a, w, kpairs, c); break;
-    case 2: gemm_rows<Cols, 2>(a, lda, w, kpairs, c); break;
+    case 2: gemm_two_rows<Cols>(a, lda, w, kpairs, c); break;
     case 3: gemm_rows<Cols, 3>(a, lda, w, kpairs, c); break;
     case 4: gemm_rows<Cols, 4>(a, lda, w, kpairs, c); break;
     case 5: gemm_rows<Cols, 5>(a, lda, w, kpairs, c); break;
