@@ -39,9 +39,10 @@ RouterShape router_shape(int64_t M, int E, bool fused) {
 
 // route_and_align: one CTA while rows x warps per row stays within kOneCtaMaxRowWarps (one SM routes
 // every row, so its time grows with the rows); past that the router's grid on many SMs plus a
-// dependent align launch wins. Measured on an H100 (tests/routing, launch shapes, 19:28 UTC): the
-// crossover is at 8-12 rows for 128 experts (1 warp a row), 4-8 for 256 (2), 2-4 for 384 (4).
-constexpr int64_t kOneCtaMaxRowWarps = 8;
+// dependent align launch wins. Measured on an H100 (tests/routing, launch shapes, 21:48 UTC, both
+// launches with programmatic dependent launch): one CTA is ahead by <= 0.1 us up to 4 rows for 128
+// experts (1 warp a row), 2 for 256 (2), 1 for 384 (4), and behind by 0.1-0.2 us at 8 / 4 / 2.
+constexpr int64_t kOneCtaMaxRowWarps = 4;
 
 bool one_cta_route_and_align(int64_t M, int E) {
   return M * router_shape(M, E, true).warps_per_row <= kOneCtaMaxRowWarps;
