@@ -34,12 +34,15 @@ TEST(FusedExpertsGpuArgs, WorkspaceGrowsWithTokens) {
 // The grouped prefill path (when built) adds its gate/up rows [P, 2I] and argument arrays.
 TEST(FusedExpertsGpuArgs, WorkspaceOfGroupedPath) {
   Shapes s(1000, 8, 2, 64, 32);
+  cuda::force_experts_tile(cuda::kGemmTiles[int(cuda::TileId::kLarge128)].name);
   const size_t tiled = fused_experts_workspace_size(s.x.view(), s.ew13, s.ew2, s.ids.view());
   cuda::force_experts_tile(cuda::kGroupedTiles[0].name);
   const size_t grouped = fused_experts_workspace_size(s.x.view(), s.ew13, s.ew2, s.ids.view());
   cuda::force_experts_tile(nullptr);
-  if (cuda::grouped_experts_available())
-    EXPECT_GE(grouped, tiled + size_t(2000) * 64 * 2 + 2 * cuda::kGroupedGemmScratchBytes);
+  // The default choice for 250 tokens per expert is the grouped path where it is built.
+  EXPECT_EQ(fused_experts_workspace_size(s.x.view(), s.ew13, s.ew2, s.ids.view()), grouped);
+  if (cuda::grouped_experts_available())  // + fp32 gate/up rows, sorted weights, CUTLASS scratch
+    EXPECT_GE(grouped, tiled + size_t(2000) * 64 * 4 + 2000 * 4 + 2 * cuda::kGroupedGemmScratchBytes);
   else
     EXPECT_EQ(grouped, tiled);
 }
