@@ -343,12 +343,15 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
       for (int64_t j = j0; j < j1; ++j) {
         const uint16_t* wg = pb.ops.w13.gate_block(e, j);
         const uint16_t* wu = pb.ops.w13.up_block(e, j);
+        const uint16_t* wg_next = j + 1 < j1 ? pb.ops.w13.gate_block(e, j + 1) : nullptr;
         const int count = static_cast<int>(std::min<int64_t>(32, N - j * 32));
         for (int64_t g = begin; g < end; g += rows_max) {
           const int rows = static_cast<int>(std::min<int64_t>(rows_max, end - g));
           const unsigned char* a = panel + (g - begin) * lda * elem;
-          kn.gemm(a, lda, rows, wg, k_pad / 2, cg);
-          kn.gemm(a, lda, rows, wu, k_pad / 2, cu);
+          // The block multiplied next, where it is not in cache yet: the up block after the first
+          // panel's gate, the next gate block after the last panel's up.
+          kn.gemm(a, lda, rows, wg, k_pad / 2, cg, g == begin ? wu : nullptr);
+          kn.gemm(a, lda, rows, wu, k_pad / 2, cu, g + rows_max >= end ? wg_next : nullptr);
           for (int r = 0; r < rows; ++r)
             kn.activate(cg + r * 32, cu + r * 32, count, pb.act, pb.dtype, kn.panel,
                         ic1 + ((g + r) * ldc + j * 32) * elem);
@@ -369,8 +372,14 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
         const int32_t* hi = std::lower_bound(lo, seg_end, static_cast<int32_t>(m1 * k));
         for (int64_t g = lo - sorted; g < hi - sorted; g += rows_max) {
           const int rows = static_cast<int>(std::min<int64_t>(rows_max, (hi - sorted) - g));
+          const bool first = g == lo - sorted, last = g + rows_max >= hi - sorted;
           for (int64_t nb = nb0; nb < nb1; ++nb) {
-            kn.gemm(ic1 + g * ldc * elem, ldc, rows, pb.ops.w2.block(e, nb), n_pad / 2, cg);
+            // Next uncached block: this expert's next output block on its first row panel, the
+            // next expert's first block after the last one.
+            const uint16_t* next = nb + 1 < nb1 ? (first ? pb.ops.w2.block(e, nb + 1) : nullptr)
+                                   : last && u + 1 < n_touched ? pb.ops.w2.block(touched[u + 1], nb0)
+                                                               : nullptr;
+            kn.gemm(ic1 + g * ldc * elem, ldc, rows, pb.ops.w2.block(e, nb), n_pad / 2, cg, next);
             const int count = static_cast<int>(std::min<int64_t>(32, K - nb * 32));
             for (int r = 0; r < rows; ++r) {
               const int64_t i = sorted[g + r];

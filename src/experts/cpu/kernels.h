@@ -32,8 +32,10 @@ struct ExpertKernels {
   // c[r * 32 + n] = sum_{k < 2 * kpairs} a[r * lda + k] * W[n][k] for r < rows, where w is one
   // VNNI-2 block (32 columns n, kpairs K pairs) of weights in `dtype`. a holds at least
   // `read_rows` rows (AMX reads whole 16-row tiles whatever `rows` is; the extra rows' results are
-  // discarded, and no row's result depends on another row).
-  void (*gemm)(const void* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c);
+  // discarded, and no row's result depends on another row). next_w (may be null) is the block the
+  // caller multiplies next: a path may stream it into the cache during this call.
+  void (*gemm)(const void* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+               const uint16_t* next_w);
   int read_rows = 0;
   // dst[n] = round(act(gate[n]) * up[n]) for n < count (stored in `panel` format, rounding to
   // `dtype`); zero for count <= n < 32.

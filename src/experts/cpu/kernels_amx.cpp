@@ -67,7 +67,8 @@ inline void prefetch_a(const uint16_t* a, int64_t stride, int64_t p) {
   for (int r = 0; r < 16; ++r) _mm_prefetch(row + r * stride, _MM_HINT_T0);
 }
 
-void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
+void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+          const uint16_t* next_w) {
   const uint16_t* a = static_cast<const uint16_t*>(a_panel);
   const int64_t stride = lda * 2;
   _tile_zero(0);

@@ -3,6 +3,7 @@
 // path and fp16 on the avx512bf16 / amx paths.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/numeric.h"
@@ -62,9 +63,24 @@ struct Fp16Cols {
 // 8 rows per expert, 25 % faster).
 constexpr int64_t kPrefetchPairs = 16;
 
+// A share of the lines of the block the caller multiplies next, streamed into L2 during a pass
+// over this one (per_pair lines per K pair): with the block read from DRAM only in its first pass,
+// a call was a memory-bound pass followed by compute-bound passes from L2, the two never
+// overlapping; streaming the next block during the L2 passes overlaps them.
+struct NextLines {
+  const char* lines = nullptr;
+  int64_t count = 0;
+  int per_pair = 0;
+  inline void at(int64_t p) const {
+    for (int i = 0; i < per_pair; ++i)
+      if (p * per_pair + i < count) _mm_prefetch(lines + (p * per_pair + i) * 64, _MM_HINT_T1);
+  }
+};
+
 template <typename Cols, int R>
-void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, float* c) {
+void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, float* c, const NextLines* next) {
   for (int half = 0; half < 2; ++half) {
+    const NextLines& stream = next[half];
     const uint16_t* wp = w + half * 32;
     __m256 acc[R][2];
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
@@ -73,6 +89,7 @@ void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, f
         _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64 + 32), _MM_HINT_T1);
       }
+      stream.at(p);
       const __m256 o0 = Cols::odd(wp + p * 64), o1 = Cols::odd(wp + p * 64 + 16);
       for (int r = 0; r < R; ++r) {
         const __m256 xo = _mm256_broadcast_ss(a + r * lda + 2 * p + 1);
@@ -96,10 +113,11 @@ void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, f
 // One row (decode): all 32 columns in one pass, so four accumulator chains hide the FMA latency
 // (same order per output as gemm_rows).
 template <typename Cols>
-void gemm_one_row(const float* a, const uint16_t* w, int64_t kpairs, float* c) {
+void gemm_one_row(const float* a, const uint16_t* w, int64_t kpairs, float* c, const NextLines& stream) {
   __m256 acc[4];
   for (int q = 0; q < 4; ++q) acc[q] = _mm256_setzero_ps();
   for (int64_t p = 0; p < kpairs; ++p) {
+    stream.at(p);
     __m256 e[4], o[4];
     for (int q = 0; q < 4; ++q) Cols::load(w + p * 64 + q * 16, e[q], o[q]);
     const __m256 xo = _mm256_broadcast_ss(a + 2 * p + 1);
@@ -114,13 +132,14 @@ void gemm_one_row(const float* a, const uint16_t* w, int64_t kpairs, float* c) {
 // half-width passes of gemm_rows<2> had four chains, each two dependent FMAs per K pair, so the FMA
 // latency capped a pass near 64 bytes of weights per 8-10 cycles and the block was read twice.
 template <typename Cols>
-void gemm_two_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, float* c) {
+void gemm_two_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, float* c, const NextLines& stream) {
   __m256 acc[2][4];
   for (int r = 0; r < 2; ++r)
     for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_ps();
   for (int64_t p = 0; p < kpairs; ++p) {
     _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64 + 32), _MM_HINT_T0);
+    stream.at(p);
     __m256 v[4];
     for (int q = 0; q < 4; ++q) v[q] = Cols::odd(w + p * 64 + q * 16);
     for (int r = 0; r < 2; ++r) {
@@ -137,29 +156,53 @@ void gemm_two_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpair
     for (int q = 0; q < 4; ++q) _mm256_storeu_ps(c + r * 32 + q * 8, Cols::column_order(acc[r][q]));
 }
 
+int passes_of(int rows) { return rows <= 2 ? 1 : 2; }  // one-pass kernels take 1 or 2 rows
+
 template <typename Cols>
-void gemm_block(const float* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
+void gemm_block(const float* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+                const NextLines* next) {
   switch (rows) {
-    case 1: gemm_one_row<Cols>(a, w, kpairs, c); break;
-    case 2: gemm_two_rows<Cols>(a, lda, w, kpairs, c); break;
-    case 3: gemm_rows<Cols, 3>(a, lda, w, kpairs, c); break;
-    case 4: gemm_rows<Cols, 4>(a, lda, w, kpairs, c); break;
-    case 5: gemm_rows<Cols, 5>(a, lda, w, kpairs, c); break;
-    default: gemm_rows<Cols, 6>(a, lda, w, kpairs, c); break;
+    case 1: gemm_one_row<Cols>(a, w, kpairs, c, next[0]); break;
+    case 2: gemm_two_rows<Cols>(a, lda, w, kpairs, c, next[0]); break;
+    case 3: gemm_rows<Cols, 3>(a, lda, w, kpairs, c, next); break;
+    case 4: gemm_rows<Cols, 4>(a, lda, w, kpairs, c, next); break;
+    case 5: gemm_rows<Cols, 5>(a, lda, w, kpairs, c, next); break;
+    default: gemm_rows<Cols, 6>(a, lda, w, kpairs, c, next); break;
   }
 }
 
 // Up to 32 rows (a whole panel), split evenly into blocks of at most 6: 8 rows run as 4 + 4 and
-// 13 as 5 + 4 + 4, not 6 + 2 or 6 + 6 + 1 (a 2-row block has 4 chains and runs at half the FMA
-// rate; a 1-row block re-reads the weight block for one row). Rows are independent: any split
-// gives the same bits.
+// 13 as 5 + 4 + 4, not 6 + 6 + 1 (a 1-row block has 4 chains, half the FMA rate, and re-reads the
+// weight block for one row). Rows are independent: any split gives the same bits. The next
+// block's lines are shared out over the passes after the first (the first reads this block from
+// memory), or all go to the only pass.
 template <typename Cols>
-void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
+void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+          const uint16_t* next_w) {
   const float* a = static_cast<const float*>(a_panel);
   const int blocks = (rows + 5) / 6;
+  constexpr int kMaxPasses = 2 * 6;  // 32 rows: at most 6 blocks of two passes
+  NextLines shares[kMaxPasses];
+  int passes = 0;
   for (int b = 0, r0 = 0; b < blocks; ++b) {
     const int n = (rows - r0) / (blocks - b);
-    gemm_block<Cols>(a + r0 * lda, lda, n, w, kpairs, c + r0 * 32);
+    passes += passes_of(n);
+    r0 += n;
+  }
+  if (next_w) {
+    const int streaming = passes == 1 ? 1 : passes - 1;
+    const int64_t lines = 2 * kpairs, share = (lines + streaming - 1) / streaming;
+    for (int q = passes == 1 ? 0 : 1, i = 0; q < passes; ++q, ++i) {
+      const int64_t begin = std::min(lines, i * share);
+      shares[q].lines = reinterpret_cast<const char*>(next_w) + begin * 64;
+      shares[q].count = std::min(lines, begin + share) - begin;
+      shares[q].per_pair = static_cast<int>((shares[q].count + kpairs - 1) / kpairs);
+    }
+  }
+  for (int b = 0, r0 = 0, q = 0; b < blocks; ++b) {
+    const int n = (rows - r0) / (blocks - b);
+    gemm_block<Cols>(a + r0 * lda, lda, n, w, kpairs, c + r0 * 32, shares + q);
+    q += passes_of(n);
     r0 += n;
   }
 }

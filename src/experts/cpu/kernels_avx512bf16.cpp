@@ -36,7 +36,8 @@ void gemm_rows(const uint16_t* a, int64_t lda, const uint16_t* w, int64_t kpairs
   }
 }
 
-void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
+void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+          const uint16_t* next_w) {
   const uint16_t* a = static_cast<const uint16_t*>(a_panel);
   switch (rows) {
     case 1: gemm_rows<1>(a, lda, w, kpairs, c); break;

@@ -18,7 +18,8 @@ float round_to(float v, DType dtype) {
 }
 
 template <DType kDType>
-void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c) {
+void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+          const uint16_t* next_w) {
   const float* a = static_cast<const float*>(a_panel);
   for (int r = 0; r < rows; ++r) {
     const float* ar = a + r * lda;
