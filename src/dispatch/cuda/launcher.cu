@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "common/cuda_check.h"
+#include "common/dependent_launch.cuh"
 #include "dispatch/cuda/align.cuh"
 #include "dispatch/cuda/launcher.h"
 #include "dispatch/cuda/prepare.cuh"
@@ -35,17 +36,7 @@ SmallLaunch choose_small_launch(int64_t numel, int nb) {
 // launch; the kernel waits for that grid before reading anything).
 template <typename Kernel, typename Arg>
 void launch_small(Kernel kernel, const SmallLaunch& l, cudaStream_t stream, const Arg& arg) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(1, 1, 1);
-  config.blockDim = dim3(l.threads, 1, 1);
-  config.dynamicSmemBytes = l.smem_bytes;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
-  MOEKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, arg));
+  launch_dependent(kernel, dim3(1), dim3(l.threads), l.smem_bytes, stream, true, arg);
 }
 
 constexpr int kMaxClusterCtas = 8;            // the portable cluster limit

@@ -15,7 +15,7 @@
 
 #include <cstdint>
 
-#include "dispatch/cuda/dependent_launch.cuh"
+#include "common/dependent_launch.cuh"
 
 namespace moekit::cuda {
 

@@ -19,7 +19,7 @@ __device__ __forceinline__ float load_float<__half>(const __half& v) { return __
 template <typename T>
 __global__ void combine_rows_kernel(const T* __restrict__ down_rows, const int* __restrict__ pair_pos,
                                     T* __restrict__ out, int64_t M, int k, int64_t H, float rsf) {
-  pdl_wait();  // launched with PDL after GEMM 2: its rows must be complete
+  wait_for_preceding_grid();  // launched with PDL after GEMM 2: its rows must be complete
   const int64_t chunks = H / 8;
   const int64_t total = M * chunks;
   for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < total;

@@ -18,6 +18,8 @@
 
 #include <cstdint>
 
+#include "common/dependent_launch.cuh"
+
 namespace moekit::cuda {
 
 enum class EpilogueKind : int { kGateUp = 0, kAct = 1, kDown = 2 };
@@ -66,14 +68,6 @@ struct MmaTraits<__half> {
   }
   static __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
 };
-
-// Programmatic dependent launch (sm_90): `wait` blocks until the preceding kernel of the stream
-// has completed and its writes are visible; `launch_dependents` lets the next kernel start its
-// prologue early. Both are no-ops when the kernel was launched without the PDL attribute.
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
-__device__ __forceinline__ void pdl_launch_dependents() {
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-}
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -170,8 +164,8 @@ __global__ void __launch_bounds__(WN * WT * WK * 32, MIN_BLOCKS)
   // GEMM 1 follows route_prep, whose tile list it reads first: wait, then let GEMM 2 start (GEMM 2
   // reads the tile list and streams its weights before waiting for GEMM 1's activations).
   const bool down = p.epilogue == EpilogueKind::kDown;
-  if (!down) pdl_wait();
-  pdl_launch_dependents();
+  if (!down) wait_for_preceding_grid();
+  allow_dependent_launch();
   const int64_t bid = blockIdx.x;
   const int64_t group_span = int64_t(p.tile_group) * p.row_tiles;
   const int64_t group = bid / group_span;
@@ -276,7 +270,7 @@ __global__ void __launch_bounds__(WN * WT * WK * 32, MIN_BLOCKS)
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s)
     if (s < k_tiles) load_a(s, s);
-  if (down) pdl_wait();
+  if (down) wait_for_preceding_grid();
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
     if (s < k_tiles) load_b(s, s);

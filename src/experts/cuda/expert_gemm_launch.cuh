@@ -18,8 +18,8 @@ void launch_gemm(const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t str
   const int64_t groups = (tile_bound + p.tile_group - 1) / p.tile_group;
   const int64_t blocks = groups * p.tile_group * p.row_tiles;
   if (blocks == 0) return;
-  launch_with_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(G::kThreads), G::kSmemBytes,
-                  stream, p);
+  launch_dependent(kernel, dim3(static_cast<unsigned>(blocks)), dim3(G::kThreads), G::kSmemBytes,
+                   stream, experts_pdl_enabled(), p);
 }
 
 // The tile shapes come from the one table in configs.h.

@@ -218,7 +218,7 @@ struct GroupedPrepParams {
 template <typename T, typename G1, typename G2>
 __global__ void grouped_prep_kernel(const GroupedPrepParams p, const typename G1::Arrays g1,
                                     const typename G2::Arrays g2) {
-  pdl_wait();  // route_prep's list and positions
+  wait_for_preceding_grid();  // route_prep's list and positions
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (tid < p.group_count) {
     const int g = static_cast<int>(tid);
@@ -265,7 +265,7 @@ __global__ void grouped_act_kernel(const float* __restrict__ gate_up, const int*
                                    const int* __restrict__ topk_ids, const float* __restrict__ bias,
                                    int64_t P, int64_t I, int64_t R13, bool gated, ActKind act,
                                    float alpha, float limit, T* __restrict__ out) {
-  pdl_wait();
+  wait_for_preceding_grid();
   // One warp per pair row (no 64-bit division per chunk); lanes over its 8-feature chunks.
   const int lane = threadIdx.x & 31;
   const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
@@ -352,18 +352,20 @@ void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
   const int threads = 256;
   int64_t prep_items = P * 32;  // a warp per pair row
   if (prep_items < groups) prep_items = groups;
-  launch_with_pdl(grouped_prep_kernel<T, G1, G2>, dim3(grid_for(prep_items, threads)), dim3(threads), 0,
-                  stream, pp, g1, g2);
+  const bool pdl = experts_pdl_enabled();
+  launch_dependent(grouped_prep_kernel<T, G1, G2>, dim3(grid_for(prep_items, threads)),
+                   dim3(threads), 0, stream, pdl, pp, g1, g2);
 
   G1::run(g1, groups, false, ws + lay.gemm_scratch, stream);
-  launch_with_pdl(grouped_act_kernel<T>, dim3(grid_for(P * 32, threads)), dim3(threads), 0,
-                  stream, static_cast<const float*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
-                  a.I, R13, a.gated, g.act, a.swiglu_alpha, a.swiglu_limit, act);
+  launch_dependent(grouped_act_kernel<T>, dim3(grid_for(P * 32, threads)), dim3(threads), 0, stream,
+                   pdl, static_cast<const float*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
+                   a.I, R13, a.gated, g.act, a.swiglu_alpha, a.swiglu_limit, act);
   G2::run(g2, groups, a.w2_bias != nullptr, ws + lay.gemm_scratch + kGroupedGemmScratchBytes,
           stream);
-  launch_with_pdl(combine_rows_kernel<T>, dim3(grid_for(a.M * (a.H / 8), threads)), dim3(threads),
-                  0, stream, static_cast<const T*>(down), g.pair_pos, static_cast<T*>(a.output),
-                  a.M, static_cast<int>(a.k), a.H, a.routed_scaling_factor);
+  launch_dependent(combine_rows_kernel<T>, dim3(grid_for(a.M * (a.H / 8), threads)), dim3(threads),
+                   0, stream, pdl, static_cast<const T*>(down), g.pair_pos,
+                   static_cast<T*>(a.output), a.M, static_cast<int>(a.k), a.H,
+                   a.routed_scaling_factor);
 }
 
 template <typename T>

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "common/dependent_launch.cuh"
+
 namespace moekit::cuda {
 
 constexpr int kRoutePrepThreads = 1024;
@@ -36,7 +38,7 @@ __global__ void __launch_bounds__(kRoutePrepThreads)
                       int* __restrict__ sorted_pairs, int* __restrict__ pair_pos,
                       int4* __restrict__ tiles, int* __restrict__ num_tiles) {
   // GEMM 1 (launched with PDL) may get its CTAs resident now; they wait for this grid's results.
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  allow_dependent_launch();
   extern __shared__ int smem[];
   int* counts = smem;
   int* offsets = counts + E;

@@ -1,6 +1,7 @@
 #include <utility>
 
 #include "common/cuda_check.h"
+#include "common/dependent_launch.cuh"
 #include "dispatch/cuda/launcher.h"
 #include "routing/cuda/launcher.h"
 #include "routing/cuda/route_and_align_kernel.cuh"
@@ -65,36 +66,17 @@ void with_shape(RouterShape s, const Launch& launch_for) {
   else launch_for(Shape<16, 1>{});
 }
 
-// A launch that may overlap the preceding kernel's tail (programmatic dependent launch: the
-// kernels wait for the preceding grid before touching memory). At decode sizes the launch latency
-// is a large part of a router's time.
-template <typename Kernel, typename... Args>
-void launch_dependent(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t stream,
-                      const Args&... args) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(blocks, 1, 1);
-  config.blockDim = dim3(threads, 1, 1);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
-  MOEKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
-}
-
 template <int kVPT, int kW>
 void launch(const routing::RouterProblem& p, cudaStream_t stream, Shape<kVPT, kW>) {
   constexpr int kWarps = router_warps_per_block<kW>(), kTeams = kWarps / kW;
   const int64_t blocks64 = (p.M + kTeams - 1) / kTeams;
   const int blocks = static_cast<int>(blocks64 < 65535 ? blocks64 : 65535);  // grid-stride beyond
   if (p.score == routing::ScoreFunction::kSigmoid)
-    launch_dependent(router_kernel<kVPT, kW, routing::ScoreFunction::kSigmoid>, blocks, kWarps * 32,
-                     0, stream, p);
+    launch_dependent(router_kernel<kVPT, kW, routing::ScoreFunction::kSigmoid>, dim3(blocks),
+                     dim3(kWarps * 32), 0, stream, true, p);
   else
-    launch_dependent(router_kernel<kVPT, kW, routing::ScoreFunction::kSoftmax>, blocks, kWarps * 32,
-                     0, stream, p);
+    launch_dependent(router_kernel<kVPT, kW, routing::ScoreFunction::kSoftmax>, dim3(blocks),
+                     dim3(kWarps * 32), 0, stream, true, p);
 }
 
 // The one-CTA launch takes one pair per thread, its bucket table within the default shared memory.
@@ -114,11 +96,11 @@ void launch_fused(const detail::RouteAndAlignProblem& p, cudaStream_t stream, Sh
   const size_t smem =
       static_cast<size_t>(small_bucket_smem_words(p.route.M * p.route.slots(), p.align.num_experts)) * 4;
   if (p.route.score == routing::ScoreFunction::kSigmoid)
-    launch_dependent(route_and_align_kernel<kVPT, kW, routing::ScoreFunction::kSigmoid>, 1, threads,
-                     smem, stream, p.route, p.align);
+    launch_dependent(route_and_align_kernel<kVPT, kW, routing::ScoreFunction::kSigmoid>, dim3(1),
+                     dim3(threads), smem, stream, true, p.route, p.align);
   else
-    launch_dependent(route_and_align_kernel<kVPT, kW, routing::ScoreFunction::kSoftmax>, 1, threads,
-                     smem, stream, p.route, p.align);
+    launch_dependent(route_and_align_kernel<kVPT, kW, routing::ScoreFunction::kSoftmax>, dim3(1),
+                     dim3(threads), smem, stream, true, p.route, p.align);
 }
 
 }  // namespace

@@ -18,7 +18,7 @@
 
 #include <cstdint>
 
-#include "dispatch/cuda/dependent_launch.cuh"
+#include "common/dependent_launch.cuh"
 #include "moekit/route.h"
 #include "routing/problem.h"
 #include "routing/router_math.h"

@@ -1,0 +1,39 @@
+// Programmatic dependent launch (PDL): a kernel launched with the attribute may get its CTAs
+// resident while the preceding kernel of the stream finishes; it must wait before touching that
+// kernel's outputs. Both device calls are no-ops in a kernel launched without the attribute.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "common/cuda_check.h"
+
+namespace moekit::cuda {
+
+// Wait until the preceding grid has finished and its writes are visible.
+__device__ __forceinline__ void wait_for_preceding_grid() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+}
+
+// Let the next kernel of the stream (launched with the attribute) get its CTAs resident now.
+__device__ __forceinline__ void allow_dependent_launch() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+
+// Launches `kernel` with the PDL attribute (a plain launch when `overlap` is false).
+template <typename Kernel, typename... Args>
+void launch_dependent(Kernel kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                      bool overlap, const Args&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = overlap ? 1 : 0;
+  MOEKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
+}
+
+}  // namespace moekit::cuda
