@@ -29,7 +29,8 @@ MOEKIT_API size_t fused_experts_workspace_size(TensorView hidden, const ExpertWe
 // ids outside [0, E) (e.g. -1) contribute nothing. Supports options.scheme = kBF16 only (weights in
 // the dtype of hidden), every Activation, w13/w2 bias (fp32 [E, R]) and routed_scaling_factor.
 // `output` may alias `hidden` (in place). H and I must be multiples of 8 (16-byte rows).
-// The intermediate activations are rounded to the dtype of hidden, as SGLang's Triton path does.
+// Rounding to the dtype of hidden happens where the oracle rounds (cpu-moe.md 4.11): act(gate) * up,
+// each slot's weighted output w * W2 . a, and the final sum; gate/up and W2 . a stay fp32.
 //   hidden       [M, H] bf16/fp16, contiguous, CUDA
 //   topk_weights [M, k] fp32;  topk_ids [M, k] int32
 //   output       [M, H] dtype of hidden
