@@ -77,7 +77,7 @@ struct NextLines {
   }
 };
 
-template <typename Cols, int R>
+template <typename Cols, int R, bool kStream>
 void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, float* c, const NextLines* next) {
   for (int half = 0; half < 2; ++half) {
     const NextLines& stream = next[half];
@@ -89,7 +89,7 @@ void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, f
         _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64 + 32), _MM_HINT_T1);
       }
-      stream.at(p);
+      if (kStream) stream.at(p);
       const __m256 o0 = Cols::odd(wp + p * 64), o1 = Cols::odd(wp + p * 64 + 16);
       for (int r = 0; r < R; ++r) {
         const __m256 xo = _mm256_broadcast_ss(a + r * lda + 2 * p + 1);
@@ -112,12 +112,12 @@ void gemm_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, f
 
 // One row (decode): all 32 columns in one pass, so four accumulator chains hide the FMA latency
 // (same order per output as gemm_rows).
-template <typename Cols>
+template <typename Cols, bool kStream>
 void gemm_one_row(const float* a, const uint16_t* w, int64_t kpairs, float* c, const NextLines& stream) {
   __m256 acc[4];
   for (int q = 0; q < 4; ++q) acc[q] = _mm256_setzero_ps();
   for (int64_t p = 0; p < kpairs; ++p) {
-    stream.at(p);
+    if (kStream) stream.at(p);
     __m256 e[4], o[4];
     for (int q = 0; q < 4; ++q) Cols::load(w + p * 64 + q * 16, e[q], o[q]);
     const __m256 xo = _mm256_broadcast_ss(a + 2 * p + 1);
@@ -131,7 +131,7 @@ void gemm_one_row(const float* a, const uint16_t* w, int64_t kpairs, float* c, c
 // Two rows (decode, small experts): all 32 columns in one pass as well, eight chains. The
 // half-width passes of gemm_rows<2> had four chains, each two dependent FMAs per K pair, so the FMA
 // latency capped a pass near 64 bytes of weights per 8-10 cycles and the block was read twice.
-template <typename Cols>
+template <typename Cols, bool kStream>
 void gemm_two_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, float* c, const NextLines& stream) {
   __m256 acc[2][4];
   for (int r = 0; r < 2; ++r)
@@ -139,7 +139,7 @@ void gemm_two_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpair
   for (int64_t p = 0; p < kpairs; ++p) {
     _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64 + 32), _MM_HINT_T0);
-    stream.at(p);
+    if (kStream) stream.at(p);
     __m256 v[4];
     for (int q = 0; q < 4; ++q) v[q] = Cols::odd(w + p * 64 + q * 16);
     for (int r = 0; r < 2; ++r) {
@@ -156,18 +156,60 @@ void gemm_two_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpair
     for (int q = 0; q < 4; ++q) _mm256_storeu_ps(c + r * 32 + q * 8, Cols::column_order(acc[r][q]));
 }
 
-int passes_of(int rows) { return rows <= 2 ? 1 : 2; }  // one-pass kernels take 1 or 2 rows
+// Which calls stream the next block: up to 16 rows (a call of more rows spends most of its passes
+// on data already in L2, so its one DRAM-bound pass matters little; at M = 1024 here, 32-row calls
+// that streamed took ~10% more cycles), and only while the call's A rows, this block and the next
+// fit in 384 KiB (a 32-row call at K = 2048 holds 266 KiB of fp32 rows; the dev machine's L2 is
+// 512 KiB).
+constexpr int kStreamMaxRows = 16;
+constexpr int64_t kStreamBytes = 384 << 10;
 
-template <typename Cols>
+int passes_of(int rows) { return rows <= 3 ? 1 : 2; }  // one-pass kernels take 1 to 3 rows
+
+// Three rows: all 32 columns in one pass, twelve chains (the half-width passes had six); the
+// weight vectors of two column groups at a time keep it within the 16 registers.
+template <typename Cols, bool kStream>
+void gemm_three_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpairs, float* c,
+                     const NextLines& stream) {
+  __m256 acc[3][4];
+  for (int r = 0; r < 3; ++r)
+    for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < kpairs; ++p) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64 + 32), _MM_HINT_T0);
+    if (kStream) stream.at(p);
+    const uint16_t* wp = w + p * 64;
+    for (int h = 0; h < 4; h += 2) {
+      const __m256 o0 = Cols::odd(wp + h * 16), o1 = Cols::odd(wp + h * 16 + 16);
+      for (int r = 0; r < 3; ++r) {
+        const __m256 xo = _mm256_broadcast_ss(a + r * lda + 2 * p + 1);
+        acc[r][h] = _mm256_fmadd_ps(xo, o0, acc[r][h]);
+        acc[r][h + 1] = _mm256_fmadd_ps(xo, o1, acc[r][h + 1]);
+      }
+    }
+    for (int h = 0; h < 4; h += 2) {
+      const __m256 e0 = Cols::even(wp + h * 16), e1 = Cols::even(wp + h * 16 + 16);
+      for (int r = 0; r < 3; ++r) {
+        const __m256 xe = _mm256_broadcast_ss(a + r * lda + 2 * p);
+        acc[r][h] = _mm256_fmadd_ps(xe, e0, acc[r][h]);
+        acc[r][h + 1] = _mm256_fmadd_ps(xe, e1, acc[r][h + 1]);
+      }
+    }
+  }
+  for (int r = 0; r < 3; ++r)
+    for (int q = 0; q < 4; ++q) _mm256_storeu_ps(c + r * 32 + q * 8, Cols::column_order(acc[r][q]));
+}
+
+template <typename Cols, bool kStream>
 void gemm_block(const float* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
                 const NextLines* next) {
   switch (rows) {
-    case 1: gemm_one_row<Cols>(a, w, kpairs, c, next[0]); break;
-    case 2: gemm_two_rows<Cols>(a, lda, w, kpairs, c, next[0]); break;
-    case 3: gemm_rows<Cols, 3>(a, lda, w, kpairs, c, next); break;
-    case 4: gemm_rows<Cols, 4>(a, lda, w, kpairs, c, next); break;
-    case 5: gemm_rows<Cols, 5>(a, lda, w, kpairs, c, next); break;
-    default: gemm_rows<Cols, 6>(a, lda, w, kpairs, c, next); break;
+    case 1: gemm_one_row<Cols, kStream>(a, w, kpairs, c, next[0]); break;
+    case 2: gemm_two_rows<Cols, kStream>(a, lda, w, kpairs, c, next[0]); break;
+    case 3: gemm_three_rows<Cols, kStream>(a, lda, w, kpairs, c, next[0]); break;
+    case 4: gemm_rows<Cols, 4, kStream>(a, lda, w, kpairs, c, next); break;
+    case 5: gemm_rows<Cols, 5, kStream>(a, lda, w, kpairs, c, next); break;
+    default: gemm_rows<Cols, 6, kStream>(a, lda, w, kpairs, c, next); break;
   }
 }
 
@@ -189,7 +231,9 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
     passes += passes_of(n);
     r0 += n;
   }
-  if (next_w) {
+  const int64_t block_bytes = kpairs * 64 * 2;
+  const bool stream = next_w && rows <= kStreamMaxRows && rows * lda * 4 + 2 * block_bytes <= kStreamBytes;
+  if (stream) {
     const int streaming = passes == 1 ? 1 : passes - 1;
     const int64_t lines = 2 * kpairs, share = (lines + streaming - 1) / streaming;
     for (int q = passes == 1 ? 0 : 1, i = 0; q < passes; ++q, ++i) {
@@ -201,7 +245,10 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
   }
   for (int b = 0, r0 = 0, q = 0; b < blocks; ++b) {
     const int n = (rows - r0) / (blocks - b);
-    gemm_block<Cols>(a + r0 * lda, lda, n, w, kpairs, c + r0 * 32, shares + q);
+    if (stream)
+      gemm_block<Cols, true>(a + r0 * lda, lda, n, w, kpairs, c + r0 * 32, shares + q);
+    else
+      gemm_block<Cols, false>(a + r0 * lda, lda, n, w, kpairs, c + r0 * 32, shares + q);
     q += passes_of(n);
     r0 += n;
   }
