@@ -45,47 +45,52 @@ inline float horizontal_sum(__m256 v) {
 
 void normalize_rotate_head_avx2(uint16_t* head, const float* weight, const RotaryRow& row,
                                 const HeadArgs& a) {
-  alignas(32) float y[256];
   const int D = a.head_dim, R = a.rotary_dim, half = a.half;
   __m256 sum_sq = _mm256_setzero_ps();
   for (int e = 0; e < D; e += 8) {
     const __m256 x = load8(head + e, a.fp16);
     sum_sq = _mm256_fmadd_ps(x, x, sum_sq);
-    _mm256_store_ps(y + e, x);
   }
   const float inv_rms = 1.f / std::sqrt(horizontal_sum(sum_sq) / static_cast<float>(D) + a.eps);
   const __m256 scale = _mm256_set1_ps(inv_rms);
-  for (int e = 0; e < D; e += 8)
-    _mm256_store_ps(y + e, _mm256_mul_ps(_mm256_mul_ps(_mm256_load_ps(y + e), _mm256_loadu_ps(weight + e)), scale));
+  // y = x * w * inv_rms, recomputed from the head (still in L1) where it is used.
+  auto normalized = [&](int e) {
+    return _mm256_mul_ps(_mm256_mul_ps(load8(head + e, a.fp16), _mm256_loadu_ps(weight + e)), scale);
+  };
+  auto rotate = [&](__m256 v, __m256 partner, int e) {
+    return _mm256_fmadd_ps(v, _mm256_loadu_ps(row.cos_a + e), _mm256_mul_ps(partner, _mm256_loadu_ps(row.sin_a + e)));
+  };
 
-  // Whole vectors inside the rotated range. For NeoX such vectors exist only when half >= 8
-  // (partner vector half away) or half == 4 (R == 8: swap the 128-bit halves).
-  const int rotated_vectors_end = R & ~7;
-  for (int e = 0; e < rotated_vectors_end; e += 8) {
-    const __m256 v = _mm256_load_ps(y + e);
-    __m256 partner;
-    if (!a.is_neox)
-      partner = _mm256_permute_ps(v, 0xB1);  // (0 1)(2 3)... swapped
-    else if (half >= 8)
-      partner = _mm256_load_ps(y + (e ^ half));
-    else
-      partner = _mm256_permute2f128_ps(v, v, 1);
-    const __m256 out = _mm256_fmadd_ps(v, _mm256_loadu_ps(row.cos_a + e),
-                                       _mm256_mul_ps(partner, _mm256_loadu_ps(row.sin_a + e)));
-    store8(head + e, out, a.fp16);
-  }
-  int e = rotated_vectors_end;
-  if (e < R) {  // a vector that straddles R (R not a multiple of 8)
-    alignas(32) float out[8];
-    for (int j = 0; j < 8; ++j) {
-      const int d = e + j;
-      const int partner = !a.is_neox ? d ^ 1 : (d < half ? d + half : d - half);
-      out[j] = d < R ? y[d] * row.cos_a[d] + y[partner] * row.sin_a[d] : y[d];
+  // Whole vectors inside the rotated range; a vector that straddles R or a NeoX half narrower than
+  // a vector goes through the per-element loop below (both halves of a NeoX pair are read before
+  // either is written: the head is rotated in place).
+  int e = 0;
+  if (!a.is_neox) {
+    for (; e + 8 <= R; e += 8) {
+      const __m256 v = normalized(e);
+      store8(head + e, rotate(v, _mm256_permute_ps(v, 0xB1), e), a.fp16);  // (0 1)(2 3)... swapped
     }
-    store8(head + e, _mm256_load_ps(out), a.fp16);
-    e += 8;
+  } else if (half % 8 == 0) {
+    for (; e < half; e += 8) {
+      const __m256 lo = normalized(e), hi = normalized(e + half);
+      store8(head + e, rotate(lo, hi, e), a.fp16);
+      store8(head + e + half, rotate(hi, lo, e + half), a.fp16);
+    }
+    e = R;
   }
-  for (; e < D; e += 8) store8(head + e, _mm256_load_ps(y + e), a.fp16);
+  if (e < R) {  // the general case for what is left of the rotated range
+    alignas(32) float y[256], out[256];
+    for (int d = 0; d < D; d += 8) _mm256_store_ps(y + d, normalized(d));
+    for (int d = e; d < R; ++d) {
+      const int partner = !a.is_neox ? d ^ 1 : (d < half ? d + half : d - half);
+      out[d] = y[d] * row.cos_a[d] + y[partner] * row.sin_a[d];
+    }
+    const int end = (R + 7) & ~7;
+    for (int d = R; d < end; ++d) out[d] = y[d];
+    for (int d = e; d < end; d += 8) store8(head + d, _mm256_load_ps(out + d), a.fp16);
+    e = end;
+  }
+  for (; e < D; e += 8) store8(head + e, normalized(e), a.fp16);
 }
 
 }  // namespace moekit::cpu
