@@ -17,6 +17,16 @@ struct PrepareSource {
   }
 };
 
+// Expert e's rows of both GEMMs' problem sizes: (count, 2n, k) and (count, k, n).
+__device__ __forceinline__ void write_problem_sizes(const detail::PrepareProblem& p, int e, int32_t count) {
+  p.problem_sizes1[e * 3 + 0] = count;
+  p.problem_sizes1[e * 3 + 1] = 2 * p.n;
+  p.problem_sizes1[e * 3 + 2] = p.k;
+  p.problem_sizes2[e * 3 + 0] = count;
+  p.problem_sizes2[e * 3 + 1] = p.k;
+  p.problem_sizes2[e * 3 + 2] = p.n;
+}
+
 __global__ void __launch_bounds__(1024) prepare_moe_input_kernel(detail::PrepareProblem p) {
   extern __shared__ int32_t smem_words[];
   cg::cluster_group cluster = cg::this_cluster();
@@ -40,15 +50,7 @@ __global__ void __launch_bounds__(1024) prepare_moe_input_kernel(detail::Prepare
     p.input_permutation[slot] = -1;
   if (cluster.block_rank() == 0) {
     for (int e = threadIdx.x; e <= nb; e += blockDim.x) p.expert_offsets[e] = s.start[e];
-    for (int e = threadIdx.x; e < nb; e += blockDim.x) {
-      const int32_t c = s.count[e];
-      p.problem_sizes1[e * 3 + 0] = c;
-      p.problem_sizes1[e * 3 + 1] = 2 * p.n;
-      p.problem_sizes1[e * 3 + 2] = p.k;
-      p.problem_sizes2[e * 3 + 0] = c;
-      p.problem_sizes2[e * 3 + 1] = p.k;
-      p.problem_sizes2[e * 3 + 2] = p.n;
-    }
+    for (int e = threadIdx.x; e < nb; e += blockDim.x) write_problem_sizes(p, e, s.count[e]);
     if (p.blockscale_offsets != nullptr) {
       // The starts are no longer needed: scan the 128-padded counts into them.
       __syncthreads();
@@ -83,15 +85,7 @@ __global__ void __launch_bounds__(kSmallBucketMaxThreads)
     p.expert_offsets[e] = s.start[e];
     if (blockscale) p.blockscale_offsets[e] = s.start2[e];
   }
-  for (int e = i; e < nb; e += blockDim.x) {
-    const int32_t c = s.count[e];
-    p.problem_sizes1[e * 3 + 0] = c;
-    p.problem_sizes1[e * 3 + 1] = 2 * p.n;
-    p.problem_sizes1[e * 3 + 2] = p.k;
-    p.problem_sizes2[e * 3 + 0] = c;
-    p.problem_sizes2[e * 3 + 1] = p.k;
-    p.problem_sizes2[e * 3 + 2] = p.n;
-  }
+  for (int e = i; e < nb; e += blockDim.x) write_problem_sizes(p, e, s.count[e]);
 }
 
 }  // namespace moekit::cuda

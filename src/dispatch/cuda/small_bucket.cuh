@@ -55,37 +55,33 @@ __device__ __forceinline__ int32_t round_up_to(int32_t c, int32_t block) {
   return (c + block - 1) / block * block;
 }
 
+// Inclusive scan of two values over a full warp.
+__device__ __forceinline__ int2 warp_inclusive_scan2(int2 v, int lane) {
+#pragma unroll
+  for (int d = 1; d < 32; d *= 2) {
+    const int32_t x = __shfl_up_sync(0xffffffffu, v.x, d);
+    const int32_t y = __shfl_up_sync(0xffffffffu, v.y, d);
+    if (lane >= d) {
+      v.x += x;
+      v.y += y;
+    }
+  }
+  return v;
+}
+
 // Block-wide exclusive scan of two per-thread values (every thread calls it); returns the prefix of
 // this thread's values and sets the totals.
 __device__ __forceinline__ int2 block_exclusive_scan2(int2 v, int32_t* warp_sums, int2& total) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  int2 incl = v;
-#pragma unroll
-  for (int d = 1; d < 32; d *= 2) {
-    const int32_t x = __shfl_up_sync(0xffffffffu, incl.x, d);
-    const int32_t y = __shfl_up_sync(0xffffffffu, incl.y, d);
-    if (lane >= d) {
-      incl.x += x;
-      incl.y += y;
-    }
-  }
+  const int2 incl = warp_inclusive_scan2(v, lane);
   if (lane == 31) {
     warp_sums[warp] = incl.x;
     warp_sums[32 + warp] = incl.y;
   }
   __syncthreads();
   // Every warp scans the warp sums itself (no second barrier).
-  int2 w = make_int2(lane < warps ? warp_sums[lane] : 0, lane < warps ? warp_sums[32 + lane] : 0);
-  int2 wincl = w;
-#pragma unroll
-  for (int d = 1; d < 32; d *= 2) {
-    const int32_t x = __shfl_up_sync(0xffffffffu, wincl.x, d);
-    const int32_t y = __shfl_up_sync(0xffffffffu, wincl.y, d);
-    if (lane >= d) {
-      wincl.x += x;
-      wincl.y += y;
-    }
-  }
+  const int2 w = make_int2(lane < warps ? warp_sums[lane] : 0, lane < warps ? warp_sums[32 + lane] : 0);
+  const int2 wincl = warp_inclusive_scan2(w, lane);
   total = make_int2(__shfl_sync(0xffffffffu, wincl.x, 31), __shfl_sync(0xffffffffu, wincl.y, 31));
   const int32_t before_x = __shfl_sync(0xffffffffu, wincl.x - w.x, warp);
   const int32_t before_y = __shfl_sync(0xffffffffu, wincl.y - w.y, warp);
