@@ -327,20 +327,26 @@ TEST(FusedExpertsGpuLarge, AllTokensOnOneExpert) {
   expect_close(d.out.to_host(), gpu_reference(L, in), "one expert");
 }
 
+// Activation `act` with biases and a routed scaling factor, bf16 and fp16, on whichever path the
+// caller has the plan pick.
+void expect_options_match_reference(Activation act, int64_t M, Routing routing, const char* what) {
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    Layer L{M, 16, 4, 192, 80, dtype, act, 2.5, true};
+    auto rng = fresh_rng();
+    Inputs in = make_inputs(L, routing, rng);
+    DeviceLayer d(L, in);
+    d.run(L);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    expect_close(d.out.to_host(), gpu_reference(L, in), what);
+  }
+}
+
 class FusedExpertsGpuOptions : public ::testing::TestWithParam<std::tuple<Activation, int64_t>> {};
 
 TEST_P(FusedExpertsGpuOptions, ActivationsBiasScaling) {
   MOEKIT_REQUIRE_GPU();
   auto [act, M] = GetParam();
-  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
-    Layer L{M, 16, 4, 192, 80, dtype, act, 2.5, true};
-    auto rng = fresh_rng();
-    Inputs in = make_inputs(L, Routing::kUniform, rng);
-    DeviceLayer d(L, in);
-    d.run(L);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    expect_close(d.out.to_host(), gpu_reference(L, in), "options");
-  }
+  expect_options_match_reference(act, M, Routing::kUniform, "options");
 }
 
 INSTANTIATE_TEST_SUITE_P(Acts, FusedExpertsGpuOptions,
@@ -479,15 +485,7 @@ TEST_P(FusedExpertsGpuGroupedOptions, ActivationsBiasScaling) {
   MOEKIT_REQUIRE_GROUPED();
   ForceGroupedPath force;
   auto [act, M] = GetParam();
-  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
-    Layer L{M, 16, 4, 192, 80, dtype, act, 2.5, true};
-    auto rng = fresh_rng();
-    Inputs in = make_inputs(L, Routing::kDropped, rng);
-    DeviceLayer d(L, in);
-    d.run(L);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    expect_close(d.out.to_host(), gpu_reference(L, in), "grouped options");
-  }
+  expect_options_match_reference(act, M, Routing::kDropped, "grouped options");
 }
 
 INSTANTIATE_TEST_SUITE_P(Acts, FusedExpertsGpuGroupedOptions,
