@@ -26,4 +26,24 @@ struct HeadArgs {
 void normalize_rotate_head_avx2(uint16_t* head, const float* weight, const RotaryRow& row,
                                 const HeadArgs& args);
 
+// Whole tokens at a time (AVX2), for rotated ranges of whole 16-value blocks: NeoX with R/2 % 16 == 0,
+// interleaved with R % 16 == 0 (tokens_fit_avx2). Per token the angles are reduced 4 at a time and
+// the weights folded into the cos/sin rows once for all heads; per head one pass reads x into the
+// sum of squares, a second (from L1) writes inv_rms * (x w cos + x_partner w_partner sin). The
+// next token's heads are prefetched while this token's are processed.
+struct TokenArgs {
+  uint16_t* qkv = nullptr;
+  int64_t width = 0;  // values per token row
+  int64_t heads_q = 0, heads_k = 0;
+  const int32_t* positions32 = nullptr;  // one of the two
+  const int64_t* positions64 = nullptr;
+  const float* q_weight = nullptr;  // [head_dim] each
+  const float* k_weight = nullptr;
+  float attention_factor = 1.f;
+  HeadArgs head;
+};
+bool tokens_fit_avx2(const HeadArgs& args);
+void normalize_rotate_tokens_avx2(const TokenArgs& args, const detail::RotaryFrequencies& freqs,
+                                  int64_t begin, int64_t end);
+
 }  // namespace moekit::cpu

@@ -1,5 +1,7 @@
 // CPU fused_qk_norm_rope: threads over tokens; per token the R/2 angles are reduced in fp64 once
-// and expanded into a per-element cos/sin row shared by all of that token's heads.
+// and expanded into a per-element cos/sin row shared by all of that token's heads. AVX2 takes whole
+// tokens where the rotated range is made of 16-value blocks (normalize_rotate_tokens_avx2), single
+// heads otherwise.
 #include <cmath>
 #include <vector>
 
@@ -72,9 +74,26 @@ void fused_qk_norm_rope(const detail::QkNormRopeArgs& args, const detail::Rotary
   const int64_t width = (args.num_heads_q + args.num_heads_k + args.num_heads_v) * args.head_dim;
   const int64_t rotated_heads = args.num_heads_q + args.num_heads_k;
   const bool avx2 = cpu_isa() >= CpuIsa::kAvx2;
-  auto* normalize_rotate = avx2 ? normalize_rotate_head_avx2 : normalize_rotate_head_scalar;
   uint16_t* qkv = args.qkv.ptr<uint16_t>();
   const bool pos64 = args.position_ids.dtype == DType::kInt64;
+  if (avx2 && tokens_fit_avx2(a)) {
+    TokenArgs ta;
+    ta.qkv = qkv;
+    ta.width = width;
+    ta.heads_q = args.num_heads_q;
+    ta.heads_k = args.num_heads_k;
+    if (pos64) ta.positions64 = args.position_ids.ptr<const int64_t>();
+    else ta.positions32 = args.position_ids.ptr<const int32_t>();
+    ta.q_weight = q_weight.data();
+    ta.k_weight = k_weight.data();
+    ta.attention_factor = attention_factor;
+    ta.head = a;
+    detail::parallel_for(args.num_tokens, 4, [&](int64_t begin, int64_t end) {
+      normalize_rotate_tokens_avx2(ta, freqs, begin, end);
+    });
+    return;
+  }
+  auto* normalize_rotate = avx2 ? normalize_rotate_head_avx2 : normalize_rotate_head_scalar;
 
   detail::parallel_for(args.num_tokens, 4, [&](int64_t begin, int64_t end) {
     RotaryRow row;

@@ -94,3 +94,236 @@ void normalize_rotate_head_avx2(uint16_t* head, const float* weight, const Rotar
 }
 
 }  // namespace moekit::cpu
+
+// ---- whole tokens ----
+
+namespace moekit::cpu {
+namespace {
+
+// A block of 16 values is held as two vectors (lo, hi). bf16: lo = values 0-3 and 8-11, hi = 4-7
+// and 12-15 (one 256-bit load and an unpack per half; the pack on store restores the order). fp16:
+// lo = 0-7, hi = 8-15. The per-token tables are stored in the same "lane order".
+template <bool kFp16>
+inline void load16(const uint16_t* p, __m256& lo, __m256& hi) {
+  if constexpr (kFp16) {
+    lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)));
+  } else {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), v));
+    hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), v));
+  }
+}
+
+// bf16 bits (round to nearest even) in the low half of each lane. No NaN fix-up is needed here:
+// every stored value comes out of an fp32 multiply or fma whose operands are bf16 values, folded
+// tables of finite cos/sin and bf16 weights, or inv_rms of bf16 values, so a NaN among them is
+// either the default NaN or a quieted bf16 NaN: both have 16 low zero bits, which the rounding add
+// leaves without a carry.
+inline __m256i bf16_bits(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  return _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+}
+
+template <bool kFp16>
+inline void store16(uint16_t* p, __m256 lo, __m256 hi) {
+  if constexpr (kFp16) {
+    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm256_set_m128i(_mm256_cvtps_ph(hi, kRound), _mm256_cvtps_ph(lo, kRound)));
+  } else {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_packus_epi32(bf16_bits(lo), bf16_bits(hi)));
+  }
+}
+
+// Natural-order values e..e+7 (a) and e+8..e+15 (b) stored in lane order at t.
+template <bool kFp16>
+inline void store_lane_order(float* t, __m256 a, __m256 b) {
+  if constexpr (!kFp16) {
+    const __m256 lo = _mm256_permute2f128_ps(a, b, 0x20), hi = _mm256_permute2f128_ps(a, b, 0x31);
+    a = lo;
+    b = hi;
+  }
+  _mm256_store_ps(t, a);
+  _mm256_store_ps(t + 8, b);
+}
+
+// cos and sin of position * freq[0..7], the steps of detail::rotary_cos_sin four lanes at a time
+// (exact double-double angle, Cody-Waite reduction in fp64, the same fp32 polynomials evaluated
+// with fma, the quadrant k mod 4 taken in fp64 so any |k| < 2^53 works).
+inline void rotary_cos_sin8(double position, const double* freq, __m256& cos_out, __m256& sin_out) {
+  const __m256d p = _mm256_set1_pd(position);
+  __m128 x4[2];
+  __m128i q4[2];
+  for (int half = 0; half < 2; ++half) {
+    const __m256d f = _mm256_loadu_pd(freq + 4 * half);
+    const __m256d hi = _mm256_mul_pd(p, f);
+    const __m256d lo = _mm256_fmsub_pd(p, f, hi);
+    const __m256d k = _mm256_round_pd(_mm256_mul_pd(hi, _mm256_set1_pd(0.63661977236758134)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256d r = _mm256_fnmadd_pd(
+        k, _mm256_set1_pd(6.123233995736766e-17),
+        _mm256_add_pd(_mm256_fnmadd_pd(k, _mm256_set1_pd(1.5707963267948966), hi), lo));
+    const __m256d q = _mm256_fnmadd_pd(
+        _mm256_floor_pd(_mm256_mul_pd(k, _mm256_set1_pd(0.25))), _mm256_set1_pd(4.0), k);
+    x4[half] = _mm256_cvtpd_ps(r);
+    q4[half] = _mm256_cvtpd_epi32(q);
+  }
+  const __m256 x = _mm256_set_m128(x4[1], x4[0]);
+  const __m256i q = _mm256_set_m128i(q4[1], q4[0]);
+  const __m256 z = _mm256_mul_ps(x, x);
+  const __m256 sin_poly = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_set1_ps(-1.9515295891e-4f), z, _mm256_set1_ps(8.3321608736e-3f)), z,
+      _mm256_set1_ps(-1.6666654611e-1f));
+  const __m256 sin_r = _mm256_fmadd_ps(_mm256_mul_ps(sin_poly, z), x, x);
+  const __m256 cos_poly = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_set1_ps(2.443315711809948e-5f), z, _mm256_set1_ps(-1.388731625493765e-3f)),
+      z, _mm256_set1_ps(4.166664568298827e-2f));
+  const __m256 cos_r = _mm256_add_ps(
+      _mm256_fmadd_ps(_mm256_mul_ps(cos_poly, z), z, _mm256_mul_ps(_mm256_set1_ps(-0.5f), z)),
+      _mm256_set1_ps(1.0f));
+  // Quadrant q: 0 (c, s), 1 (-s, c), 2 (-c, -s), 3 (s, -c).
+  const __m256 swap = _mm256_castsi256_ps(
+      _mm256_cmpeq_epi32(_mm256_and_si256(q, _mm256_set1_epi32(1)), _mm256_set1_epi32(1)));
+  const __m256 cos_neg = _mm256_castsi256_ps(_mm256_slli_epi32(
+      _mm256_and_si256(_mm256_add_epi32(q, _mm256_set1_epi32(1)), _mm256_set1_epi32(2)), 30));
+  const __m256 sin_neg =
+      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(q, _mm256_set1_epi32(2)), 30));
+  cos_out = _mm256_xor_ps(_mm256_blendv_ps(cos_r, sin_r, swap), cos_neg);
+  sin_out = _mm256_xor_ps(_mm256_blendv_ps(sin_r, cos_r, swap), sin_neg);
+}
+
+// One token's rotation with one head kind's weights folded in, lane order: rotated value e =
+// inv_rms * (x[e] * wc[e] + x[partner(e)] * ws[e]); past the rotated range inv_rms * x[e] * w[e].
+struct FoldedRow {
+  alignas(32) float wc[256];
+  alignas(32) float ws[256];
+  alignas(32) float w[256];
+};
+
+template <bool kFp16, bool kNeox>
+void normalize_rotate_head(uint16_t* x, const uint16_t* next, const FoldedRow& t, int D, int R,
+                           float eps) {
+  if (next)
+    for (int b = 0; b < 2 * D; b += 64) _mm_prefetch(reinterpret_cast<const char*>(next) + b, _MM_HINT_T0);
+  __m256 sum0 = _mm256_setzero_ps(), sum1 = _mm256_setzero_ps();
+  for (int e = 0; e < D; e += 16) {
+    __m256 lo, hi;
+    load16<kFp16>(x + e, lo, hi);
+    sum0 = _mm256_fmadd_ps(lo, lo, sum0);
+    sum1 = _mm256_fmadd_ps(hi, hi, sum1);
+  }
+  const __m256 inv_rms =
+      _mm256_set1_ps(1.f / std::sqrt(horizontal_sum(_mm256_add_ps(sum0, sum1)) / static_cast<float>(D) + eps));
+  auto rotate = [&](__m256 v, __m256 partner, int e) {
+    return _mm256_mul_ps(
+        _mm256_fmadd_ps(v, _mm256_load_ps(t.wc + e), _mm256_mul_ps(partner, _mm256_load_ps(t.ws + e))),
+        inv_rms);
+  };
+  if constexpr (kNeox) {
+    const int half = R / 2;
+    for (int e = 0; e < half; e += 16) {
+      __m256 a_lo, a_hi, b_lo, b_hi;
+      load16<kFp16>(x + e, a_lo, a_hi);
+      load16<kFp16>(x + e + half, b_lo, b_hi);
+      store16<kFp16>(x + e, rotate(a_lo, b_lo, e), rotate(a_hi, b_hi, e + 8));
+      store16<kFp16>(x + e + half, rotate(b_lo, a_lo, e + half), rotate(b_hi, a_hi, e + half + 8));
+    }
+  } else {
+    for (int e = 0; e < R; e += 16) {
+      __m256 lo, hi;
+      load16<kFp16>(x + e, lo, hi);
+      store16<kFp16>(x + e, rotate(lo, _mm256_permute_ps(lo, 0xB1), e),
+                     rotate(hi, _mm256_permute_ps(hi, 0xB1), e + 8));
+    }
+  }
+  for (int e = R; e < D; e += 16) {
+    __m256 lo, hi;
+    load16<kFp16>(x + e, lo, hi);
+    store16<kFp16>(x + e, _mm256_mul_ps(_mm256_mul_ps(lo, _mm256_load_ps(t.w + e)), inv_rms),
+                   _mm256_mul_ps(_mm256_mul_ps(hi, _mm256_load_ps(t.w + e + 8)), inv_rms));
+  }
+}
+
+template <bool kFp16, bool kNeox>
+void normalize_rotate_tokens(const TokenArgs& a, const detail::RotaryFrequencies& freqs, int64_t begin,
+                             int64_t end) {
+  const int D = a.head.head_dim, R = a.head.rotary_dim, pairs = R / 2;
+  auto partner = [&](int e) { return !kNeox ? e ^ 1 : (e < pairs ? e + pairs : e - pairs); };
+  const float* weights[2] = {a.q_weight, a.k_weight};
+  const int64_t heads[2] = {a.heads_q, a.heads_k};
+  // Per call: each head kind's weights at the partners (natural order) and past R (lane order).
+  alignas(32) float w_partner[2][256];
+  FoldedRow folded[2];
+  for (int kind = 0; kind < 2; ++kind) {
+    for (int e = 0; e < R; ++e) w_partner[kind][e] = weights[kind][partner(e)];
+    for (int e = R; e < D; e += 16)
+      store_lane_order<kFp16>(folded[kind].w + e, _mm256_loadu_ps(weights[kind] + e),
+                              _mm256_loadu_ps(weights[kind] + e + 8));
+  }
+  alignas(32) float cos_row[256], sin_row[256];  // natural order, attention factor and sign folded in
+  const __m256 factor = _mm256_set1_ps(a.attention_factor);
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  for (int64_t t = begin; t < end; ++t) {
+    const int64_t position = a.positions64 ? a.positions64[t] : a.positions32[t];
+    for (int i = 0; i < pairs; i += 8) {
+      __m256 c, s;
+      rotary_cos_sin8(static_cast<double>(position), freqs.freq + i, c, s);
+      c = _mm256_mul_ps(c, factor);
+      s = _mm256_mul_ps(s, factor);
+      if constexpr (kNeox) {
+        _mm256_store_ps(cos_row + i, c);
+        _mm256_store_ps(cos_row + i + pairs, c);
+        _mm256_store_ps(sin_row + i, _mm256_xor_ps(s, sign));
+        _mm256_store_ps(sin_row + i + pairs, s);
+      } else {  // pair i at values 2i, 2i + 1
+        const __m256 c_lo = _mm256_unpacklo_ps(c, c), c_hi = _mm256_unpackhi_ps(c, c);
+        const __m256 s_lo = _mm256_unpacklo_ps(_mm256_xor_ps(s, sign), s);
+        const __m256 s_hi = _mm256_unpackhi_ps(_mm256_xor_ps(s, sign), s);
+        _mm256_store_ps(cos_row + 2 * i, _mm256_permute2f128_ps(c_lo, c_hi, 0x20));
+        _mm256_store_ps(cos_row + 2 * i + 8, _mm256_permute2f128_ps(c_lo, c_hi, 0x31));
+        _mm256_store_ps(sin_row + 2 * i, _mm256_permute2f128_ps(s_lo, s_hi, 0x20));
+        _mm256_store_ps(sin_row + 2 * i + 8, _mm256_permute2f128_ps(s_lo, s_hi, 0x31));
+      }
+    }
+    uint16_t* row = a.qkv + t * a.width;
+    const uint16_t* next_row = t + 1 < end ? row + a.width : nullptr;
+    uint16_t* head = row;
+    for (int kind = 0; kind < 2; ++kind) {
+      if (heads[kind] == 0) continue;
+      FoldedRow& f = folded[kind];
+      for (int e = 0; e < R; e += 16) {
+        const __m256 w0 = _mm256_loadu_ps(weights[kind] + e), w1 = _mm256_loadu_ps(weights[kind] + e + 8);
+        const __m256 p0 = _mm256_load_ps(w_partner[kind] + e), p1 = _mm256_load_ps(w_partner[kind] + e + 8);
+        store_lane_order<kFp16>(f.wc + e, _mm256_mul_ps(w0, _mm256_load_ps(cos_row + e)),
+                                _mm256_mul_ps(w1, _mm256_load_ps(cos_row + e + 8)));
+        store_lane_order<kFp16>(f.ws + e, _mm256_mul_ps(p0, _mm256_load_ps(sin_row + e)),
+                                _mm256_mul_ps(p1, _mm256_load_ps(sin_row + e + 8)));
+      }
+      for (int64_t h = 0; h < heads[kind]; ++h, head += D)
+        normalize_rotate_head<kFp16, kNeox>(head, next_row ? head + a.width : nullptr, f, D, R,
+                                            a.head.eps);
+    }
+  }
+}
+
+}  // namespace
+
+bool tokens_fit_avx2(const HeadArgs& a) {
+  return a.rotary_dim > 0 && a.head_dim % 16 == 0 &&
+         (a.is_neox ? a.rotary_dim % 32 == 0 : a.rotary_dim % 16 == 0);
+}
+
+void normalize_rotate_tokens_avx2(const TokenArgs& args, const detail::RotaryFrequencies& freqs,
+                                  int64_t begin, int64_t end) {
+  if (args.head.fp16) {
+    if (args.head.is_neox) normalize_rotate_tokens<true, true>(args, freqs, begin, end);
+    else normalize_rotate_tokens<true, false>(args, freqs, begin, end);
+  } else {
+    if (args.head.is_neox) normalize_rotate_tokens<false, true>(args, freqs, begin, end);
+    else normalize_rotate_tokens<false, false>(args, freqs, begin, end);
+  }
+}
+
+}  // namespace moekit::cpu
