@@ -56,6 +56,11 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values<int64_t>(0, 1, 7, 33), ::testing::Values<int64_t>(1, 5, 9, 16),
                        ::testing::Values<int64_t>(1, 7, 8, 24, 1032)));
 
+// Inputs past 32 MiB take the streamed AVX2 path (see moe_sum_test.cpp).
+INSTANTIATE_TEST_SUITE_P(Streamed, MoeSumReduceCpu,
+                         ::testing::Values(std::make_tuple(DType::kBFloat16, int64_t{1031}, int64_t{8}, int64_t{2048}),
+                                           std::make_tuple(DType::kFloat32, int64_t{257}, int64_t{8}, int64_t{4099})));
+
 TEST(MoeSumReduceCpu, ScaleOneWithOneSlotIsExactIdentity) {
   auto rng = fresh_rng();
   for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat64}) {

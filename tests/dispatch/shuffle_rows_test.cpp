@@ -51,6 +51,12 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values<int64_t>(0, 1, 64, 128, 1021),
                        ::testing::Values<int64_t>(1, 3, 56, 256, 4097)));
 
+// Copies past 32 MiB with 16-byte multiple rows stream (next row's source prefetched, destination
+// around the cache): whole 64-byte lines, and rows with a 16-byte tail.
+INSTANTIATE_TEST_SUITE_P(Streamed, ShuffleRowsCpu,
+                         ::testing::Values(std::make_tuple(DType::kFloat32, int64_t{2053}, int64_t{4096}),
+                                           std::make_tuple(DType::kBFloat16, int64_t{2100}, int64_t{4104})));
+
 TEST(ShuffleRowsErrors, NameTheArgument) {
   HostTensor in(DType::kBFloat16, {4, 8}), map(DType::kInt32, {3}), out(DType::kBFloat16, {3, 8});
   HostTensor bad_dtype(DType::kFloat16, {3, 8}), bad_shape(DType::kBFloat16, {3, 9}),

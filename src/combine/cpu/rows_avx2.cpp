@@ -2,7 +2,10 @@
 // cpu_isa() >= kAvx2.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 
 #include "combine/cpu/rows.h"
 #include "common/numeric.h"
@@ -51,15 +54,21 @@ __m256 load8_as(const void* row, int64_t h) {
   return load8(row, D, h);
 }
 
-template <DType D>
+// A streamed store needs `out + h` aligned to the vector's bytes (checked once per row).
+template <DType D, bool kStream>
 void store8_as(void* out, int64_t h, __m256 v) {
-  if constexpr (D == DType::kFloat16)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out) + h),
-                     _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  else if constexpr (D == DType::kBFloat16)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out) + h), to_bf16(v));
-  else
-    _mm256_storeu_ps(static_cast<float*>(out) + h, v);
+  if constexpr (D == DType::kFloat32) {
+    float* p = static_cast<float*>(out) + h;
+    if constexpr (kStream) _mm256_stream_ps(p, v);
+    else _mm256_storeu_ps(p, v);
+  } else {
+    const __m128i bits = D == DType::kFloat16
+                             ? _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+                             : to_bf16(v);
+    auto* p = reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out) + h);
+    if constexpr (kStream) _mm_stream_si128(p, bits);
+    else _mm_storeu_si128(p, bits);
+  }
 }
 
 void store_scalar(void* out, DType dtype, int64_t h, float v) {
@@ -75,11 +84,17 @@ inline __m256 add_row(__m256 acc, __m256 x, const float* f, int64_t j) {
   return f ? _mm256_fmadd_ps(_mm256_set1_ps(f[j]), x, acc) : _mm256_add_ps(acc, x);
 }
 
-template <DType D>
-void sum_rows_as(const void* const* rows, const float* f, int64_t n, float scale, void* out, int64_t H) {
+// Columns a streamed sum prefetches ahead in each row (1 KiB of 16-bit values): far enough to cover
+// the memory latency with k rows in flight, near enough to stay in L1.
+constexpr int64_t kPrefetchColumns = 512;
+
+template <DType D, bool kStream>
+void sum_rows_as(const void* const* rows, const float* f, int64_t n, float scale, void* out, int64_t H,
+                 const RowStreaming* streaming) {
+  constexpr int64_t elem = D == DType::kFloat32 ? 4 : 2;
   const __m256 vs = _mm256_set1_ps(scale);
-  int64_t h = 0;
-  for (; h + 32 <= H; h += 32) {
+  auto sum32 = [&](int64_t h, auto stream_tag) {
+    constexpr bool kStreamOut = decltype(stream_tag)::value;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t j = 0; j < n; ++j) {
       a0 = add_row(a0, load8_as<D>(rows[j], h), f, j);
@@ -87,15 +102,42 @@ void sum_rows_as(const void* const* rows, const float* f, int64_t n, float scale
       a2 = add_row(a2, load8_as<D>(rows[j], h + 16), f, j);
       a3 = add_row(a3, load8_as<D>(rows[j], h + 24), f, j);
     }
-    store8_as<D>(out, h, _mm256_mul_ps(a0, vs));
-    store8_as<D>(out, h + 8, _mm256_mul_ps(a1, vs));
-    store8_as<D>(out, h + 16, _mm256_mul_ps(a2, vs));
-    store8_as<D>(out, h + 24, _mm256_mul_ps(a3, vs));
+    store8_as<D, kStreamOut>(out, h, _mm256_mul_ps(a0, vs));
+    store8_as<D, kStreamOut>(out, h + 8, _mm256_mul_ps(a1, vs));
+    store8_as<D, kStreamOut>(out, h + 16, _mm256_mul_ps(a2, vs));
+    store8_as<D, kStreamOut>(out, h + 24, _mm256_mul_ps(a3, vs));
+  };
+  // The 32 columns at h, each row's line(s) at byte offset `ahead` of `base` prefetched first.
+  auto prefetch = [](const void* base, int64_t ahead) {
+    const char* p = static_cast<const char*>(base) + ahead;
+    _mm_prefetch(p, _MM_HINT_T0);
+    if constexpr (elem == 4) _mm_prefetch(p + 64, _MM_HINT_T0);
+  };
+  int64_t h = 0;
+  if constexpr (kStream) {
+    const int64_t own = std::max<int64_t>(H - 31 - kPrefetchColumns, 0);
+    const bool aligned = reinterpret_cast<uintptr_t>(out) % (8 * elem) == 0 && streaming->stream_out;
+    auto run = [&](auto stream_tag) {
+      for (; h < own; h += 32) {
+        for (int64_t j = 0; j < n; ++j) prefetch(rows[j], (h + kPrefetchColumns) * elem);
+        sum32(h, stream_tag);
+      }
+      for (; h + 32 <= H; h += 32) {
+        const int64_t next = h + kPrefetchColumns - H;
+        if (next >= 0 && next < H)
+          for (int64_t j = 0; j < streaming->next_n; ++j) prefetch(streaming->next_rows[j], next * elem);
+        sum32(h, stream_tag);
+      }
+    };
+    if (aligned) run(std::true_type{});
+    else run(std::false_type{});
+  } else {
+    for (; h + 32 <= H; h += 32) sum32(h, std::false_type{});
   }
   for (; h + 8 <= H; h += 8) {
     __m256 a = _mm256_setzero_ps();
     for (int64_t j = 0; j < n; ++j) a = add_row(a, load8_as<D>(rows[j], h), f, j);
-    store8_as<D>(out, h, _mm256_mul_ps(a, vs));
+    store8_as<D, false>(out, h, _mm256_mul_ps(a, vs));
   }
   for (; h < H; ++h) {
     float a = 0.f;
@@ -107,15 +149,24 @@ void sum_rows_as(const void* const* rows, const float* f, int64_t n, float scale
   }
 }
 
+template <DType D>
+void sum_rows_dispatch(const void* const* rows, const float* f, int64_t n, float scale, void* out,
+                       int64_t H, const RowStreaming* streaming) {
+  if (streaming) sum_rows_as<D, true>(rows, f, n, scale, out, H, streaming);
+  else sum_rows_as<D, false>(rows, f, n, scale, out, H, nullptr);
+}
+
 }  // namespace
 
 void sum_rows(const void* const* rows, const float* f, int64_t n, DType dtype, float scale, void* out,
-              int64_t H) {
+              int64_t H, const RowStreaming* streaming) {
   switch (dtype) {
-    case DType::kFloat16: sum_rows_as<DType::kFloat16>(rows, f, n, scale, out, H); break;
-    case DType::kBFloat16: sum_rows_as<DType::kBFloat16>(rows, f, n, scale, out, H); break;
-    default: sum_rows_as<DType::kFloat32>(rows, f, n, scale, out, H);
+    case DType::kFloat16: sum_rows_dispatch<DType::kFloat16>(rows, f, n, scale, out, H, streaming); break;
+    case DType::kBFloat16: sum_rows_dispatch<DType::kBFloat16>(rows, f, n, scale, out, H, streaming); break;
+    default: sum_rows_dispatch<DType::kFloat32>(rows, f, n, scale, out, H, streaming);
   }
 }
+
+void finish_streamed_stores() { _mm_sfence(); }
 
 }  // namespace moekit::cpu::avx2
