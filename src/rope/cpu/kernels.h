@@ -28,9 +28,10 @@ void normalize_rotate_head_avx2(uint16_t* head, const float* weight, const Rotar
 
 // Whole tokens at a time (AVX2), for rotated ranges of whole 16-value blocks: NeoX with R/2 % 16 == 0,
 // interleaved with R % 16 == 0 (tokens_fit_avx2). Per token the angles are reduced 4 at a time and
-// the weights folded into the cos/sin rows once for all heads; per head one pass reads x into the
-// sum of squares, a second (from L1) writes inv_rms * (x w cos + x_partner w_partner sin). The
-// next token's heads are prefetched while this token's are processed.
+// the weights folded into the cos/sin rows once for all heads; per group of up to 8 heads one pass
+// reads x into the sums of squares, one sqrt and divide give the 8 inv_rms, a second pass (from L1)
+// writes inv_rms * (x w cos + x_partner w_partner sin). The next token's heads are prefetched while
+// this token's are processed.
 struct TokenArgs {
   uint16_t* qkv = nullptr;
   int64_t width = 0;  // values per token row

@@ -3,6 +3,7 @@
 // 8 or more apart).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "rope/cpu/kernels.h"
@@ -202,47 +203,75 @@ struct FoldedRow {
   alignas(32) float w[256];
 };
 
+// inv_rms of up to 8 heads from their sum-of-squares vectors (unused ones zero): one horizontal
+// sum for all (a transpose by hadd) and one sqrt and divide. D is a power of two, so * (1 / D) is
+// exactly / D.
+inline __m256 inv_rms8(const __m256* sum_sq, int D, float eps) {
+  const __m256 a01 = _mm256_hadd_ps(sum_sq[0], sum_sq[1]), a23 = _mm256_hadd_ps(sum_sq[2], sum_sq[3]);
+  const __m256 a45 = _mm256_hadd_ps(sum_sq[4], sum_sq[5]), a67 = _mm256_hadd_ps(sum_sq[6], sum_sq[7]);
+  const __m256 b0 = _mm256_hadd_ps(a01, a23), b1 = _mm256_hadd_ps(a45, a67);
+  const __m256 total = _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20), _mm256_permute2f128_ps(b0, b1, 0x31));
+  const __m256 mean = _mm256_fmadd_ps(total, _mm256_set1_ps(1.f / static_cast<float>(D)), _mm256_set1_ps(eps));
+  return _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_sqrt_ps(mean));
+}
+
+// Up to 8 heads of one kind, D values apart: the sums of squares of all of them first (their
+// latency chains overlap, and the heads stay in L1 for the second pass), then one inv_rms8, then
+// the rotation of each. `next` (may be null): the same heads of the next token, prefetched one head
+// at a time.
 template <bool kFp16, bool kNeox>
-void normalize_rotate_head(uint16_t* x, const uint16_t* next, const FoldedRow& t, int D, int R,
-                           float eps) {
-  if (next)
-    for (int b = 0; b < 2 * D; b += 64) _mm_prefetch(reinterpret_cast<const char*>(next) + b, _MM_HINT_T0);
-  __m256 sum0 = _mm256_setzero_ps(), sum1 = _mm256_setzero_ps();
-  for (int e = 0; e < D; e += 16) {
-    __m256 lo, hi;
-    load16<kFp16>(x + e, lo, hi);
-    sum0 = _mm256_fmadd_ps(lo, lo, sum0);
-    sum1 = _mm256_fmadd_ps(hi, hi, sum1);
-  }
-  const __m256 inv_rms =
-      _mm256_set1_ps(1.f / std::sqrt(horizontal_sum(_mm256_add_ps(sum0, sum1)) / static_cast<float>(D) + eps));
-  auto rotate = [&](__m256 v, __m256 partner, int e) {
-    return _mm256_mul_ps(
-        _mm256_fmadd_ps(v, _mm256_load_ps(t.wc + e), _mm256_mul_ps(partner, _mm256_load_ps(t.ws + e))),
-        inv_rms);
-  };
-  if constexpr (kNeox) {
-    const int half = R / 2;
-    for (int e = 0; e < half; e += 16) {
-      __m256 a_lo, a_hi, b_lo, b_hi;
-      load16<kFp16>(x + e, a_lo, a_hi);
-      load16<kFp16>(x + e + half, b_lo, b_hi);
-      store16<kFp16>(x + e, rotate(a_lo, b_lo, e), rotate(a_hi, b_hi, e + 8));
-      store16<kFp16>(x + e + half, rotate(b_lo, a_lo, e + half), rotate(b_hi, a_hi, e + half + 8));
-    }
-  } else {
-    for (int e = 0; e < R; e += 16) {
+void normalize_rotate_heads(uint16_t* x, int count, const uint16_t* next, const FoldedRow& t, int D,
+                            int R, float eps) {
+  __m256 sum_sq[8];
+  for (int h = 0; h < 8; ++h) sum_sq[h] = _mm256_setzero_ps();
+  for (int h = 0; h < count; ++h) {
+    const uint16_t* head = x + h * D;
+    __m256 sum0 = _mm256_setzero_ps(), sum1 = _mm256_setzero_ps();
+    for (int e = 0; e < D; e += 16) {
       __m256 lo, hi;
-      load16<kFp16>(x + e, lo, hi);
-      store16<kFp16>(x + e, rotate(lo, _mm256_permute_ps(lo, 0xB1), e),
-                     rotate(hi, _mm256_permute_ps(hi, 0xB1), e + 8));
+      load16<kFp16>(head + e, lo, hi);
+      sum0 = _mm256_fmadd_ps(lo, lo, sum0);
+      sum1 = _mm256_fmadd_ps(hi, hi, sum1);
     }
+    sum_sq[h] = _mm256_add_ps(sum0, sum1);
   }
-  for (int e = R; e < D; e += 16) {
-    __m256 lo, hi;
-    load16<kFp16>(x + e, lo, hi);
-    store16<kFp16>(x + e, _mm256_mul_ps(_mm256_mul_ps(lo, _mm256_load_ps(t.w + e)), inv_rms),
-                   _mm256_mul_ps(_mm256_mul_ps(hi, _mm256_load_ps(t.w + e + 8)), inv_rms));
+  alignas(32) float inv[8];
+  _mm256_store_ps(inv, inv_rms8(sum_sq, D, eps));
+  for (int h = 0; h < count; ++h) {
+    uint16_t* head = x + h * D;
+    if (next) {  // a few lines per head: a burst of a whole group's stalls on the miss buffers
+      for (int b = 0; b < 2 * D; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(next + h * D) + b, _MM_HINT_T0);
+    }
+    const __m256 inv_rms = _mm256_broadcast_ss(inv + h);
+    auto rotate = [&](__m256 v, __m256 partner, int e) {
+      return _mm256_mul_ps(
+          _mm256_fmadd_ps(v, _mm256_load_ps(t.wc + e), _mm256_mul_ps(partner, _mm256_load_ps(t.ws + e))),
+          inv_rms);
+    };
+    if constexpr (kNeox) {
+      const int half = R / 2;
+      for (int e = 0; e < half; e += 16) {
+        __m256 a_lo, a_hi, b_lo, b_hi;
+        load16<kFp16>(head + e, a_lo, a_hi);
+        load16<kFp16>(head + e + half, b_lo, b_hi);
+        store16<kFp16>(head + e, rotate(a_lo, b_lo, e), rotate(a_hi, b_hi, e + 8));
+        store16<kFp16>(head + e + half, rotate(b_lo, a_lo, e + half), rotate(b_hi, a_hi, e + half + 8));
+      }
+    } else {
+      for (int e = 0; e < R; e += 16) {
+        __m256 lo, hi;
+        load16<kFp16>(head + e, lo, hi);
+        store16<kFp16>(head + e, rotate(lo, _mm256_permute_ps(lo, 0xB1), e),
+                       rotate(hi, _mm256_permute_ps(hi, 0xB1), e + 8));
+      }
+    }
+    for (int e = R; e < D; e += 16) {
+      __m256 lo, hi;
+      load16<kFp16>(head + e, lo, hi);
+      store16<kFp16>(head + e, _mm256_mul_ps(_mm256_mul_ps(lo, _mm256_load_ps(t.w + e)), inv_rms),
+                     _mm256_mul_ps(_mm256_mul_ps(hi, _mm256_load_ps(t.w + e + 8)), inv_rms));
+    }
   }
 }
 
@@ -289,9 +318,9 @@ void normalize_rotate_tokens(const TokenArgs& a, const detail::RotaryFrequencies
     }
     uint16_t* row = a.qkv + t * a.width;
     const uint16_t* next_row = t + 1 < end ? row + a.width : nullptr;
-    uint16_t* head = row;
     for (int kind = 0; kind < 2; ++kind) {
       if (heads[kind] == 0) continue;
+      uint16_t* first = row + (kind == 0 ? 0 : a.heads_q * D);
       FoldedRow& f = folded[kind];
       for (int e = 0; e < R; e += 16) {
         const __m256 w0 = _mm256_loadu_ps(weights[kind] + e), w1 = _mm256_loadu_ps(weights[kind] + e + 8);
@@ -301,9 +330,12 @@ void normalize_rotate_tokens(const TokenArgs& a, const detail::RotaryFrequencies
         store_lane_order<kFp16>(f.ws + e, _mm256_mul_ps(p0, _mm256_load_ps(sin_row + e)),
                                 _mm256_mul_ps(p1, _mm256_load_ps(sin_row + e + 8)));
       }
-      for (int64_t h = 0; h < heads[kind]; ++h, head += D)
-        normalize_rotate_head<kFp16, kNeox>(head, next_row ? head + a.width : nullptr, f, D, R,
-                                            a.head.eps);
+      for (int64_t h = 0; h < heads[kind]; h += 8) {
+        uint16_t* group = first + h * D;
+        const int count = static_cast<int>(std::min<int64_t>(8, heads[kind] - h));
+        normalize_rotate_heads<kFp16, kNeox>(group, count, next_row ? group + a.width : nullptr, f, D,
+                                             R, a.head.eps);
+      }
     }
   }
 }
