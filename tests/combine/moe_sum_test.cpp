@@ -46,10 +46,9 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values<int64_t>(1, 7, 128, 511)));
 
 // Inputs past 32 MiB take the streamed AVX2 path (next token prefetched, output around the cache):
-// aligned rows, H not a multiple of 32, and fp32 rows that alternate between 32-byte aligned and not.
+// aligned rows, and fp32 rows (H not a multiple of 32) that alternate between 32-byte aligned and not.
 INSTANTIATE_TEST_SUITE_P(Streamed, MoeSumCpu,
                          ::testing::Values(std::make_tuple(DType::kBFloat16, int64_t{1030}, int64_t{8}, int64_t{2048}),
-                                           std::make_tuple(DType::kFloat16, int64_t{700}, int64_t{8}, int64_t{3001}),
                                            std::make_tuple(DType::kFloat32, int64_t{257}, int64_t{8}, int64_t{4099})));
 
 TEST(MoeSumErrors, NameTheArgument) {
