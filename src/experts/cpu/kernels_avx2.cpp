@@ -178,10 +178,13 @@ void gemm_two_rows(const float* a, int64_t lda, const uint16_t* w, int64_t kpair
     for (int q = 0; q < 4; ++q) _mm256_storeu_ps(c + r * 32 + q * 8, Cols::column_order(acc[r][q]));
 }
 
-// Which calls stream the next block: those whose A rows, this block and the next fit in 384 KiB
-// of the dev machine's 512 KiB L2. A 32-row call at K = 2048 holds 266 KiB of fp32 rows and does
-// not (such calls that streamed took ~10% more cycles at M = 1024); stage 2's 32-row calls at
-// K = 768 hold 100 KiB and do (M = 1024 here ~5% faster than with streaming up to 16 rows only).
+// Which calls stream the next block: those where the A rows of one row block (at most 6), this
+// block and the next fit in 384 KiB of the dev machine's 512 KiB L2 (the other A rows of a call
+// are idle while one row block runs; the next call, which reads them again, finds them in L3 if
+// not in L2). With the limit on the whole call's rows instead, 32-row calls at K = 2048 (266 KiB
+// of fp32 rows) did not stream: streaming them too, M = 1024 here ran 2-8% and M = 4096 4-5%
+// faster, and a whole stage-1 item of 64 rows 4-5% (K = 2048 has 128 KiB blocks; K = 4096 and
+// up, whose two blocks alone fill the L2, still never stream).
 constexpr int64_t kStreamBytes = 384 << 10;
 
 int passes_of(int rows) { return rows <= 3 ? 1 : 2; }  // one-pass kernels take 1 to 3 rows
@@ -274,7 +277,7 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
     r0 += n;
   }
   const int64_t block_bytes = kpairs * 64 * 2;
-  const bool stream = next_w && rows * lda * 4 + 2 * block_bytes <= kStreamBytes;
+  const bool stream = next_w && std::min(rows, 6) * lda * 4 + 2 * block_bytes <= kStreamBytes;
   if (stream) {
     const int64_t lines = 2 * kpairs, share = (lines + passes - 1) / passes;
     for (int q = 0; q < passes; ++q) {
