@@ -250,15 +250,14 @@ void gemm_block(const float* a, int64_t lda, int rows, const uint16_t* w, int64_
   }
 }
 
-// Rows of block b (of `blocks`) of a call of `rows`, r0 of them in the blocks before: an even
-// split into blocks of at most 6 (8 rows run as 4 + 4 and 13 as 5 + 4 + 4, not 6 + 6 + 1: a
-// 1-row block has 4 chains, half the FMA rate, and re-reads the weight block for one row), except
-// 7 = 6 + 1: the three-row kernel runs near 60% of the FMA peak, so 4 + 3 took ~10% longer
-// (here: one thread, K = 2048, whole stage-1 items of 7 rows 4% faster).
-int block_rows(int rows, int blocks, int b, int r0) {
-  if (rows == 7) return b == 0 ? 6 : 1;
-  return (rows - r0) / (blocks - b);
-}
+// Rows of block b of a call of `rows`, r0 of them in the blocks before: blocks of 6 (the 6-row
+// kernel's 12 FMA chains run near 95% of the FMA peak from L2), then the rest in one block (4-5
+// rows: two passes; 1-3 rows: the one-pass kernels). Fewer passes over the weight block than an
+// even split into blocks of at most 6 (8 rows = 6 + 2 in 3 passes, not 4 + 4 in 4; 13 = 6 + 6 + 1,
+// not 5 + 4 + 4). Here (one thread, old/new kernels alternated in one process): whole stage-1
+// items (K = 2048) of 8 rows 1-4% faster, 9-14 rows 0-4%, 32 rows 5%, 64 rows 1-11%; stage-2
+// walks (K = 768) of 8-row experts 1-7%.
+int block_rows(int rows, int r0) { return std::min(6, rows - r0); }
 
 // Up to 32 rows (a whole panel), in blocks of block_rows(). Rows are independent: any split gives
 // the same bits. The next block's lines are shared out evenly over all passes (in a chain of
@@ -272,7 +271,7 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
   NextLines shares[kMaxPasses];
   int passes = 0;
   for (int b = 0, r0 = 0; b < blocks; ++b) {
-    const int n = block_rows(rows, blocks, b, r0);
+    const int n = block_rows(rows, r0);
     passes += passes_of(n);
     r0 += n;
   }
@@ -287,7 +286,7 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
     }
   }
   for (int b = 0, r0 = 0, q = 0; b < blocks; ++b) {
-    const int n = block_rows(rows, blocks, b, r0);
+    const int n = block_rows(rows, r0);
     if (stream)
       gemm_block<Cols, true>(a + r0 * lda, lda, n, w, kpairs, c + r0 * 32, shares + q);
     else
