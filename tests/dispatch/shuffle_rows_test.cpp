@@ -1,4 +1,7 @@
+#include <cstring>
+
 #include "dispatch/dispatch_test_util.h"
+#include "moekit/cpu.h"
 
 namespace moekit::test {
 namespace {
@@ -56,6 +59,32 @@ INSTANTIATE_TEST_SUITE_P(
 INSTANTIATE_TEST_SUITE_P(Streamed, ShuffleRowsCpu,
                          ::testing::Values(std::make_tuple(DType::kFloat32, int64_t{2053}, int64_t{4096}),
                                            std::make_tuple(DType::kBFloat16, int64_t{2100}, int64_t{4104})));
+
+// The AVX2 streamed path wants a 32-byte aligned output (HostTensor data is only 16-byte aligned):
+// an odd row count (the last row alone), a 32-byte tail after the 64-byte lines, -1 rows; every ISA.
+TEST(ShuffleRowsStreamed, AlignedOutputOnEveryIsa) {
+  auto rng = fresh_rng();
+  for (auto [dst_rows, row_bytes] : {std::pair<int64_t, int64_t>{2053, 16384}, {2100, 8224}}) {
+    const int64_t src_rows = dst_rows / 2 + 3;
+    HostTensor in(DType::kUInt8, {src_rows, row_bytes});
+    in.fill_int(rng, 0, 255);
+    HostTensor map = random_map(rng, dst_rows, src_rows, true);
+    HostTensor expected(DType::kUInt8, {dst_rows, row_bytes});
+    expected.poison();
+    reference::shuffle_rows(in.view(), map.view(), expected.view());
+    HostTensor storage(DType::kUInt8, {dst_rows * row_bytes + 32});
+    auto* out = reinterpret_cast<unsigned char*>(
+        (reinterpret_cast<uintptr_t>(storage.data()) + 31) & ~uintptr_t{31});
+    for (CpuIsa isa : supported_cpu_isas()) {
+      set_cpu_isa(isa);
+      std::memset(out, 0x7f, static_cast<size_t>(dst_rows * row_bytes));
+      shuffle_rows(in.view(), map.view(), TensorView(out, DType::kUInt8, {dst_rows, row_bytes}, Device{}));
+      EXPECT_EQ(std::memcmp(out, expected.data(), static_cast<size_t>(dst_rows * row_bytes)), 0)
+          << cpu_isa_name(isa) << " rows " << dst_rows << " x " << row_bytes;
+    }
+    set_cpu_isa(best_cpu_isa());
+  }
+}
 
 TEST(ShuffleRowsErrors, NameTheArgument) {
   HostTensor in(DType::kBFloat16, {4, 8}), map(DType::kInt32, {3}), out(DType::kBFloat16, {3, 8});

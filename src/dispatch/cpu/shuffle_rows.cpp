@@ -1,6 +1,7 @@
 // CPU shuffle_rows: threads over destination rows. Small copies take one memcpy per row; copies
 // larger than the caches prefetch the next row's source while copying a row and write the
-// destination around the cache (no read-for-ownership of lines that are overwritten whole).
+// destination around the cache (no read-for-ownership of lines that are overwritten whole): two
+// rows at a time with 32-byte stores on AVX2 (shuffle_rows_avx2.cpp), one at a time otherwise.
 #include <emmintrin.h>
 #include <xmmintrin.h>
 
@@ -10,6 +11,7 @@
 
 #include "common/parallel.h"
 #include "dispatch/cpu/kernels.h"
+#include "moekit/cpu.h"
 
 namespace moekit::cpu {
 namespace {
@@ -53,7 +55,13 @@ void shuffle_rows(const detail::ShuffleRowsProblem& p) {
   };
   const bool streamed = 2 * p.dst_rows * p.row_bytes >= kStreamingMinBytes && p.row_bytes % 16 == 0 &&
                         reinterpret_cast<uintptr_t>(p.output) % 16 == 0;
+  const bool streamed_avx2 = streamed && cpu_isa() >= CpuIsa::kAvx2 && p.row_bytes % 32 == 0 &&
+                             reinterpret_cast<uintptr_t>(p.output) % 32 == 0;
   detail::parallel_for(p.dst_rows, grain, [&](int64_t r0, int64_t r1) {
+    if (streamed_avx2) {
+      avx2::shuffle_rows_streamed(p, r0, r1);
+      return;
+    }
     if (streamed) {
       for (int64_t r = r0; r < r1; ++r)
         copy_row_streamed(p.output + r * p.row_bytes, source(r), r + 1 < r1 ? source(r + 1) : nullptr,
