@@ -9,6 +9,11 @@
 
 namespace moekit::detail {
 
+// Memory-bound CPU ops whose call reads + writes at least this much prefetch ahead and write their
+// output with streaming stores (about the last-level cache of one CPU die; beyond it a written row
+// is evicted by the rows read after it before anyone reads it back).
+constexpr int64_t kStreamingMinBytes = int64_t{32} << 20;
+
 // Calls body(begin, end) over [0, n) split into at most cpu_threads() contiguous ranges of at least
 // `grain` items each.
 template <typename Body>

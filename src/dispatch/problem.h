@@ -74,6 +74,12 @@ struct ShuffleRowsProblem {
   unsigned char* output = nullptr;
   int64_t dst_rows = 0;
   int64_t row_bytes = 0;
+
+  // Host pointer to the source of destination row r, null where its map entry is outside [0, src_rows).
+  const unsigned char* source_row(int64_t r) const {
+    const int64_t src = dst2src_map[r];
+    return src >= 0 && src < src_rows ? input + src * row_bytes : nullptr;
+  }
 };
 
 }  // namespace moekit::detail

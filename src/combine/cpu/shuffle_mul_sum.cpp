@@ -1,14 +1,12 @@
 // CPU apply_shuffle_mul_sum: gather the k rows of each token through the permutation, weight them
 // and sum in fp32; threads over tokens.
 #include <algorithm>
-#include <utility>
 #include <vector>
 
 #include "combine/cpu/kernels.h"
 #include "combine/cpu/rows.h"
 #include "common/numeric.h"
 #include "common/parallel.h"
-#include "common/small_array.h"
 #include "moekit/cpu.h"
 
 namespace moekit::cpu {
@@ -61,7 +59,7 @@ void shuffle_mul_sum_avx2(const TensorView& input, const TensorView& output,
   char* out = static_cast<char*>(output.data);
   const int32_t* perm = permutation.ptr<int32_t>();
   const bool streamed =
-      M * k * H * static_cast<int64_t>(elem) + output.nbytes() >= avx2::kStreamingMinBytes;
+      M * k * H * static_cast<int64_t>(elem) + output.nbytes() >= detail::kStreamingMinBytes;
   // Token m's valid source rows and their weights; returns how many.
   auto gather = [&](int64_t m, const void** rows, float* weights) {
     int64_t n = 0;
@@ -83,31 +81,7 @@ void shuffle_mul_sum_avx2(const TensorView& input, const TensorView& output,
     return n;
   };
   detail::parallel_for(M, 1, [&](int64_t begin, int64_t end) {
-    detail::SmallArray<const void*, 128> rows(2 * k);
-    detail::SmallArray<float, 128> weights(2 * k);
-    if (!streamed) {
-      for (int64_t m = begin; m < end; ++m) {
-        const int64_t n = gather(m, rows.data(), weights.data());
-        avx2::sum_rows(rows.data(), weights.data(), n, output.dtype, 1.f, out + m * H * elem, H);
-      }
-      return;
-    }
-    const void** cur = rows.data();
-    const void** next = rows.data() + k;
-    float* cur_w = weights.data();
-    float* next_w = weights.data() + k;
-    int64_t n = gather(begin, cur, cur_w);
-    avx2::RowStreaming s;
-    s.stream_out = true;
-    for (int64_t m = begin; m < end; ++m) {
-      s.next_rows = next;
-      s.next_n = m + 1 < end ? gather(m + 1, next, next_w) : 0;
-      avx2::sum_rows(cur, cur_w, n, output.dtype, 1.f, out + m * H * elem, H, &s);
-      std::swap(cur, next);
-      std::swap(cur_w, next_w);
-      n = s.next_n;
-    }
-    avx2::finish_streamed_stores();
+    avx2::sum_tokens(begin, end, k, true, streamed, output.dtype, 1.f, out, H, gather);
   });
 }
 

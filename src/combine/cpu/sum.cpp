@@ -1,13 +1,11 @@
 // CPU moe_sum / moe_sum_reduce: one accumulator row per token (fp32, fp64 for fp64), threads over
 // tokens; the scale multiplies the finished sum (exact identity for a scale of 1).
-#include <utility>
 #include <vector>
 
 #include "combine/cpu/kernels.h"
 #include "combine/cpu/rows.h"
 #include "common/numeric.h"
 #include "common/parallel.h"
-#include "common/small_array.h"
 #include "moekit/cpu.h"
 
 namespace moekit::cpu {
@@ -32,33 +30,13 @@ void sum_rows_avx2(const TensorView& input, const TensorView& output, float scal
   const size_t elem = dtype_size(input.dtype);
   const char* in = static_cast<const char*>(input.data);
   char* out = static_cast<char*>(output.data);
-  const bool streamed = input.nbytes() + output.nbytes() >= avx2::kStreamingMinBytes;
+  const bool streamed = input.nbytes() + output.nbytes() >= detail::kStreamingMinBytes;
+  auto token_rows = [&](int64_t m, const void** rows, float*) {
+    for (int64_t j = 0; j < k; ++j) rows[j] = in + (m * k + j) * H * elem;
+    return k;
+  };
   detail::parallel_for(M, 1, [&](int64_t begin, int64_t end) {
-    detail::SmallArray<const void*, 128> rows(2 * k);
-    auto token_rows = [&](int64_t m, const void** r) {
-      for (int64_t j = 0; j < k; ++j) r[j] = in + (m * k + j) * H * elem;
-    };
-    if (!streamed) {
-      for (int64_t m = begin; m < end; ++m) {
-        token_rows(m, rows.data());
-        avx2::sum_rows(rows.data(), nullptr, k, input.dtype, scale, out + m * H * elem, H);
-      }
-      return;
-    }
-    const void** cur = rows.data();
-    const void** next = rows.data() + k;
-    token_rows(begin, cur);
-    avx2::RowStreaming s;
-    s.next_rows = next;
-    s.stream_out = true;
-    for (int64_t m = begin; m < end; ++m) {
-      s.next_n = m + 1 < end ? k : 0;
-      if (s.next_n) token_rows(m + 1, next);
-      avx2::sum_rows(cur, nullptr, k, input.dtype, scale, out + m * H * elem, H, &s);
-      std::swap(cur, next);
-      s.next_rows = next;
-    }
-    avx2::finish_streamed_stores();
+    avx2::sum_tokens(begin, end, k, false, streamed, input.dtype, scale, out, H, token_rows);
   });
 }
 

@@ -16,10 +16,6 @@
 namespace moekit::cpu {
 namespace {
 
-// Copies of at least this many bytes read + written stream (about the last-level cache of one CPU
-// die), when the destination rows are 16-byte aligned.
-constexpr int64_t kStreamingMinBytes = int64_t{32} << 20;
-
 // One destination row from `src` (or zeros when src is null), `next` (the next row's source, may be
 // null) prefetched line by line alongside; dst is 16-byte aligned.
 void copy_row_streamed(unsigned char* dst, const unsigned char* src, const unsigned char* next,
@@ -49,11 +45,7 @@ void copy_row_streamed(unsigned char* dst, const unsigned char* src, const unsig
 
 void shuffle_rows(const detail::ShuffleRowsProblem& p) {
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(p.row_bytes, 1));
-  auto source = [&](int64_t r) -> const unsigned char* {
-    const int64_t src = p.dst2src_map[r];
-    return src >= 0 && src < p.src_rows ? p.input + src * p.row_bytes : nullptr;
-  };
-  const bool streamed = 2 * p.dst_rows * p.row_bytes >= kStreamingMinBytes && p.row_bytes % 16 == 0 &&
+  const bool streamed = 2 * p.dst_rows * p.row_bytes >= detail::kStreamingMinBytes && p.row_bytes % 16 == 0 &&
                         reinterpret_cast<uintptr_t>(p.output) % 16 == 0;
   const bool streamed_avx2 = streamed && cpu_isa() >= CpuIsa::kAvx2 && p.row_bytes % 32 == 0 &&
                              reinterpret_cast<uintptr_t>(p.output) % 32 == 0;
@@ -64,13 +56,13 @@ void shuffle_rows(const detail::ShuffleRowsProblem& p) {
     }
     if (streamed) {
       for (int64_t r = r0; r < r1; ++r)
-        copy_row_streamed(p.output + r * p.row_bytes, source(r), r + 1 < r1 ? source(r + 1) : nullptr,
+        copy_row_streamed(p.output + r * p.row_bytes, p.source_row(r), r + 1 < r1 ? p.source_row(r + 1) : nullptr,
                           p.row_bytes);
       _mm_sfence();
       return;
     }
     for (int64_t r = r0; r < r1; ++r) {
-      const unsigned char* src = source(r);
+      const unsigned char* src = p.source_row(r);
       unsigned char* dst = p.output + r * p.row_bytes;
       if (src) std::memcpy(dst, src, static_cast<size_t>(p.row_bytes));
       else std::memset(dst, 0, static_cast<size_t>(p.row_bytes));

@@ -24,11 +24,7 @@ inline void stream32(unsigned char* dst, int64_t o, __m256i v) {
 }  // namespace
 
 void shuffle_rows_streamed(const detail::ShuffleRowsProblem& p, int64_t r0, int64_t r1) {
-  auto source = [&](int64_t r) -> const unsigned char* {
-    if (r >= r1) return nullptr;
-    const int64_t src = p.dst2src_map[r];
-    return src >= 0 && src < p.src_rows ? p.input + src * p.row_bytes : nullptr;
-  };
+  auto source = [&](int64_t r) { return r < r1 ? p.source_row(r) : nullptr; };
   const int64_t bytes = p.row_bytes;
   int64_t r = r0;
   for (; r + 2 <= r1; r += 2) {
