@@ -83,8 +83,10 @@ struct CpuRunConfig {
 //   topk_weights  [M, k] fp32/bf16/fp16;  topk_ids [M, k] int32/int64, each in [0, E) or -1
 //   output        [M, K] dtype of hidden_states; may be hidden_states itself (in place)
 // options: scheme kBF16; activation kSiluAndMul, kGeluAndMul, kGeluTanhAndMul or kSwigluOai (needs
-// swiglu_alpha and swiglu_limit); kSilu / kGelu (no mul) -> NotSupported. Bad ids -> error before
-// anything is written. M = 0 is a no-op.
+// swiglu_alpha and swiglu_limit); kSilu / kGelu (no mul) -> NotSupported. gate_up_interleaved:
+// the packed layout does not depend on it (packing de-interleaves); when true, w13_packed must have
+// been packed from interleaved rows (W13Source::kInterleaved), else an error. Bad ids -> error
+// before anything is written. M = 0 is a no-op.
 MOEKIT_API void fused_experts_cpu(TensorView hidden_states, TensorView w13_packed, TensorView w2_packed,
                                   TensorView topk_weights, TensorView topk_ids, TensorView output,
                                   const FusedExpertsOptions& options = {}, const CpuRunConfig& run = {});

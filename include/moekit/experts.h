@@ -3,7 +3,12 @@
 //
 // Logical (unpacked) weight layouts, shared by the oracle and every back end's packing:
 //   w13: [E, 2I, H] - rows 0..I-1 are the gate projection, rows I..2I-1 the up projection
-//        ([E, I, H] for the no-mul activations kSilu / kGelu)
+//        ("halves"; [E, I, H] for the no-mul activations kSilu / kGelu). With
+//        FusedExpertsOptions::gate_up_interleaved the rows are interleaved instead (gpt-oss,
+//        TRT-LLM): row 2j = gate_j, row 2j+1 = up_j. Gated activations only (kSiluAndMul,
+//        kGeluAndMul, kGeluTanhAndMul, kSwigluOai) and scheme kBF16 only (block scales of the
+//        other schemes would not map to halves blocks); w13.bias [E, 2I] follows the same row
+//        order.
 //   w2:  [E, H, I]
 // (a shared expert is the same with E = 1, or 2-D [2I, H] / [H, I] with every other tensor of that
 // ExpertWeights also without the E dimension).
@@ -51,8 +56,8 @@ enum class Activation {
   kSiluAndMul,      // silu(gate) * up
   kGeluAndMul,      // gelu_erf(gate) * up
   kGeluTanhAndMul,  // gelu_tanh(gate) * up
-  kSwigluOai,       // gpt-oss clamped SwiGLU, needs alpha and limit (interleaved sources are
-                    // de-interleaved when packing; the oracle reads halves)
+  kSwigluOai,       // gpt-oss clamped SwiGLU, needs alpha and limit (gpt-oss stores w13
+                    // interleaved: FusedExpertsOptions::gate_up_interleaved)
   kSilu,            // no-mul variants: w13 has I rows (not 2I), a = act(h)
   kGelu,
 };
@@ -87,6 +92,9 @@ struct FusedExpertsOptions {
   // rounded to the activation dtype before the GEMM. Default: mode (A), exact dequantised weights
   // (block sums scaled in fp32). Fast kernels are checked against mode (A).
   bool fp8_round_dequantized_weights = false;
+  // w13 (and w13.bias) rows interleaved: row 2j = gate_j, row 2j+1 = up_j (see the layout comment
+  // above). Gated activations and kBF16 only; false = halves.
+  bool gate_up_interleaved = false;
 };
 
 namespace reference {

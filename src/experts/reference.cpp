@@ -308,6 +308,13 @@ struct ExpertMlp {
     w13.gemm(e, in, h.data());
     if (traits.round_gemm1)  // R0
       for (float& v : h) v = round_to(dtype, v);
+    if (options.gate_up_interleaved) {  // rows 2j, 2j+1 -> gate_j = h[j], up_j = h[I + j]
+      const std::vector<float> rows = h;
+      for (int64_t j = 0; j < I; ++j) {
+        h[j] = rows[2 * j];
+        h[I + j] = rows[2 * j + 1];
+      }
+    }
     activate(options, dtype, h.data(), I, a.data());  // R1
     w2.prepare(a.data(), e, in);                      // Q2
     w2.gemm(e, in, d);

@@ -122,6 +122,12 @@ void validate_expert_options(const FusedExpertsOptions& o) {
   if (o.scheme == WeightScheme::kInt4W4A8) check_positive("group_size", o.group_size);
   require(std::isfinite(o.routed_scaling_factor), "routed_scaling_factor: expected a finite value, got ",
           o.routed_scaling_factor);
+  require(!o.gate_up_interleaved || activation_is_gated(o.activation),
+          "gate_up_interleaved: expected false for the no-mul activation ", activation_name(o.activation),
+          " (w13 has I rows, no gate/up pairs), got true");
+  require(!o.gate_up_interleaved || o.scheme == WeightScheme::kBF16,
+          "gate_up_interleaved: expected false for scheme ", weight_scheme_name(o.scheme),
+          " (interleaved w13 rows are supported for bf16 weights only), got true");
   require(!o.fp8_round_dequantized_weights || o.scheme == WeightScheme::kFP8BlockW8A16,
           "fp8_round_dequantized_weights: expected false (only fp8_block_w8a16 has mode B; scheme is ",
           weight_scheme_name(o.scheme), "), got true");
@@ -206,7 +212,7 @@ void derive_and_check_weights(ExpertDims& d, const TensorView& hidden, const Exp
   check_positive("H (hidden.size(1))", d.H);
   check_positive("w13 rows (w13.weight.size(1))", d.w13_rows);
   if (activation_is_gated(options.activation)) {
-    require(d.w13_rows % 2 == 0, "w13.weight: expected an even row count 2I (gate rows then up rows) for ",
+    require(d.w13_rows % 2 == 0, "w13.weight: expected an even row count 2I (gate and up rows) for ",
             activation_name(options.activation), ", got shape ", detail::shape_of(w13.weight));
     d.I = d.w13_rows / 2;
   } else {

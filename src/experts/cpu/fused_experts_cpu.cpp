@@ -156,7 +156,7 @@ PackedMatrix packed_matrix(const TensorView& t, const PackedWeightInfo& info) {
 }
 
 ExpertOperands check_packed(const TensorView& hidden, const TensorView& w13_t, const TensorView& w2_t,
-                            bool shared) {
+                            bool shared, const FusedExpertsOptions& options) {
   const PackedWeightInfo w13 = read_packed_info(w13_t, "w13_packed");
   const PackedWeightInfo w2 = read_packed_info(w2_t, "w2_packed");
   const int64_t K = hidden.size(1);
@@ -166,6 +166,11 @@ ExpertOperands check_packed(const TensorView& hidden, const TensorView& w13_t, c
   }
   detail::require(w13.role == PackedRole::kW13 || w13.role == PackedRole::kDense,
                   "w13_packed: expected role W13 or Dense, got W2");
+  // The packed layout is the same for both sources; the flag only says what was packed.
+  detail::require(!options.gate_up_interleaved ||
+                      (w13.role == PackedRole::kW13 && w13.w13_source == W13Source::kInterleaved),
+                  "options.gate_up_interleaved: expected w13_packed packed from interleaved rows "
+                  "(pack_moe_weights, role kW13, W13Source::kInterleaved), got one packed from halves");
   detail::require(w13.rows % 2 == 0, "w13_packed: expected 2I rows (even), got ", w13.rows);
   const int64_t N = w13.rows / 2;
   detail::require(w13.role == PackedRole::kW13 || N % 32 == 0,
@@ -433,7 +438,7 @@ void fused_experts_cpu(TensorView hidden_states, TensorView w13_packed, TensorVi
                        TensorView topk_ids, TensorView output, const FusedExpertsOptions& options,
                        const CpuRunConfig& run) {
   cpu::check_activations(hidden_states, output);
-  const cpu::ExpertOperands ops = cpu::check_packed(hidden_states, w13_packed, w2_packed, false);
+  const cpu::ExpertOperands ops = cpu::check_packed(hidden_states, w13_packed, w2_packed, false, options);
   const cpu::ActivationParams act = cpu::check_options(options);
   detail::check_defined(topk_ids, "topk_ids");
   detail::check_device(topk_ids, "topk_ids", Device{});
@@ -479,7 +484,7 @@ void shared_expert_cpu(TensorView hidden_states, TensorView w13_packed, TensorVi
                        TensorView fused_experts_out, TensorView output, const FusedExpertsOptions& options,
                        const CpuRunConfig& run) {
   cpu::check_activations(hidden_states, output);
-  const cpu::ExpertOperands ops = cpu::check_packed(hidden_states, w13_packed, w2_packed, true);
+  const cpu::ExpertOperands ops = cpu::check_packed(hidden_states, w13_packed, w2_packed, true, options);
   const cpu::ActivationParams act = cpu::check_options(options);
   const int64_t M = hidden_states.size(0);
   if (fused_experts_out.defined()) {

@@ -73,6 +73,7 @@ struct FusedExpertsArgs {
   void* workspace;
   int64_t M, k, E, H, I;
   bool gated;  // w13 has 2I rows (act(gate) * up) rather than I rows (act(h))
+  bool gate_up_interleaved;  // gated only: w13 / w13_bias row 2j = gate_j, 2j+1 = up_j (else halves)
   Activation activation;
   float swiglu_alpha, swiglu_limit;
   float routed_scaling_factor;
