@@ -265,7 +265,7 @@ def op_prepare_moe_input(M, E=128, k=8, n=768, h=2048):
     res = {}
 
     def mk_fn():
-        torch.ops.moekit.prepare_moe_input(ids, offsets, sizes1, sizes2, in_perm, out_perm, E, n, h)
+        torch.ops.moekit.prepare_moe_input(ids, offsets, sizes1, sizes2, in_perm, out_perm, E, n, h, None)
 
     def torch_fn():
         flat = ids.flatten().long()
