@@ -47,15 +47,40 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
 
   const int E = static_cast<int>(a.E);
   const size_t prep_smem = size_t(4 * E + 1) * sizeof(int);
-  MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(route_prep_kernel,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(prep_smem)));
-  // A decode batch has a few ids: a smaller CTA starts and synchronises faster.
-  const int prep_threads = P <= 2048 ? 256 : kRoutePrepThreads;
-  route_prep_kernel<<<1, prep_threads, prep_smem, stream>>>(a.topk_ids, P, E, tile_tokens,
-                                                                 sorted_pairs, pair_pos, tiles,
-                                                                 num_tiles);
-  MOEKIT_CUDA_CHECK_LAUNCH();
+  const int64_t chunk = route_prep_chunk(P);
+  if (chunk >= P) {
+    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(route_prep_kernel,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(prep_smem)));
+    // A decode batch has a few ids: a smaller CTA starts and synchronises faster.
+    const int prep_threads = P <= 2048 ? 256 : kRoutePrepThreads;
+    route_prep_kernel<<<1, prep_threads, prep_smem, stream>>>(a.topk_ids, P, E, tile_tokens,
+                                                                   sorted_pairs, pair_pos, tiles,
+                                                                   num_tiles);
+    MOEKIT_CUDA_CHECK_LAUNCH();
+  } else {
+    const unsigned chunks = static_cast<unsigned>((P + chunk - 1) / chunk);
+    int* prep_counts = reinterpret_cast<int*>(ws + lay.prep_counts);
+    const size_t count_smem = size_t(E) * sizeof(int);
+    for (const void* k : {reinterpret_cast<const void*>(route_count_kernel),
+                          reinterpret_cast<const void*>(route_scatter_kernel)})
+      MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(count_smem)));
+    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(route_offsets_kernel,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(prep_smem)));
+    // The first launch waits for whatever wrote topk_ids (a plain launch); the next two overlap
+    // their start with the previous one's tail.
+    route_count_kernel<<<chunks, kRoutePrepThreads, count_smem, stream>>>(a.topk_ids, P, chunk, E,
+                                                                            prep_counts);
+    MOEKIT_CUDA_CHECK_LAUNCH();
+    const bool pdl = experts_pdl_enabled();
+    launch_dependent(route_offsets_kernel, dim3(1), dim3(kRoutePrepThreads), prep_smem, stream, pdl,
+                     static_cast<int>(chunks), E, tile_tokens, prep_counts, tiles, num_tiles);
+    launch_dependent(route_scatter_kernel, dim3(chunks), dim3(kRoutePrepThreads), count_smem, stream,
+                     pdl, a.topk_ids, P, chunk, E, static_cast<const int*>(prep_counts),
+                     sorted_pairs, pair_pos);
+  }
 #if defined(MOEKIT_WITH_CUTLASS)
   if (plan.grouped) {
     GroupedExpertsArgs g{&a, lay, pair_pos, tiles, num_tiles, plan.grouped_tile, act_kind(a.activation)};

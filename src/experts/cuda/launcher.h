@@ -16,6 +16,7 @@ struct ExpertsWorkspaceLayout {
   size_t pair_pos;      // int32 [P]: sorted position of pair m*k+t, -1 if its id is out of range
   size_t tiles;         // int4 [tile_bound]: (expert, first sorted position, rows, 0)
   size_t num_tiles;     // int32 [1]
+  size_t prep_counts;   // int32 [chunks + 1, E]: multi-CTA route_prep's per-chunk counts / bases
   size_t act_rows;      // T [P, I]: act(gate) * up per sorted pair
   size_t down_rows;     // T [P, H]: weight * W2 . act per sorted pair (tiled path);
                         // gathered token rows, then W2 . act per sorted pair (grouped path)
@@ -35,6 +36,18 @@ inline size_t align_up_256(size_t v) { return (v + 255) & ~size_t(255); }
 inline constexpr size_t kGroupArgBytes = 256;
 inline constexpr size_t kGroupedGemmScratchBytes = size_t(1) << 20;
 
+// route_prep runs in one CTA up to this many (token, slot) pairs, else as three launches over
+// chunks of pairs (route_prep.cuh says why), at most kMaxRoutePrepChunks of them.
+inline constexpr int64_t kMultiCtaPrepMinPairs = 8192;
+inline constexpr int64_t kMaxRoutePrepChunks = 64;
+
+// Pairs per chunk of the multi-CTA route_prep; P itself when one CTA does it all.
+inline int64_t route_prep_chunk(int64_t P) {
+  if (P < kMultiCtaPrepMinPairs) return P;
+  const int64_t even = (P + kMaxRoutePrepChunks - 1) / kMaxRoutePrepChunks;
+  return even > 4096 ? even : 4096;
+}
+
 inline ExpertsWorkspaceLayout experts_workspace_layout(int64_t M, int64_t k, int64_t E, int64_t H,
                                                        int64_t I, size_t elem_bytes,
                                                        int64_t min_tile_tokens, bool grouped,
@@ -47,6 +60,9 @@ inline ExpertsWorkspaceLayout experts_workspace_layout(int64_t M, int64_t k, int
   l.pair_pos = off;     off = align_up_256(off + size_t(P) * 4);
   l.tiles = off;        off = align_up_256(off + size_t(l.tile_bound) * 16);
   l.num_tiles = off;    off = align_up_256(off + 4);
+  const int64_t chunk = route_prep_chunk(P);
+  const int64_t chunks = chunk < P ? (P + chunk - 1) / chunk : 0;
+  l.prep_counts = off;  off = align_up_256(off + size_t(chunks ? chunks + 1 : 0) * size_t(E) * 4);
   l.act_rows = off;     off = align_up_256(off + size_t(P) * size_t(I) * elem_bytes);
   l.down_rows = off;    off = align_up_256(off + size_t(P) * size_t(H) * elem_bytes);
   l.gate_up_rows = l.sorted_weights = l.group_args = l.gemm_scratch = off;
