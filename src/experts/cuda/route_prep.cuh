@@ -1,7 +1,7 @@
 // Groups the (token, slot) pairs by expert: counts per expert, exclusive offsets, the token-tile
-// list for the GEMMs, then a scatter of each pair to its sorted position. One CTA does it all for
-// up to kMultiCtaPrepMinPairs pairs; past that, one CTA's scattered stores were the bottleneck (42 us
-// for 32768 pairs on an H100), so three launches spread it: per-CTA counts of contiguous pair chunks,
+// list for the GEMMs, then a scatter of each pair to its sorted position. One CTA does it all below
+// kMultiCtaPrepMinPairs pairs (launcher.h); past that, one CTA's scattered stores were the
+// bottleneck (42 us for 32768 pairs on an H100), so three launches spread it: per-CTA counts of contiguous pair chunks,
 // one CTA turning them into per-CTA bases and the tile list, and per-CTA scatters from those bases.
 //
 // The order of pairs inside one expert comes from shared-memory atomics and may change from run to
