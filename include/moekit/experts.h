@@ -8,7 +8,7 @@
 //        TRT-LLM): row 2j = gate_j, row 2j+1 = up_j. Gated activations only (kSiluAndMul,
 //        kGeluAndMul, kGeluTanhAndMul, kSwigluOai) and scheme kBF16 only (block scales of the
 //        other schemes would not map to halves blocks); w13.bias [E, 2I] follows the same row
-//        order.
+//        order. interleave_gate_up() converts a halves tensor to this layout.
 //   w2:  [E, H, I]
 // (a shared expert is the same with E = 1, or 2-D [2I, H] / [H, I] with every other tensor of that
 // ExpertWeights also without the E dimension).
@@ -96,6 +96,15 @@ struct FusedExpertsOptions {
   // above). Gated activations and kBF16 only; false = halves.
   bool gate_up_interleaved = false;
 };
+
+// Layout conversion for FusedExpertsOptions::gate_up_interleaved: out = w13 with the gate/up rows
+// along `dim` interleaved, out[.., 2j, ..] = w13[.., j, ..] (gate), out[.., 2j + 1, ..] =
+// w13[.., I + j, ..] (up), where w13.size(dim) = 2I. dim is the gate/up row dimension (negative
+// counts from the end): 1 for w13 [E, 2I, H] and its bias [E, 2I], 0 for a shared expert's [2I, H]
+// and [2I]. Any dtype (packed 4-bit weights too: whole rows move). Both contiguous, same dtype,
+// shape and device; out must not overlap w13. CPU tensors: a host loop. CUDA tensors: one copy
+// kernel on `stream` (no allocation, no sync, graph-capturable). Done once at load time.
+MOEKIT_API void interleave_gate_up(TensorView w13, TensorView out, int dim, Stream stream = {});
 
 namespace reference {
 

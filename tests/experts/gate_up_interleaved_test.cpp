@@ -1,6 +1,8 @@
 // FusedExpertsOptions::gate_up_interleaved on the CPU: the oracle (routed and shared expert) on an
 // interleaved w13 equals the oracle on the same logical weights as halves, bit for bit; the CPU
-// fast path's packed-source check; the option's errors.
+// fast path's packed-source check; the option's errors; the interleave_gate_up op (CPU tensors).
+#include <algorithm>
+#include <cstring>
 #include <tuple>
 
 #include "common/test_util.h"
@@ -124,6 +126,96 @@ TEST(InterleavedErrors, NoMulActivationsAndQuantisedSchemesAreRejected) {
                                                  out.view(), o),
                         "gate_up_interleaved: expected false for scheme");
   }
+}
+
+// Hand-built interleave along any dim, by element index (independent of the op's row arithmetic).
+HostTensor interleave_along(const HostTensor& in, int dim) {
+  const std::vector<int64_t>& s = in.shape();
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < dim; ++i) outer *= s[i];
+  for (size_t i = dim + 1; i < s.size(); ++i) inner *= s[i];
+  const int64_t R = s[dim], I = R / 2;
+  HostTensor out(in.dtype(), s);
+  const size_t esize = in.nbytes() / std::max<int64_t>(1, in.numel());
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t i = 0; i < inner; ++i) {
+        const int64_t from = r < I ? 2 * r : 2 * (r - I) + 1;  // out row of input row r
+        std::memcpy(static_cast<unsigned char*>(out.data()) + ((o * R + from) * inner + i) * esize,
+                    static_cast<const unsigned char*>(in.data()) + ((o * R + r) * inner + i) * esize, esize);
+      }
+  return out;
+}
+
+struct PackCase {
+  DType dtype;
+  std::vector<int64_t> shape;
+  int dim;
+};
+
+TEST(InterleaveGateUp, MatchesHandBuiltInterleave) {
+  auto rng = fresh_rng();
+  const std::vector<PackCase> cases = {
+      {DType::kBFloat16, {3, 26, 40}, 1},  // w13 [E, 2I, H], I = 13
+      {DType::kFloat16, {3, 26, 40}, -2},
+      {DType::kFloat32, {3, 26}, 1},       // bias [E, 2I]
+      {DType::kFloat32, {3, 26}, -1},
+      {DType::kBFloat16, {18, 7}, 0},      // shared expert [2I, H], odd row bytes
+      {DType::kFloat32, {2}, 0},           // shared bias, I = 1
+      {DType::kUInt8, {2, 10, 5}, 1},      // packed 4-bit rows, odd byte count
+      {DType::kFloat8E4M3, {1, 256, 64}, 1},
+      {DType::kInt32, {2, 3, 4, 6}, 3},    // gate/up along the last dim
+      {DType::kBFloat16, {0, 8, 16}, 1},   // no experts
+      {DType::kBFloat16, {2, 0, 16}, 1},   // I = 0
+  };
+  for (const PackCase& c : cases) {
+    HostTensor w(c.dtype, c.shape), out(c.dtype, c.shape);
+    if (c.dtype == DType::kUInt8 || c.dtype == DType::kInt32) w.fill_int(rng, 0, 255);
+    else w.fill_normal(rng);
+    out.poison();
+    interleave_gate_up(w.view(), out.view(), c.dim);
+    const int d = c.dim < 0 ? c.dim + static_cast<int>(c.shape.size()) : c.dim;
+    const HostTensor want = interleave_along(w, d);
+    EXPECT_TRUE(out.bytes_equal(want)) << dtype_name(c.dtype) << " " << out.view().shape_string() << " dim "
+                                       << c.dim;
+  }
+}
+
+// The op feeds the oracle: interleave_gate_up's weights and bias with the flag == halves.
+TEST(InterleaveGateUp, FeedsTheOracle) {
+  auto rng = fresh_rng();
+  const FusedExpertsOptions halves_opt = options_for(Activation::kSwigluOai);
+  const MoeProblem p = make_problem(rng, halves_opt, DType::kBFloat16, 5, 32, 21, 4, 2, true);
+  HostTensor w13i(DType::kBFloat16, p.w13.weight.shape()), b13i(DType::kFloat32, p.w13.bias.shape());
+  interleave_gate_up(p.w13.weight.view(), w13i.view(), 1);
+  interleave_gate_up(p.w13.bias.view(), b13i.view(), 1);
+  EXPECT_TRUE(w13i.bytes_equal(interleave_by_hand(p.w13.weight)));
+  EXPECT_TRUE(b13i.bytes_equal(interleave_by_hand(p.w13.bias)));
+  FusedExpertsOptions inter_opt = halves_opt;
+  inter_opt.gate_up_interleaved = true;
+  ExpertWeights w13 = p.w13.view();
+  w13.weight = w13i.view();
+  w13.bias = b13i.view();
+  EXPECT_TRUE(run_oracle(p, w13, inter_opt).bytes_equal(run_oracle(p, p.w13.view(), halves_opt)));
+}
+
+TEST(InterleaveGateUp, ErrorsNameTheArgument) {
+  HostTensor w(DType::kBFloat16, {2, 6, 8}), out(DType::kBFloat16, {2, 6, 8});
+  HostTensor odd(DType::kBFloat16, {2, 5, 8}), odd_out(DType::kBFloat16, {2, 5, 8});
+  HostTensor other_dtype(DType::kFloat16, {2, 6, 8}), other_shape(DType::kBFloat16, {2, 8, 6});
+  EXPECT_MOEKIT_ERROR(interleave_gate_up(odd.view(), odd_out.view(), 1), "w13: expected an even size 2I");
+  EXPECT_MOEKIT_ERROR(interleave_gate_up(w.view(), out.view(), 3), "dim: expected a dimension of w13");
+  EXPECT_MOEKIT_ERROR(interleave_gate_up(w.view(), out.view(), -4), "dim: expected a dimension of w13");
+  EXPECT_MOEKIT_ERROR(interleave_gate_up(w.view(), other_dtype.view(), 1), "out");
+  EXPECT_MOEKIT_ERROR(interleave_gate_up(w.view(), other_shape.view(), 1), "out: expected shape");
+  EXPECT_MOEKIT_ERROR(interleave_gate_up(w.view(), w.view(), 1), "out: expected memory that does not overlap w13");
+  // A view that starts inside w13 overlaps too.
+  HostTensor big(DType::kBFloat16, {2, 7, 8});
+  TensorView part(big.ptr<uint16_t>() + 8, DType::kBFloat16, {2, 6, 8});
+  TensorView src(big.ptr<uint16_t>(), DType::kBFloat16, {2, 6, 8});
+  EXPECT_MOEKIT_ERROR(interleave_gate_up(src, part, 1), "out: expected memory that does not overlap w13");
+  EXPECT_MOEKIT_ERROR(interleave_gate_up(TensorView{}, out.view(), 1), "w13");
+  EXPECT_MOEKIT_ERROR(interleave_gate_up(w.view(), TensorView{}, 1), "out");
 }
 
 // The GPU entry checks the option on the host before anything else (no device needed here).
