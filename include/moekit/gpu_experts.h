@@ -27,7 +27,8 @@ MOEKIT_API size_t fused_experts_workspace_size(TensorView hidden, const ExpertWe
 
 // out[m] = rsf * sum_t topk_weights[m, t] * W2[e] . act(W13[e] . hidden[m]), e = topk_ids[m, t];
 // ids outside [0, E) (e.g. -1) contribute nothing. Supports options.scheme = kBF16 only (weights in
-// the dtype of hidden), every Activation, w13/w2 bias (fp32 [E, R]) and routed_scaling_factor.
+// the dtype of hidden), every Activation, w13/w2 bias (fp32 [E, R]), routed_scaling_factor and
+// gate_up_interleaved (w13 and its bias with rows 2j = gate_j, 2j+1 = up_j; same results as halves).
 // `output` may alias `hidden` (in place). H and I must be multiples of 8 (16-byte rows).
 // Rounding to the dtype of hidden happens where the oracle rounds (cpu-moe.md 4.11): act(gate) * up,
 // each slot's weighted output w * W2 . a, and the final sum; gate/up and W2 . a stay fp32.

@@ -41,9 +41,6 @@ LayerShape check_layer(const TensorView& hidden, const ExpertWeights& w13, const
   s.gated = is_gated(options.activation);
   require(!options.gate_up_interleaved || s.gated, "options.gate_up_interleaved: expected false for the "
           "no-mul activation ", activation_name(options.activation), " (w13 has I rows), got true");
-  if (options.gate_up_interleaved)
-    fail("options.gate_up_interleaved: not supported yet by the GPU fused_experts (interleave-aware "
-         "GEMMs are in progress); pass w13 as gate/up halves", ErrorKind::NotSupported);
   require(s.E >= 1, "w13.weight: expected at least one expert, got shape ", detail::shape_of(w13.weight));
   check_shape(w13.weight, "w13.weight", {s.E, s.gated ? 2 * s.I : s.I, s.H});
   check_shape(w2.weight, "w2.weight", {s.E, s.H, s.I});

@@ -8,6 +8,7 @@
 // Epilogues (all in fp32, rounded once to T):
 //   kGateUp: A rows of a CTA are interleaved in 16-row groups gate, up, gate, up... so that each
 //            thread holds gate and up of the same feature: act(gate + b) * (up + b) -> act_rows.
+//            Only the row addresses depend on the w13 layout (halves or gate_up_interleaved).
 //   kAct:    act(h + b) (no-mul activations) -> act_rows.
 //   kDown:   topk_weight * (h + b) -> down_rows.
 // The result tile goes through shared memory and leaves as coalesced 16-byte row stores.
@@ -40,6 +41,7 @@ struct ExpertGemmParams {
   int row_tiles;           // CTAs along the weight rows
   int tile_group;
   EpilogueKind epilogue;
+  bool gate_up_interleaved;  // kGateUp: weight/bias row 2f = gate_f, 2f+1 = up_f (else f, R/2 + f)
   ActKind act;
   float alpha, limit;      // kSwigluOai
 };
@@ -184,13 +186,15 @@ __global__ void __launch_bounds__(WN * WT * WK * 32, MIN_BLOCKS)
   const bool gated = p.epilogue == EpilogueKind::kGateUp;
   const int64_t gate_rows = gated ? p.R / 2 : p.R;  // features = I for GEMM 1 gated
 
-  // Weight row of local A row i.
+  // Weight row of local A row i (gated: the gate row of feature f, or its up row at +up_offset).
+  const int64_t gate_step = p.gate_up_interleaved ? 2 : 1;
+  const int64_t up_offset = p.gate_up_interleaved ? 1 : gate_rows;
   auto weight_row = [&](int i, bool& valid) -> int64_t {
     if (gated) {
       const int j = i >> 4;
       const int64_t f = int64_t(row_tile) * (BN / 2) + (j >> 1) * 16 + (i & 15);
       valid = f < gate_rows;
-      return (j & 1) ? gate_rows + f : f;
+      return f * gate_step + ((j & 1) ? up_offset : 0);
     }
     const int64_t r = int64_t(row_tile) * BN + i;
     valid = r < p.R;
@@ -380,7 +384,7 @@ __global__ void __launch_bounds__(WN * WT * WK * 32, MIN_BLOCKS)
           col = ((a_row0 / 16 + i) >> 1) * 16 + (lane >> 2) + h * 8;
           if (bias && ok) {
             b_here = bias[wr];
-            b_up = bias[wr + gate_rows];
+            b_up = bias[wr + up_offset];
           }
         } else {
           col = local;

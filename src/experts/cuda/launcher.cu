@@ -28,7 +28,10 @@ ActKind act_kind(Activation a) {
 
 template <typename T>
 void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
-  const ExpertsPlan plan = choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated);
+  ExpertsPlan plan = choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated);
+  // The grouped GEMMs do not read an interleaved w13 yet: such layers take the tiled path, whose
+  // workspace is a prefix of the grouped one.
+  if (a.gate_up_interleaved) plan.grouped = false;
   const ExpertsWorkspaceLayout lay = experts_workspace_layout(
       a.M, a.k, a.E, a.H, a.I, sizeof(T), kMinTileTokens, plan.grouped, a.gated ? 2 * a.I : a.I);
   auto* ws = static_cast<unsigned char*>(a.workspace);
@@ -106,6 +109,7 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   g1.row_tiles = static_cast<int>((a.I + feats_per_tile - 1) / feats_per_tile);
   g1.tile_group = plan.tile_group;
   g1.epilogue = a.gated ? EpilogueKind::kGateUp : EpilogueKind::kAct;
+  g1.gate_up_interleaved = a.gate_up_interleaved;
   g1.act = act_kind(a.activation);
   g1.alpha = a.swiglu_alpha;
   g1.limit = a.swiglu_limit;
@@ -121,6 +125,7 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   g2.out_features = a.H;
   g2.row_tiles = static_cast<int>((a.H + tile.bn - 1) / tile.bn);
   g2.epilogue = EpilogueKind::kDown;
+  g2.gate_up_interleaved = false;
   launch_expert_gemm<T>(plan.tile, g2, tile_bound, stream);
 
   const int threads = 256;
