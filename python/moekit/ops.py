@@ -441,31 +441,58 @@ def _weights(w, bias=None):
     return w if isinstance(w, _C.ExpertWeights) else _C.ExpertWeights(w, bias=bias)
 
 
-def _options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit, scheme="bf16"):
+def _options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit, scheme="bf16",
+             gate_up_interleaved=False):
     activation = _SGLANG_ACTIVATIONS.get(activation, activation)
     return _C.FusedExpertsOptions(scheme=scheme, activation=activation,
                                   swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit,
-                                  routed_scaling_factor=routed_scaling_factor)
+                                  routed_scaling_factor=routed_scaling_factor,
+                                  gate_up_interleaved=gate_up_interleaved)
+
+
+def interleave_gate_up(w13, out=None, dim=1, *, stream=None):
+    """Converts w13 from gate/up halves to the interleaved layout of ``gate_up_interleaved``:
+    out[.., 2j, ..] = w13[.., j, ..] (gate), out[.., 2j+1, ..] = w13[.., I+j, ..] (up) along ``dim``
+    (size 2I): dim=1 for w13 [E, 2I, H] and its bias [E, 2I], dim=0 for a shared expert's [2I, H].
+    Any dtype; CPU or CUDA (on ``stream``). Returns ``out`` (new unless given; must not overlap
+    w13)."""
+    if is_torch(w13):
+        import torch
+
+        out = torch.empty_like(w13, memory_format=torch.contiguous_format) if out is None else out
+        _torch_ops().interleave_gate_up(w13, out, dim)
+        return out
+    if out is None:
+        source = w13.array if isinstance(w13, _C.TypedArray) else w13
+        out = empty(source, tuple(source.shape), str(source.dtype))
+        if isinstance(w13, _C.TypedArray):
+            out = _C.typed(out, w13.dtype)
+    _C.interleave_gate_up(w13, out, dim, stream_for(stream, w13))
+    return out
 
 
 def fused_experts(hidden_states, w13, w2, topk_weights, topk_ids, *, activation="silu_and_mul",
                   routed_scaling_factor=1.0, w13_bias=None, w2_bias=None, swiglu_alpha=0.0,
-                  swiglu_limit=0.0, output=None, workspace=None, stream=None):
+                  swiglu_limit=0.0, gate_up_interleaved=False, output=None, workspace=None,
+                  stream=None):
     """The MoE layer's expert part: out[m] = rsf * sum_t topk_weights[m, t] * W2[e] .
     act(W13[e] . hidden[m]), e = topk_ids[m, t] (-1 = dropped). Returns ``output`` (new unless
     given; may be hidden_states for in place).
 
     GPU: CUDA tensors, weights in the logical layout, BF16/FP16 (the dtype of hidden):
-      w13 [E, 2I, H] (gate rows then up rows), w2 [E, H, I]; biases float32 [E, 2I], [E, H].
+      w13 [E, 2I, H] (gate rows then up rows, or interleaved: see gate_up_interleaved), w2
+      [E, H, I]; biases float32 [E, 2I], [E, H].
     CPU: weights packed once with ``pack_moe_weights`` (1-D uint8 buffers).
     hidden_states [M, H] bfloat16 / float16; topk_weights [M, k] float32; topk_ids [M, k] int32.
     activation: silu_and_mul (SGLang "silu"), gelu_and_mul, gelu_tanh_and_mul, swiglu_oai (gpt-oss;
     swiglu_alpha, swiglu_limit), silu / gelu (no mul; w13 [E, I, H]).
+    gate_up_interleaved: w13 rows (and w13_bias) as 2j = gate_j, 2j+1 = up_j (gpt-oss;
+    ``interleave_gate_up`` converts); on the CPU, packed with source="interleaved".
     """
     if is_torch(hidden_states):
         result = _torch_ops().fused_experts(hidden_states, w13, w2, topk_weights, topk_ids,
                                             activation, routed_scaling_factor, w13_bias, w2_bias,
-                                            swiglu_alpha, swiglu_limit)
+                                            swiglu_alpha, swiglu_limit, gate_up_interleaved)
         if output is not None:
             output.copy_(result)
             return output
@@ -473,7 +500,8 @@ def fused_experts(hidden_states, w13, w2, topk_weights, topk_ids, *, activation=
     source = hidden_states.array if isinstance(hidden_states, _C.TypedArray) else hidden_states
     if output is None:
         output = empty(hidden_states, tuple(source.shape), _dtype_name(hidden_states))
-    options = _options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit)
+    options = _options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit,
+                       gate_up_interleaved=gate_up_interleaved)
     if _is_packed(w13):
         if w13_bias is not None or w2_bias is not None:
             raise ValueError("w13_bias / w2_bias: expected None for packed CPU weights")
@@ -585,19 +613,21 @@ def _is_cpu(x) -> bool:
 
 def fused_moe(hidden_states, w13, w2, router_logits, topk, renormalize=True, *, scheme="bf16",
               activation="silu_and_mul", routed_scaling_factor=1.0, swiglu_alpha=0.0,
-              swiglu_limit=0.0, output=None, workspace=None, stream=None):
+              swiglu_limit=0.0, gate_up_interleaved=False, output=None, workspace=None,
+              stream=None):
     """A whole MoE layer's routing + experts: softmax top-k over router_logits [M, E] (ties -> lower
     expert, NaN last; renormalize the k weights), then ``fused_experts``. Returns ``output`` (new
     unless given).
 
     w13, w2: arrays in the logical layout ([E, 2I, H], [E, H, I]) or ``moekit.ExpertWeights`` (for
     scales / biases of a quantised ``scheme``); on the CPU also packed buffers (``pack_moe_weights``;
-    logical CPU weights are packed on every call, pack once for speed).
+    logical CPU weights are packed on every call, pack once for speed). gate_up_interleaved: as in
+    ``fused_experts``.
     """
     if is_torch(hidden_states):
         result = _torch_ops().fused_moe(hidden_states, w13, w2, router_logits, topk, renormalize,
                                         activation, routed_scaling_factor, swiglu_alpha,
-                                        swiglu_limit)
+                                        swiglu_limit, gate_up_interleaved)
         if output is not None:
             output.copy_(result)
             return output
@@ -607,17 +637,20 @@ def fused_moe(hidden_states, w13, w2, router_logits, topk, renormalize=True, *, 
         weights, ids = empty(router_logits, (m, topk), "float32"), empty(router_logits, (m, topk), "int32")
         topk_softmax(weights, ids, router_logits, renormalize)
         if not _is_packed(w13 if not isinstance(w13, _C.ExpertWeights) else w13.weight):
-            w13 = pack_moe_weights(w13.weight if isinstance(w13, _C.ExpertWeights) else w13, "w13")
+            w13 = pack_moe_weights(w13.weight if isinstance(w13, _C.ExpertWeights) else w13, "w13",
+                                   "interleaved" if gate_up_interleaved else "halves")
             w2 = pack_moe_weights(w2.weight if isinstance(w2, _C.ExpertWeights) else w2, "w2")
         return fused_experts(hidden_states, w13, w2, weights, ids, activation=activation,
                              routed_scaling_factor=routed_scaling_factor,
-                             swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit, output=output,
+                             swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit,
+                             gate_up_interleaved=gate_up_interleaved, output=output,
                              workspace=workspace)
     source = hidden_states.array if isinstance(hidden_states, _C.TypedArray) else hidden_states
     if output is None:
         output = empty(hidden_states, tuple(source.shape), _dtype_name(hidden_states))
     w13, w2 = _weights(w13), _weights(w2)
-    options = _options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit, scheme)
+    options = _options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit, scheme,
+                       gate_up_interleaved)
     if workspace is None:
         size = _C.fused_moe_workspace_size(hidden_states, w13, w2, router_logits, topk, options)
         workspace = empty(hidden_states, (max(size, 1),), "uint8")
@@ -631,6 +664,7 @@ __all__ = [
     "fused_experts",
     "fused_experts_cpu",
     "fused_moe",
+    "interleave_gate_up",
     "pack_moe_weights",
     "shared_expert_cpu",
     "biased_grouped_topk",

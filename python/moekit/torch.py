@@ -324,10 +324,22 @@ _SGLANG_ACTIVATIONS = {"silu": "silu_and_mul", "gelu": "gelu_and_mul",
                        "gelu_tanh": "gelu_tanh_and_mul", "swigluoai": "swiglu_oai"}
 
 
-def _experts_options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit):
+def _experts_options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit,
+                     gate_up_interleaved=False):
     return _C.FusedExpertsOptions(activation=_SGLANG_ACTIVATIONS.get(activation, activation),
                                   swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit,
-                                  routed_scaling_factor=routed_scaling_factor)
+                                  routed_scaling_factor=routed_scaling_factor,
+                                  gate_up_interleaved=gate_up_interleaved)
+
+
+@_custom_op("moekit::interleave_gate_up", mutates_args=("out",))
+def interleave_gate_up(w13: Tensor, out: Tensor, dim: int = 1) -> None:
+    """moekit.ops.interleave_gate_up as a torch op: out = w13 with its gate/up rows along dim
+    interleaved (row 2j = gate_j, 2j+1 = up_j); out must not overlap w13."""
+    _C.interleave_gate_up(_arg(w13), _arg(out), dim, _stream(w13))
+
+
+interleave_gate_up.register_fake(_no_result)
 
 
 def _packed(w: Tensor) -> bool:
@@ -339,10 +351,11 @@ def fused_experts(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: 
                   topk_ids: Tensor, activation: str = "silu_and_mul",
                   routed_scaling_factor: float = 1.0, w13_bias: Optional[Tensor] = None,
                   w2_bias: Optional[Tensor] = None, swiglu_alpha: float = 0.0,
-                  swiglu_limit: float = 0.0) -> Tensor:
+                  swiglu_limit: float = 0.0, gate_up_interleaved: bool = False) -> Tensor:
     """moekit.ops.fused_experts as a torch op: returns a new [M, H] tensor. CUDA: logical BF16/FP16
     weights w13 [E, 2I, H], w2 [E, H, I]; CPU: packed weights (moekit.ops.pack_moe_weights)."""
-    options = _experts_options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit)
+    options = _experts_options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit,
+                               gate_up_interleaved)
     output = torch.empty_like(hidden_states)
     if _packed(w13):
         _C.fused_experts_cpu(_arg(hidden_states), _arg(w13), _arg(w2), _arg(topk_weights),
@@ -362,7 +375,8 @@ def fused_experts(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: 
 
 @fused_experts.register_fake
 def _(hidden_states, w13, w2, topk_weights, topk_ids, activation="silu_and_mul",
-      routed_scaling_factor=1.0, w13_bias=None, w2_bias=None, swiglu_alpha=0.0, swiglu_limit=0.0):
+      routed_scaling_factor=1.0, w13_bias=None, w2_bias=None, swiglu_alpha=0.0, swiglu_limit=0.0,
+      gate_up_interleaved=False):
     return torch.empty_like(hidden_states)
 
 
@@ -370,10 +384,11 @@ def _(hidden_states, w13, w2, topk_weights, topk_ids, activation="silu_and_mul",
 def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, router_logits: Tensor, topk: int,
               renormalize: bool = True, activation: str = "silu_and_mul",
               routed_scaling_factor: float = 1.0, swiglu_alpha: float = 0.0,
-              swiglu_limit: float = 0.0) -> Tensor:
+              swiglu_limit: float = 0.0, gate_up_interleaved: bool = False) -> Tensor:
     """moekit.ops.fused_moe as a torch op: softmax top-k routing then fused_experts; returns a new
     [M, H] tensor."""
-    options = _experts_options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit)
+    options = _experts_options(activation, routed_scaling_factor, swiglu_alpha, swiglu_limit,
+                               gate_up_interleaved)
     output = torch.empty_like(hidden_states)
     if not hidden_states.is_cuda:
         M = router_logits.shape[0]
@@ -381,7 +396,8 @@ def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, router_logits: Ten
         ids = torch.empty(M, topk, dtype=torch.int32)
         _C.topk_softmax(weights, ids, _arg(router_logits), renormalize, 0.0, None, "logit", 0)
         if not _packed(w13):
-            w13, w2 = _pack(w13, "w13"), _pack(w2, "w2")
+            w13 = _pack(w13, "w13", "interleaved" if gate_up_interleaved else "halves")
+            w2 = _pack(w2, "w2")
         _C.fused_experts_cpu(_arg(hidden_states), w13, w2, weights, ids, output, options)
         return output
     def weights():  # fresh exports for each call (a DLPack capsule is consumed once)
@@ -397,14 +413,14 @@ def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, router_logits: Ten
 
 @fused_moe.register_fake
 def _(hidden_states, w13, w2, router_logits, topk, renormalize=True, activation="silu_and_mul",
-      routed_scaling_factor=1.0, swiglu_alpha=0.0, swiglu_limit=0.0):
+      routed_scaling_factor=1.0, swiglu_alpha=0.0, swiglu_limit=0.0, gate_up_interleaved=False):
     return torch.empty_like(hidden_states)
 
 
-def _pack(weight: Tensor, role: str) -> Tensor:
+def _pack(weight: Tensor, role: str, source: str = "halves") -> Tensor:
     weight = weight.detach()
     packed = torch.empty(_C.packed_weight_bytes(weight, role), dtype=torch.uint8)
-    _C.pack_moe_weights(weight, role, packed)
+    _C.pack_moe_weights(weight, role, packed, source)
     return packed
 
 
@@ -427,6 +443,7 @@ __all__ = [
     "apply_shuffle_mul_sum",
     "fused_experts",
     "fused_moe",
+    "interleave_gate_up",
     "shared_expert_cpu",
     "biased_grouped_topk",
     "fused_qk_norm_rope",

@@ -55,7 +55,16 @@ constexpr const char* kOptionsDoc =
     "int4_w4a8 | nvfp4 | mxfp8 | mxfp4. activation: silu_and_mul | gelu_and_mul | "
     "gelu_tanh_and_mul | swiglu_oai (needs swiglu_alpha, swiglu_limit; gpt-oss 1.702, 7.0) | silu | "
     "gelu (no-mul: w13 has I rows). routed_scaling_factor multiplies the combined routed output "
-    "once (fp32). block_n / block_k: FP8 block-scale sizes; group_size: INT4 K-group.";
+    "once (fp32). block_n / block_k: FP8 block-scale sizes; group_size: INT4 K-group. "
+    "gate_up_interleaved: w13 (and its bias) rows interleaved, 2j = gate_j, 2j+1 = up_j (gpt-oss) "
+    "instead of gate rows then up rows; gated activations and bf16 only.";
+
+constexpr const char* kInterleaveGateUpDoc =
+    "out = w13 with the gate/up rows along `dim` interleaved: out[.., 2j, ..] = w13[.., j, ..] "
+    "(gate), out[.., 2j+1, ..] = w13[.., I+j, ..] (up), w13.size(dim) = 2I. dim = 1 for w13 "
+    "[E, 2I, H] and its bias [E, 2I], 0 for a shared expert's [2I, H] / [2I]. Any dtype; both "
+    "contiguous, same shape, dtype and device; out must not overlap w13. CPU or CUDA (on "
+    "`stream`).";
 
 constexpr const char* kReferenceFusedExpertsDoc =
     "The oracle MoE layer (expert part): out[m] = rsf * sum_t topk_weights[m, t] * "
@@ -111,7 +120,8 @@ void bind_expert_types(nb::module_& m) {
           "__init__",
           [](FusedExpertsOptions* self, const std::string& scheme, const std::string& activation,
              float swiglu_alpha, float swiglu_limit, int block_n, int block_k, int group_size,
-             double routed_scaling_factor, bool fp8_round_dequantized_weights) {
+             double routed_scaling_factor, bool fp8_round_dequantized_weights,
+             bool gate_up_interleaved) {
             FusedExpertsOptions o;
             o.scheme = parse_enum(scheme, kSchemes, &weight_scheme_name, "scheme");
             o.activation = parse_enum(activation, kActivations, &activation_name, "activation");
@@ -122,11 +132,13 @@ void bind_expert_types(nb::module_& m) {
             o.group_size = group_size;
             o.routed_scaling_factor = routed_scaling_factor;
             o.fp8_round_dequantized_weights = fp8_round_dequantized_weights;
+            o.gate_up_interleaved = gate_up_interleaved;
             new (self) FusedExpertsOptions(o);
           },
           "scheme"_a = "bf16", "activation"_a = "silu_and_mul", "swiglu_alpha"_a = 0.f,
           "swiglu_limit"_a = 0.f, "block_n"_a = 128, "block_k"_a = 128, "group_size"_a = 128,
-          "routed_scaling_factor"_a = 1.0, "fp8_round_dequantized_weights"_a = false)
+          "routed_scaling_factor"_a = 1.0, "fp8_round_dequantized_weights"_a = false,
+          "gate_up_interleaved"_a = false)
       .def_prop_rw(
           "scheme", [](const FusedExpertsOptions& o) { return std::string(weight_scheme_name(o.scheme)); },
           [](FusedExpertsOptions& o, const std::string& s) {
@@ -143,11 +155,21 @@ void bind_expert_types(nb::module_& m) {
       .def_rw("block_k", &FusedExpertsOptions::block_k)
       .def_rw("group_size", &FusedExpertsOptions::group_size)
       .def_rw("routed_scaling_factor", &FusedExpertsOptions::routed_scaling_factor)
-      .def_rw("fp8_round_dequantized_weights", &FusedExpertsOptions::fp8_round_dequantized_weights);
+      .def_rw("fp8_round_dequantized_weights", &FusedExpertsOptions::fp8_round_dequantized_weights)
+      .def_rw("gate_up_interleaved", &FusedExpertsOptions::gate_up_interleaved);
 }
 
 void bind_experts(nb::module_& m) {
   bind_expert_types(m);
+
+  m.def(
+      "interleave_gate_up",
+      [](Tensor w13, Tensor out, int dim, uintptr_t stream) {
+        TensorView in = w13.input("w13"), o = out.output("out");
+        nb::gil_scoped_release nogil;
+        moekit::interleave_gate_up(in, o, dim, stream_from(stream));
+      },
+      "w13"_a, "out"_a, "dim"_a, "stream"_a = 0, kInterleaveGateUpDoc);
 
   m.def(
       "reference_fused_experts",

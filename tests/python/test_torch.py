@@ -137,6 +137,11 @@ def _fused_moe(device):
             torch.randn(M, E, device=device), k, True)
 
 
+def _interleave_gate_up(device):
+    w13 = torch.randn(4, 2 * 24, 40, device=device, dtype=torch.bfloat16)
+    return (w13, torch.empty_like(w13), 1)
+
+
 def _route_and_align_block_size(device):
     M, E, k, bs = 9, 64, 8, 16
     P, B = moekit.ops.moe_align_block_size_capacity(M * k, E, bs)
@@ -169,6 +174,7 @@ CASES = {
     "fused_qk_norm_rope": (_fused_qk_norm_rope, [0], ("cpu", "cuda")),
     "fused_experts": (_fused_experts, [], _EXPERT_DEVICES),
     "fused_moe": (_fused_moe, [], _EXPERT_DEVICES),
+    "interleave_gate_up": (_interleave_gate_up, [1], ("cpu", "cuda")),
 }
 
 
