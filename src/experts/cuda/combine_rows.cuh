@@ -29,13 +29,24 @@ __global__ void combine_rows_kernel(const T* __restrict__ down_rows, const int* 
     float acc[8];
 #pragma unroll
     for (int v = 0; v < 8; ++v) acc[v] = 0.f;
-    for (int t = 0; t < k; ++t) {
-      const int pos = pair_pos[m * k + t];
-      if (pos < 0) continue;
-      const uint4 raw = *reinterpret_cast<const uint4*>(down_rows + int64_t(pos) * H + h0);
-      const T* vals = reinterpret_cast<const T*>(&raw);
+    // Up to kSlots positions, then their rows, are loaded before any is used: one slot at a time
+    // cost two dependent memory round trips per slot (6.8 us for one token of k = 8 on an H200).
+    constexpr int kSlots = 8;
+    for (int t0 = 0; t0 < k; t0 += kSlots) {
+      int pos[kSlots];
 #pragma unroll
-      for (int v = 0; v < 8; ++v) acc[v] += load_float(vals[v]);
+      for (int t = 0; t < kSlots; ++t) pos[t] = t0 + t < k ? pair_pos[m * k + t0 + t] : -1;
+      uint4 raw[kSlots];
+#pragma unroll
+      for (int t = 0; t < kSlots; ++t)
+        if (pos[t] >= 0) raw[t] = *reinterpret_cast<const uint4*>(down_rows + int64_t(pos[t]) * H + h0);
+#pragma unroll
+      for (int t = 0; t < kSlots; ++t)  // slot order: the sum is fixed
+        if (pos[t] >= 0) {
+          const T* vals = reinterpret_cast<const T*>(&raw[t]);
+#pragma unroll
+          for (int v = 0; v < 8; ++v) acc[v] += load_float(vals[v]);
+        }
     }
     uint4 packed;
     T* o = reinterpret_cast<T*>(&packed);
