@@ -4,9 +4,11 @@
 // kItems x kBatch gathered input loads before using any (at small k one row per thread leaves too
 // few bytes in flight to reach the copy bandwidth), and accumulates f * x in fp32 in ascending j.
 // Entries outside [0, R) (the -1 of an invalid pair) are skipped. Grid-stride over any M.
+// Launched with programmatic dependent launch: it waits for the preceding grid before its first load.
 #pragma once
 
 #include "combine/cuda/vector_io.cuh"
+#include "common/dependent_launch.cuh"
 
 namespace moekit::cuda {
 
@@ -15,13 +17,15 @@ __global__ void __launch_bounds__(256) apply_shuffle_mul_sum_kernel(
     const T* __restrict__ in, int64_t R, T* __restrict__ out, int64_t M, int64_t H,
     const int32_t* __restrict__ perm, int k, const F* __restrict__ factors) {
   using P = Pack<T, kVec>;
+  wait_for_preceding_grid();
+  allow_dependent_launch();
   const int64_t packs_per_row = H / kVec;
   const int64_t total = (M + kItems - 1) / kItems * packs_per_row;
   const P* in_packs = reinterpret_cast<const P*>(in);
   P* out_packs = reinterpret_cast<P*>(out);
   for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < total;
        c += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t group = c / packs_per_row, col = c - group * packs_per_row;
+    const int64_t group = quotient(c, packs_per_row), col = c - group * packs_per_row;
     const int64_t m0 = group * kItems;
     const int rows = int(min(int64_t(kItems), M - m0));
     float acc[kItems][kVec];

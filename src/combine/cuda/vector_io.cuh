@@ -58,6 +58,12 @@ inline int pack_elements(int64_t row_elements, std::initializer_list<const void*
   return bytes / static_cast<int>(sizeof(T));
 }
 
+// a / b for non-negative a, b: a 32-bit division where both fit (the 64-bit one is a long
+// instruction sequence, on the path to a decode-size kernel's first load).
+__device__ __forceinline__ int64_t quotient(int64_t a, int64_t b) {
+  return ((a | b) >> 32) == 0 ? int64_t(uint32_t(a) / uint32_t(b)) : a / b;
+}
+
 // Grid for a grid-stride loop over `items`: one item per thread while that fits the cap.
 inline unsigned grid_for(int64_t items, int threads) {
   const int64_t blocks = (items + threads - 1) / threads;

@@ -23,6 +23,10 @@ struct AlignSource {
 template <typename IdT>
 __global__ void __launch_bounds__(1024) moe_align_block_size_kernel(detail::AlignProblem p) {
   extern __shared__ int32_t smem_words[];
+  // Launched with programmatic dependent launch: nothing is read or written before the preceding
+  // grid is done.
+  wait_for_preceding_grid();
+  allow_dependent_launch();
   cg::cluster_group cluster = cg::this_cluster();
   const int nb = p.num_experts + 1;
   const BucketSmem s(smem_words, nb, blockDim.x / 32);
@@ -43,23 +47,15 @@ __global__ void __launch_bounds__(1024) moe_align_block_size_kernel(detail::Alig
     p.experts_ids[j] = bucket_of_slot(s.start, nb, j * p.block_size) - 1;
   if (p.pad_sorted_token_ids) {
     const int32_t sentinel = static_cast<int32_t>(p.numel);
-    // Each warp of the cluster takes 32 buckets at a time: a lane reads one bucket's pad range,
-    // then the whole warp writes every non-empty range with consecutive lanes (coalesced stores;
-    // one thread per bucket would serialise up to block_size - 1 scattered stores).
+    // A warp per bucket, its lanes writing the bucket's pad range with consecutive stores (the
+    // cluster's warps outnumber the buckets at these sizes; with 32 buckets a warp, 9 warps did all
+    // 257 ranges of 256 experts one after another: align 8192 x top-8 24.3 -> 19.8 us on an H200).
     const int lane = threadIdx.x % 32;
     const int64_t warp = thread / 32, warps = threads / 32;
-    for (int64_t group = warp * 32; group < nb; group += warps * 32) {
-      const int64_t b = group + lane;
-      const int32_t pad_begin = b < nb ? s.start[b] + s.count[b] : 0;
-      const int32_t pad_end = b < nb ? s.start[b + 1] : 0;
-      unsigned todo = __ballot_sync(0xffffffffu, pad_begin < pad_end);
-      while (todo != 0) {
-        const int owner = __ffs(todo) - 1;
-        todo &= todo - 1;
-        const int32_t begin = __shfl_sync(0xffffffffu, pad_begin, owner);
-        const int32_t end = __shfl_sync(0xffffffffu, pad_end, owner);
-        for (int32_t slot = begin + lane; slot < end; slot += 32) p.sorted_token_ids[slot] = sentinel;
-      }
+    for (int64_t b = warp; b < nb; b += warps) {
+      const int32_t pad_end = s.start[b + 1];
+      for (int32_t slot = s.start[b] + s.count[b] + lane; slot < pad_end; slot += 32)
+        p.sorted_token_ids[slot] = sentinel;
     }
     for (int64_t slot = total + thread; slot < p.sorted_capacity; slot += threads)
       p.sorted_token_ids[slot] = sentinel;

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <type_traits>
 
 #include "common/cuda_check.h"
 #include "common/dependent_launch.cuh"
@@ -9,6 +10,7 @@
 
 namespace moekit::cuda {
 namespace {
+
 
 // ---- bucketing kernels: the path, then the cluster's size and warps per CTA, from the shape ----
 // Small path (decode): one plain CTA, one pair per thread, when the pairs fit one CTA and its
@@ -62,6 +64,9 @@ BucketLaunch choose_bucket_launch(int64_t numel, int nb) {
   return l;
 }
 
+// A cluster launch with programmatic dependent launch (the kernels wait for the preceding grid
+// before touching memory): the next kernel's launch overlaps this one (align 8192 x top-8 x 256
+// experts 19.8 -> 19.5 us per launch on an H200).
 template <typename Kernel, typename Arg>
 void launch_cluster(Kernel kernel, const BucketLaunch& l, cudaStream_t stream, const Arg& arg) {
   if (l.smem_bytes > 48 * 1024)  // per device and function; cheap, and legal during capture
@@ -72,13 +77,15 @@ void launch_cluster(Kernel kernel, const BucketLaunch& l, cudaStream_t stream, c
   config.blockDim = dim3(l.warps * 32, 1, 1);
   config.dynamicSmemBytes = l.smem_bytes;
   config.stream = stream;
-  cudaLaunchAttribute attribute[1];
+  cudaLaunchAttribute attribute[2];
   attribute[0].id = cudaLaunchAttributeClusterDimension;
   attribute[0].val.clusterDim.x = l.ctas;
   attribute[0].val.clusterDim.y = 1;
   attribute[0].val.clusterDim.z = 1;
+  attribute[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[1].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attribute;
-  config.numAttrs = 1;
+  config.numAttrs = 2;
   MOEKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, arg));
 }
 
@@ -122,7 +129,10 @@ void prepare_moe_input(const detail::PrepareProblem& p, Stream stream) {
   launch_cluster(prepare_moe_input_kernel, l, s, p);
 }
 
-// ---- shuffle_rows: a warp per row, the widest copy unit the row pitch and pointers allow ----
+// ---- shuffle_rows: a warp per row, the widest copy unit the row pitch and pointers allow; one
+// unit per thread while the whole copy fits one wave (132 SMs x 2048 threads) ----
+constexpr int64_t kShuffleFlatMaxPieces = int64_t{132} * 2048;
+
 void shuffle_rows(const detail::ShuffleRowsProblem& p, Stream stream) {
   const uint64_t align_bits = static_cast<uint64_t>(p.row_bytes) |
                               reinterpret_cast<uintptr_t>(p.input) |
@@ -131,16 +141,25 @@ void shuffle_rows(const detail::ShuffleRowsProblem& p, Stream stream) {
   const int64_t blocks = std::clamp<int64_t>((p.dst_rows + kWarpsPerBlock - 1) / kWarpsPerBlock, 1,
                                              int64_t{1} << 20);
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
-  auto run = [&](auto kernel) {
-    kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(p.input, p.src_rows, p.dst2src_map,
-                                                            p.output, p.dst_rows, p.row_bytes);
-    MOEKIT_CUDA_CHECK_LAUNCH();
+  auto run = [&](auto bytes) {
+    constexpr int kBytes = decltype(bytes)::value;
+    const int64_t pieces = p.dst_rows * (p.row_bytes / kBytes);
+    if (pieces <= kShuffleFlatMaxPieces) {
+      const int64_t flat_blocks = std::max<int64_t>((pieces + kThreads - 1) / kThreads, 1);
+      launch_dependent(shuffle_rows_flat_kernel<kBytes>, dim3(static_cast<unsigned>(flat_blocks)),
+                       dim3(kThreads), 0, s, true, p.input, p.src_rows, p.dst2src_map, p.output,
+                       static_cast<uint32_t>(pieces), static_cast<uint32_t>(p.row_bytes / kBytes));
+      return;
+    }
+    launch_dependent(shuffle_rows_kernel<kBytes>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads),
+                     0, s, true, p.input, p.src_rows, p.dst2src_map, p.output, p.dst_rows, p.row_bytes);
   };
-  if (align_bits % 16 == 0) run(shuffle_rows_kernel<16>);
-  else if (align_bits % 8 == 0) run(shuffle_rows_kernel<8>);
-  else if (align_bits % 4 == 0) run(shuffle_rows_kernel<4>);
-  else if (align_bits % 2 == 0) run(shuffle_rows_kernel<2>);
-  else run(shuffle_rows_kernel<1>);
+  using std::integral_constant;
+  if (align_bits % 16 == 0) run(integral_constant<int, 16>{});
+  else if (align_bits % 8 == 0) run(integral_constant<int, 8>{});
+  else if (align_bits % 4 == 0) run(integral_constant<int, 4>{});
+  else if (align_bits % 2 == 0) run(integral_constant<int, 2>{});
+  else run(integral_constant<int, 1>{});
 }
 
 }  // namespace moekit::cuda

@@ -29,6 +29,10 @@ __device__ __forceinline__ void write_problem_sizes(const detail::PrepareProblem
 
 __global__ void __launch_bounds__(1024) prepare_moe_input_kernel(detail::PrepareProblem p) {
   extern __shared__ int32_t smem_words[];
+  // Launched with programmatic dependent launch: nothing is read or written before the preceding
+  // grid is done.
+  wait_for_preceding_grid();
+  allow_dependent_launch();
   cg::cluster_group cluster = cg::this_cluster();
   const int nb = p.num_experts;
   const BucketSmem s(smem_words, nb, blockDim.x / 32);

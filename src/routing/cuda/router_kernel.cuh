@@ -96,6 +96,13 @@ __device__ __forceinline__ int expert_of(int i, int rank, int lane) {
 }
 
 // Barrier of the kW warps routing one row: the warp itself, or named barrier `id` (1..15).
+// compute-sanitizer racecheck (2026.x) reports hazards on shared memory written, __syncthreads()'d
+// and read later in a CTA where only some warps ran such barriers (route_and_align_kernel<4, 2>:
+// small_bucket's warp sums and starts). A kernel of 16 warps doing nothing else (team 0 runs
+// bar.sync 1, 64 three times; then lane 31 of each warp writes shared memory, __syncthreads(),
+// each warp reads its neighbour's word) gets the same report, the same kernel with every team
+// running its barrier gets none, and synccheck is clean on both (H200, 2026-11-26): a racecheck
+// artefact, not a race.
 template <int kW>
 __device__ __forceinline__ void team_sync(int id) {
   if constexpr (kW == 1)
