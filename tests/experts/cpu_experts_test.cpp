@@ -333,9 +333,9 @@ TEST(CpuFusedExpertsCases, ThreadCountsAndRepeatsBitIdentical) {
   }
 }
 
-// Shapes that split the work the other ways: two token chunks in stage 2 (M > kStage2ChunkTokens =
-// 4096); stage-2 items of 3 output blocks (40 rows per expert, one thread), the last group and the
-// last block partial (K = 1000); more than one stage-1 row block per expert (E = 2, 150 rows each).
+// Shapes that split the work the other ways: many stage-1 and stage-2 row blocks per expert (M = 4100,
+// E = 3: about 2700 rows each); the last output block partial (K = 1000); more than one stage-1 row
+// block per expert where items take 128 rows (E = 2, 150 rows each).
 TEST(CpuFusedExpertsCases, WorkSplitShapes) {
   auto rng = fresh_rng();
   IsaScope scope;

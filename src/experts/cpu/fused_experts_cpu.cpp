@@ -8,18 +8,25 @@
 //   (token, slot) pair, grouped by expert in ascending flat index; columns padded to 32 with zeros).
 //   Items of one expert and panel are adjacent, so threads working on its row blocks at the same
 //   time share the weight reads through the last-level cache.
-// Stage 2 (GEMM-2 + weight + combine): work items (chunk of tokens, group of 32-column output
-//   blocks); each walks the touched experts in ascending id, multiplies that expert's ic1 rows by the
-//   W2 blocks and adds round(w * d) into an fp32 accumulator per token; at the end out = round(rsf *
-//   acc). No [M*k, K] intermediate; every output has one owner and one fixed summation order, so the
-//   result does not depend on the thread count or on the other tokens of the batch.
+// Stage 2 (GEMM-2 + weight): work items (expert, block of up to stage2_rows() of its ic1 rows, panel
+//   of 32-column output blocks), the mirror of stage 1: the rows are contiguous in ic1, each W2 block
+//   stays in L2 while they sweep it, and each slot's output round(w * d) (R2) goes to its own row of
+//   the slot buffer ic2 [M*k, K] (x's dtype), a full 64-byte line per row and block.
+// Stage 3 (combine): out[m] = round(rsf * (0 + ic2[m*k] + ic2[m*k+1] + ...)) over the valid slots in
+//   slot order (R3), one token per step. Every output has one owner and one fixed summation order, so
+//   the result does not depend on the thread count or on the other tokens of the batch. (The shared
+//   expert has one slot per token and no R2: stage 2 writes its output directly.)
+// MOEKIT_CPU_PROFILE=1 prints the time of each stage of every call on stderr (profile_line()).
 // Panel and ic1 rows are padded by 32 elements so that the rows of one AMX tile load (16 rows at a
 // power-of-two stride otherwise) do not all fall into one L1 set.
 #include <omp.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "common/checks.h"
 #include "common/cpu_features.h"
@@ -49,11 +56,10 @@ constexpr int64_t kRowPad = 32;     // elements added to panel and ic1 row strid
 // the A panel stays in L2: stage1_rows()). More rows per item = fewer re-reads of W13.
 constexpr int64_t kStage1MaxRows = 128;
 constexpr int64_t kStage1PanelBytes = 1 << 20;
-// Stage 2 items: up to kStage2ChunkTokens tokens x up to kStage2MaxBlocks output blocks. Tokens per
-// item bound how often W2 is re-read (once per token chunk); blocks per item bound how often ic1 is
-// (once per block group), and the W2 blocks of one expert for one item (4 x 32 x I) stay in L2.
-constexpr int64_t kStage2ChunkTokens = 4096;
-constexpr int64_t kStage2MaxBlocks = 4;
+constexpr int64_t kAmxStage1MaxRows = 320;
+constexpr int64_t kAmxStage1L2Bytes = 1887436;  // 1.8 MiB of the 2 MiB L2 per core
+// Stage 2 items take up to this many ic1 rows of one expert (ic1 rows are short: N, not K).
+constexpr int64_t kStage2MaxRows = 256;
 
 int64_t align64(int64_t v) { return round_up(v, 64); }
 
@@ -65,12 +71,30 @@ int64_t stage1_rows(int64_t K) {
   return std::clamp<int64_t>(kStage1PanelBytes / (panel_stride(K) * 2) / 32 * 32, 32, kStage1MaxRows);
 }
 
-// Scratch layout of one call; sizes depend only on (M, k, E, N, K, threads).
-struct Workspace {
-  int64_t ids, weights, counts, seg_start, sorted, touched, stage1_prefix, ic1, per_thread, thread_bytes, total;
-  int64_t gate, up, acc;  // offsets inside one thread's area (the A panel starts it)
+// The AMX path keeps the A panel, the gate/up blocks being multiplied and the next two (streamed in
+// slices, kernels.h) in L2 together, so it takes as many rows as fit kAmxStage1L2Bytes (up to
+// kAmxStage1MaxRows, never fewer than stage1_rows()). More rows per item = fewer passes over W13:
+// qwen3-30b-a3b at 4096 tokens (about 256 rows per expert) gets 320-row items (one pass per expert
+// instead of two), 10% faster with 16 threads and 27% with 2 on the AMX host than 128-row items.
+int64_t stage1_rows_amx(int64_t K) {
+  const int64_t blocks = 4 * 32 * round_up(K, 32) * 2;
+  const int64_t fit = (kAmxStage1L2Bytes - blocks) / (panel_stride(K) * 2) / 32 * 32;
+  return std::max(stage1_rows(K), std::min(fit, kAmxStage1MaxRows));
+}
 
-  Workspace(int64_t M, int64_t k, int64_t E, int64_t N, int64_t K, int threads) {
+// Rows per stage-2 item: a multiple of 32 in [32, kStage2MaxRows], ic1 panel <= 1 MiB.
+int64_t stage2_rows(int64_t N, int64_t elem) {
+  return std::clamp<int64_t>(kStage1PanelBytes / (ic1_stride(N) * elem) / 32 * 32, 32, kStage2MaxRows);
+}
+
+// Scratch layout of one call; sizes depend only on (M, k, E, N, K, threads) and whether slot outputs
+// are kept (the routed op; the shared expert writes its output from stage 2).
+struct Workspace {
+  int64_t ids, weights, counts, seg_start, sorted, touched, stage1_prefix, stage2_prefix, ic1, ic2, per_thread,
+      thread_bytes, total;
+  int64_t gate, up, slot_rows;  // offsets inside one thread's area (the A panel starts it)
+
+  Workspace(int64_t M, int64_t k, int64_t E, int64_t N, int64_t K, int threads, bool slot_outputs = true) {
     const int64_t slots = M * k;
     int64_t off = 0;
     auto take = [&](int64_t bytes) {
@@ -85,18 +109,20 @@ struct Workspace {
     sorted = take(slots * 4);
     touched = take(E * 4);
     stage1_prefix = take((E + 1) * 8);
+    stage2_prefix = take((E + 1) * 8);
     ic1 = take((slots + kPanelRows) * ic1_stride(N) * 4);
-    const int64_t chunk = std::min<int64_t>(M, kStage2ChunkTokens);
+    ic2 = take(slot_outputs ? slots * round_up(K, 32) * 2 : 0);
     int64_t t = 0;
     auto take_thread = [&](int64_t bytes) {
       const int64_t at = t;
       t += align64(bytes);
       return at;
     };
-    take_thread((stage1_rows(K) + kPanelRows) * panel_stride(K) * 4);
+    // A panel: fp32 rows of stage1_rows() (or bf16 ones: both fit) or bf16 rows of stage1_rows_amx().
+    take_thread(std::max((stage1_rows(K) + kPanelRows) * 4, (stage1_rows_amx(K) + kPanelRows) * 2) * panel_stride(K));
     gate = take_thread(kPanelRows * 32 * 4);
     up = take_thread(kPanelRows * 32 * 4);
-    acc = take_thread(chunk * kStage2MaxBlocks * 32 * 4);
+    slot_rows = take_thread(k * 8);
     thread_bytes = t;
     per_thread = off;
     total = off + thread_bytes * threads;
@@ -266,13 +292,125 @@ float decode(uint16_t v, DType dtype) {
   return dtype == DType::kBFloat16 ? numeric::bf16_to_float(v) : numeric::half_to_float(v);
 }
 
-// Runs both stages on routing already normalised into the workspace (ids int32, weights fp32).
+// Opt-in stage timing (MOEKIT_CPU_PROFILE=1): per-thread sums of the parts of each stage and the
+// wall time of each stage, printed as one line per call on stderr.
+bool profile_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("MOEKIT_CPU_PROFILE");
+    return v && *v && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+struct alignas(64) ThreadTimes {
+  double gather = 0, gemm1 = 0, act = 0, busy1 = 0, gemm2 = 0, store = 0, busy2 = 0, busy3 = 0;
+};
+
+void profile_line(const Problem& pb, const std::vector<ThreadTimes>& times, const double* wall) {
+  ThreadTimes mean, max;
+  for (const ThreadTimes& t : times) {
+    mean.gather += t.gather / times.size();
+    mean.gemm1 += t.gemm1 / times.size();
+    mean.act += t.act / times.size();
+    mean.busy1 += t.busy1 / times.size();
+    mean.gemm2 += t.gemm2 / times.size();
+    mean.store += t.store / times.size();
+    mean.busy2 += t.busy2 / times.size();
+    mean.busy3 += t.busy3 / times.size();
+    max.busy1 = std::max(max.busy1, t.busy1);
+    max.busy2 = std::max(max.busy2, t.busy2);
+    max.busy3 = std::max(max.busy3, t.busy3);
+  }
+  const double ms = 1e3;
+  std::fprintf(stderr,
+               "moekit cpu profile: isa %s M %lld k %lld E %lld N %lld K %lld threads %d | align %.3f ms | stage1 "
+               "%.3f ms: gather %.3f gemm %.3f act %.3f busy mean %.3f max %.3f | stage2 %.3f ms: gemm %.3f store "
+               "%.3f busy mean %.3f max %.3f | combine %.3f ms: busy mean %.3f max %.3f\n",
+               cpu_isa_name(pb.kernels->isa), static_cast<long long>(pb.M), static_cast<long long>(pb.k),
+               static_cast<long long>(pb.ops.E), static_cast<long long>(pb.ops.N), static_cast<long long>(pb.ops.K),
+               pb.threads, wall[0] * ms, wall[1] * ms, mean.gather * ms, mean.gemm1 * ms, mean.act * ms,
+               mean.busy1 * ms, max.busy1 * ms, wall[2] * ms, mean.gemm2 * ms, mean.store * ms, mean.busy2 * ms,
+               max.busy2 * ms, wall[3] * ms, mean.busy3 * ms, max.busy3 * ms);
+}
+
+// Items of one stage: blocks of up to `rows` consecutive sorted slots of each touched expert, times
+// panels of `panel` consecutive 32-column blocks (of `blocks`); the blocks are cut into panels only as
+// far as needed for >= 16 items per thread (memory-bound calls touch few experts with few rows each;
+// compute-bound calls keep whole panels so each row is read once). prefix[u] = first item of the u-th
+// touched expert; the items of one expert and panel are adjacent.
+struct ItemSplit {
+  int64_t rows, panel, panels, items;
+};
+
+ItemSplit split_items(const int64_t* seg, const int32_t* touched, int64_t n_touched, int64_t rows, int64_t blocks,
+                      int threads, int64_t* prefix) {
+  int64_t row_items = 0;
+  for (int64_t u = 0; u < n_touched; ++u) row_items += (seg[touched[u] + 1] - seg[touched[u]] + rows - 1) / rows;
+  const int64_t splits = std::clamp<int64_t>(
+      (16 * static_cast<int64_t>(threads) + row_items - 1) / std::max<int64_t>(row_items, 1), 1, blocks);
+  ItemSplit s;
+  s.rows = rows;
+  s.panel = (blocks + splits - 1) / splits;
+  s.panels = (blocks + s.panel - 1) / s.panel;
+  prefix[0] = 0;
+  for (int64_t u = 0; u < n_touched; ++u) {
+    const int64_t cnt = seg[touched[u] + 1] - seg[touched[u]];
+    prefix[u + 1] = prefix[u] + (cnt + rows - 1) / rows * s.panels;
+  }
+  s.items = prefix[n_touched];
+  return s;
+}
+
+// One item of a split: expert e, sorted slots [begin, end), blocks [j0, j1).
+struct Item {
+  int64_t e, begin, end, j0, j1;
+};
+
+Item item_at(const ItemSplit& s, const int64_t* prefix, const int64_t* seg, const int32_t* touched, int64_t n_touched,
+             int64_t blocks, int64_t item) {
+  const int64_t u = std::upper_bound(prefix, prefix + n_touched + 1, item) - prefix - 1;
+  Item it;
+  it.e = touched[u];
+  const int64_t local = item - prefix[u];
+  const int64_t row_blocks = (seg[it.e + 1] - seg[it.e] + s.rows - 1) / s.rows;
+  it.j0 = local / row_blocks * s.panel;
+  it.j1 = std::min(blocks, it.j0 + s.panel);
+  it.begin = seg[it.e] + local % row_blocks * s.rows;
+  it.end = std::min(seg[it.e + 1], it.begin + s.rows);
+  return it;
+}
+
+// The r-th of `parts` equal slices (whole 64-byte lines) of the `bytes` bytes at `block`; empty past
+// its end or when block is null.
+struct Slice {
+  const uint16_t* at = nullptr;
+  int64_t bytes = 0;
+};
+
+Slice slice_of(const uint16_t* block, int64_t bytes, int64_t r, int64_t parts) {
+  if (!block) return {};
+  const int64_t lines = bytes / 64, share = (lines + parts - 1) / parts;
+  const int64_t b = std::min(lines, r * share), e = std::min(lines, b + share);
+  return {block + b * 32, (e - b) * 64};
+}
+
+// Requests the lines of [p, p + bytes) into L2 (the first block of a work item, while its rows are
+// gathered).
+void stream_to_l2(const uint16_t* p, int64_t bytes) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(c + off, _MM_HINT_T1);
+}
+
+// Runs the stages on routing already normalised into the workspace (ids int32, weights fp32).
 void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
   const ExpertKernels& kn = *pb.kernels;
   const int64_t M = pb.M, k = pb.k, E = pb.ops.E, N = pb.ops.N, K = pb.ops.K;
   const int64_t n_pad = round_up(N, 32), k_pad = round_up(K, 32), slots = M * k;
-  const int64_t lda = panel_stride(K), ldc = ic1_stride(N);
+  const int64_t lda = panel_stride(K), ldc = ic1_stride(N), ldy = k_pad;
   const int64_t elem = kn.panel == PanelFormat::kFloat32 ? 4 : 2;
+  const bool prof = profile_enabled();
+  std::vector<ThreadTimes> times(prof ? pb.threads : 0);
+  double wall[4] = {}, mark = prof ? omp_get_wtime() : 0;
   const int32_t* ids = reinterpret_cast<const int32_t*>(base + ws.ids);
   const float* wts = reinterpret_cast<const float*>(base + ws.weights);
   int64_t* counts = reinterpret_cast<int64_t*>(base + ws.counts);
@@ -280,7 +418,9 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
   int32_t* sorted = reinterpret_cast<int32_t*>(base + ws.sorted);
   int32_t* touched = reinterpret_cast<int32_t*>(base + ws.touched);
   int64_t* prefix1 = reinterpret_cast<int64_t*>(base + ws.stage1_prefix);
+  int64_t* prefix2 = reinterpret_cast<int64_t*>(base + ws.stage2_prefix);
   unsigned char* ic1 = base + ws.ic1;
+  uint16_t* ic2 = reinterpret_cast<uint16_t*>(base + ws.ic2);
 
   // Align: stable counting sort of the valid slots by expert (ascending flat index inside one).
   std::fill(counts, counts + E, 0);
@@ -295,122 +435,143 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
   }
   for (int64_t i = 0; i < slots; ++i)
     if (ids[i] >= 0) sorted[counts[ids[i]]++] = static_cast<int32_t>(i);
-  const int64_t valid = seg[E];
 
-  // Stage 1 split: row blocks of rows1 slots; the block pairs are cut into panels only as far as
-  // needed for >= 16 items per thread (memory-bound calls touch few experts with few rows each;
-  // compute-bound calls keep whole-N panels so each row is gathered once).
-  const int64_t rows1 = stage1_rows(K), pair_blocks = n_pad / 32;
-  int64_t row_items = 0;
-  for (int64_t u = 0; u < n_touched; ++u)
-    row_items += (seg[touched[u] + 1] - seg[touched[u]] + rows1 - 1) / rows1;
-  const int64_t splits =
-      std::clamp<int64_t>((16 * static_cast<int64_t>(pb.threads) + row_items - 1) / std::max<int64_t>(row_items, 1),
-                          1, pair_blocks);
-  const int64_t panel1 = (pair_blocks + splits - 1) / splits, panels1 = (pair_blocks + panel1 - 1) / panel1;
-  prefix1[0] = 0;
-  for (int64_t u = 0; u < n_touched; ++u) {
-    const int64_t cnt = seg[touched[u] + 1] - seg[touched[u]];
-    prefix1[u + 1] = prefix1[u] + (cnt + rows1 - 1) / rows1 * panels1;
-  }
-  const int64_t items1 = prefix1[n_touched];
-
-  // Stage 2 split: one token chunk when it fits; output blocks grouped so that an expert's ic1 rows
-  // are read once per group (more blocks per group when experts have many rows), keeping at least
-  // one item per thread.
-  const int64_t chunk2 = std::min<int64_t>(M, kStage2ChunkTokens);
-  const int64_t out_blocks = k_pad / 32, token_chunks = (M + chunk2 - 1) / chunk2;
-  const int64_t rows_per_expert = valid / std::max<int64_t>(n_touched, 1);
-  const int64_t group2 = std::clamp<int64_t>(
-      std::min<int64_t>((rows_per_expert + 15) / 16, out_blocks * token_chunks / pb.threads), 1, kStage2MaxBlocks);
-  const int64_t block_groups = (out_blocks + group2 - 1) / group2;
-  const int64_t items2 = block_groups * token_chunks;
+  const int64_t pair_blocks = n_pad / 32, out_blocks = k_pad / 32;
+  const int64_t rows1 = kn.next_in_slices ? stage1_rows_amx(K) : stage1_rows(K);
+  const ItemSplit s1 = split_items(seg, touched, n_touched, rows1, pair_blocks, pb.threads, prefix1);
+  const ItemSplit s2 = split_items(seg, touched, n_touched, stage2_rows(N, elem), out_blocks, pb.threads, prefix2);
   const int rows_max = kn.max_rows;
+  const int64_t w13_bytes = pb.ops.w13.block_elems * 2, w2_bytes = pb.ops.w2.block_elems * 2;
+  if (prof) wall[0] = omp_get_wtime() - mark;
 
 #pragma omp parallel num_threads(pb.threads)
   {
-    unsigned char* mine = base + ws.per_thread + ws.thread_bytes * omp_get_thread_num();
+    const int tid = omp_get_thread_num();
+    unsigned char* mine = base + ws.per_thread + ws.thread_bytes * tid;
     unsigned char* panel = mine;
     float* cg = reinterpret_cast<float*>(mine + ws.gate);
     float* cu = reinterpret_cast<float*>(mine + ws.up);
-    float* acc = reinterpret_cast<float*>(mine + ws.acc);
+    const uint16_t** slot_rows = reinterpret_cast<const uint16_t**>(mine + ws.slot_rows);
+    ThreadTimes* tt = prof ? &times[tid] : nullptr;
+    auto clock = [&] { return prof ? omp_get_wtime() : 0.0; };
     if (kn.thread_begin) kn.thread_begin();
+#pragma omp master
+    if (prof) mark = omp_get_wtime();
 
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < items1; ++item) {
-      const int64_t u = std::upper_bound(prefix1, prefix1 + n_touched + 1, item) - prefix1 - 1;
-      const int64_t e = touched[u], local = item - prefix1[u];
-      const int64_t row_blocks = (seg[e + 1] - seg[e] + rows1 - 1) / rows1;
-      const int64_t j0 = local / row_blocks * panel1, j1 = std::min(pair_blocks, j0 + panel1);
-      const int64_t begin = seg[e] + local % row_blocks * rows1, end = std::min(seg[e + 1], begin + rows1);
-      for (int64_t g = begin; g < end; ++g)
-        load_panel_row(pb.x + (sorted[g] / k) * K, K, k_pad, pb.dtype, kn.panel, panel + (g - begin) * lda * elem);
-      for (int64_t j = j0; j < j1; ++j) {
-        const uint16_t* wg = pb.ops.w13.gate_block(e, j);
-        const uint16_t* wu = pb.ops.w13.up_block(e, j);
-        const uint16_t* wg_next = j + 1 < j1 ? pb.ops.w13.gate_block(e, j + 1) : nullptr;
+    for (int64_t item = 0; item < s1.items; ++item) {
+      const Item it = item_at(s1, prefix1, seg, touched, n_touched, pair_blocks, item);
+      const int64_t groups = (it.end - it.begin + rows_max - 1) / rows_max;
+      double t0 = clock();
+      for (int64_t g = it.begin; g < it.end; ++g) {
+        load_panel_row(pb.x + (sorted[g] / k) * K, K, k_pad, pb.dtype, kn.panel, panel + (g - it.begin) * lda * elem);
+        if (kn.next_in_slices) {
+          const int64_t r = g - it.begin, n = it.end - it.begin;
+          const Slice sg = slice_of(pb.ops.w13.gate_block(it.e, it.j0), w13_bytes, r, n);
+          const Slice su = slice_of(pb.ops.w13.up_block(it.e, it.j0), w13_bytes, r, n);
+          stream_to_l2(sg.at, sg.bytes);
+          stream_to_l2(su.at, su.bytes);
+        }
+      }
+      if (prof) tt->gather += clock() - t0;
+      for (int64_t j = it.j0; j < it.j1; ++j) {
+        const uint16_t* wg = pb.ops.w13.gate_block(it.e, j);
+        const uint16_t* wu = pb.ops.w13.up_block(it.e, j);
+        const uint16_t* wg_next = j + 1 < it.j1 ? pb.ops.w13.gate_block(it.e, j + 1) : nullptr;
+        const uint16_t* wu_next = j + 1 < it.j1 ? pb.ops.w13.up_block(it.e, j + 1) : nullptr;
         const int count = static_cast<int>(std::min<int64_t>(32, N - j * 32));
-        for (int64_t g = begin; g < end; g += rows_max) {
-          const int rows = static_cast<int>(std::min<int64_t>(rows_max, end - g));
-          const unsigned char* a = panel + (g - begin) * lda * elem;
-          // The block multiplied next, where it is not in cache yet: the up block after the first
-          // panel's gate, the next gate block after the last panel's up.
-          kn.gemm(a, lda, rows, wg, k_pad / 2, cg, g == begin ? wu : nullptr);
-          kn.gemm(a, lda, rows, wu, k_pad / 2, cu, g + rows_max >= end ? wg_next : nullptr);
+        for (int64_t g = it.begin; g < it.end; g += rows_max) {
+          const int rows = static_cast<int>(std::min<int64_t>(rows_max, it.end - g));
+          const unsigned char* a = panel + (g - it.begin) * lda * elem;
+          const double t1 = clock();
+          if (kn.next_in_slices) {
+            const int64_t r = (g - it.begin) / rows_max;
+            const Slice sg = slice_of(wg_next, w13_bytes, r, groups), su = slice_of(wu_next, w13_bytes, r, groups);
+            kn.gemm(a, lda, rows, wg, k_pad / 2, cg, sg.at, sg.bytes);
+            kn.gemm(a, lda, rows, wu, k_pad / 2, cu, su.at, su.bytes);
+          } else {
+            // The block multiplied next, where it is not in cache yet: the up block after the
+            // first panel's gate, the next gate block after the last panel's up.
+            kn.gemm(a, lda, rows, wg, k_pad / 2, cg, g == it.begin ? wu : nullptr, w13_bytes);
+            kn.gemm(a, lda, rows, wu, k_pad / 2, cu, g + rows_max >= it.end ? wg_next : nullptr, w13_bytes);
+          }
+          const double t2 = clock();
           for (int r = 0; r < rows; ++r)
             kn.activate(cg + r * 32, cu + r * 32, count, pb.act, pb.dtype, kn.panel,
                         ic1 + ((g + r) * ldc + j * 32) * elem);
-        }
-      }
-    }
-
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < items2; ++item) {
-      const int64_t tc = item / block_groups, nb0 = (item % block_groups) * group2;
-      const int64_t nb1 = std::min(out_blocks, nb0 + group2), width = (nb1 - nb0) * 32;
-      const int64_t m0 = tc * chunk2, m1 = std::min(M, m0 + chunk2);
-      std::fill(acc, acc + (m1 - m0) * width, 0.f);
-      for (int64_t u = 0; u < n_touched; ++u) {
-        const int64_t e = touched[u];
-        const int32_t* seg_end = sorted + seg[e + 1];
-        const int32_t* lo = std::lower_bound<const int32_t*>(sorted + seg[e], seg_end, static_cast<int32_t>(m0 * k));
-        const int32_t* hi = std::lower_bound(lo, seg_end, static_cast<int32_t>(m1 * k));
-        for (int64_t g = lo - sorted; g < hi - sorted; g += rows_max) {
-          const int rows = static_cast<int>(std::min<int64_t>(rows_max, (hi - sorted) - g));
-          const bool first = g == lo - sorted, last = g + rows_max >= hi - sorted;
-          for (int64_t nb = nb0; nb < nb1; ++nb) {
-            // Next uncached block: this expert's next output block on its first row panel, the
-            // next expert's first block after the last one.
-            const uint16_t* next = nb + 1 < nb1 ? (first ? pb.ops.w2.block(e, nb + 1) : nullptr)
-                                   : last && u + 1 < n_touched ? pb.ops.w2.block(touched[u + 1], nb0)
-                                                               : nullptr;
-            kn.gemm(ic1 + g * ldc * elem, ldc, rows, pb.ops.w2.block(e, nb), n_pad / 2, cg, next);
-            const int count = static_cast<int>(std::min<int64_t>(32, K - nb * 32));
-            for (int r = 0; r < rows; ++r) {
-              const int64_t i = sorted[g + r];
-              float* a = acc + (i / k - m0) * width + (nb - nb0) * 32;
-              if (pb.shared)
-                std::memcpy(a, cg + r * 32, 32 * 4);
-              else
-                kn.weighted_add(cg + r * 32, wts[i], a, count, pb.dtype);
-            }
+          if (prof) {
+            tt->gemm1 += t2 - t1;
+            tt->act += clock() - t2;
           }
         }
       }
-      const int64_t cols = std::min(K, nb1 * 32) - nb0 * 32;
-      for (int64_t m = m0; m < m1; ++m) {
-        const float* a = acc + (m - m0) * width;
-        uint16_t* o = pb.out + m * K + nb0 * 32;
-        if (pb.shared) {
-          const uint16_t* f = pb.shared_routed ? pb.shared_routed + m * K + nb0 * 32 : nullptr;
-          for (int64_t n = 0; n < cols; ++n)
-            o[n] = encode(f ? a[n] + decode(f[n], pb.dtype) * pb.rsf : a[n], pb.dtype);
-        } else {
-          for (int64_t n = 0; n < cols; ++n) o[n] = encode(pb.rsf * a[n], pb.dtype);
+      if (prof) tt->busy1 += clock() - t0;
+    }
+#pragma omp master
+    if (prof) {
+      wall[1] = omp_get_wtime() - mark;
+      mark = omp_get_wtime();
+    }
+
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < s2.items; ++item) {
+      const Item it = item_at(s2, prefix2, seg, touched, n_touched, out_blocks, item);
+      const int64_t groups = (it.end - it.begin + rows_max - 1) / rows_max;
+      const double t0 = clock();
+      if (kn.next_in_slices) stream_to_l2(pb.ops.w2.block(it.e, it.j0), w2_bytes);
+      for (int64_t nb = it.j0; nb < it.j1; ++nb) {
+        const uint16_t* w = pb.ops.w2.block(it.e, nb);
+        const uint16_t* next = nb + 1 < it.j1 ? pb.ops.w2.block(it.e, nb + 1) : nullptr;
+        const int count = static_cast<int>(std::min<int64_t>(32, K - nb * 32));
+        for (int64_t g = it.begin; g < it.end; g += rows_max) {
+          const int rows = static_cast<int>(std::min<int64_t>(rows_max, it.end - g));
+          const double t1 = clock();
+          // The next block: a slice per call, or all of it to the first call (kernels.h).
+          const Slice sn = kn.next_in_slices ? slice_of(next, w2_bytes, (g - it.begin) / rows_max, groups)
+                                             : Slice{g == it.begin ? next : nullptr, w2_bytes};
+          kn.gemm(ic1 + g * ldc * elem, ldc, rows, w, n_pad / 2, cg, sn.at, sn.bytes);
+          const double t2 = clock();
+          for (int r = 0; r < rows; ++r) {
+            const int64_t i = sorted[g + r];
+            const float* d = cg + r * 32;
+            if (pb.shared) {
+              uint16_t* o = pb.out + i * K + nb * 32;
+              const uint16_t* f = pb.shared_routed ? pb.shared_routed + i * K + nb * 32 : nullptr;
+              for (int n = 0; n < count; ++n) o[n] = encode(f ? d[n] + decode(f[n], pb.dtype) * pb.rsf : d[n], pb.dtype);
+            } else {
+              kn.weighted_round(d, wts[i], count, pb.dtype, ic2 + i * ldy + nb * 32);
+            }
+          }
+          if (prof) {
+            tt->gemm2 += t2 - t1;
+            tt->store += clock() - t2;
+          }
         }
       }
+      if (prof) tt->busy2 += clock() - t0;
+    }
+#pragma omp master
+    if (prof) {
+      wall[2] = omp_get_wtime() - mark;
+      mark = omp_get_wtime();
+    }
+
+    if (!pb.shared) {
+      const double t0 = clock();
+#pragma omp for schedule(static) nowait
+      for (int64_t m = 0; m < M; ++m) {
+        int rows = 0;
+        for (int64_t t = 0; t < k; ++t)
+          if (ids[m * k + t] >= 0) slot_rows[rows++] = ic2 + (m * k + t) * ldy;
+        kn.sum_rows(slot_rows, rows, pb.rsf, K, pb.dtype, pb.out + m * K);
+      }
+      if (prof) tt->busy3 += clock() - t0;
     }
     if (kn.thread_end) kn.thread_end();
+  }
+  if (prof) {
+    wall[3] = omp_get_wtime() - mark;
+    profile_line(pb, times, wall);
   }
 }
 
@@ -431,7 +592,9 @@ size_t fused_experts_cpu_workspace_bytes(int64_t M, int64_t topk, int64_t E, int
 }
 
 size_t shared_expert_cpu_workspace_bytes(int64_t M, int64_t N, int64_t K, int threads) {
-  return fused_experts_cpu_workspace_bytes(M, 1, 1, N, K, threads);
+  detail::require(M >= 0 && N >= 1 && K >= 1, "shared_expert_cpu_workspace_bytes: expected M >= 0 and N, K >= 1, got M ",
+                  M, ", N ", N, ", K ", K);
+  return static_cast<size_t>(cpu::Workspace(M, 1, 1, N, K, cpu::resolve_threads(threads), false).total);
 }
 
 void fused_experts_cpu(TensorView hidden_states, TensorView w13_packed, TensorView w2_packed, TensorView topk_weights,
@@ -499,7 +662,7 @@ void shared_expert_cpu(TensorView hidden_states, TensorView w13_packed, TensorVi
   detail::check_range("run.threads", threads, 1, 4096);
   if (M == 0) return;
 
-  const cpu::Workspace ws(M, 1, 1, ops.N, ops.K, threads);
+  const cpu::Workspace ws(M, 1, 1, ops.N, ops.K, threads, false);
   unsigned char* base = cpu::workspace_base(run, ws.total, "shared_expert_cpu");
   std::fill(reinterpret_cast<int32_t*>(base + ws.ids), reinterpret_cast<int32_t*>(base + ws.ids) + M, 0);
   std::fill(reinterpret_cast<float*>(base + ws.weights), reinterpret_cast<float*>(base + ws.weights) + M, 1.f);

@@ -32,21 +32,30 @@ struct ExpertKernels {
   // c[r * 32 + n] = sum_{k < 2 * kpairs} a[r * lda + k] * W[n][k] for r < rows, where w is one
   // VNNI-2 block (32 columns n, kpairs K pairs) of weights in `dtype`. a holds at least
   // `read_rows` rows (AMX reads whole 16-row tiles whatever `rows` is; the extra rows' results are
-  // discarded, and no row's result depends on another row). next_w (may be null) is the block the
-  // caller multiplies next: a path may stream it into the cache during this call.
+  // discarded, and no row's result depends on another row). [next_w, next_w + next_bytes) (next_w
+  // may be null) is weight data the caller multiplies next: a path may stream it into L2 during
+  // this call.
   void (*gemm)(const void* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
-               const uint16_t* next_w);
+               const uint16_t* next_w, int64_t next_bytes);
   int read_rows = 0;
   // dst[n] = round(act(gate[n]) * up[n]) for n < count (stored in `panel` format, rounding to
   // `dtype`); zero for count <= n < 32.
   void (*activate)(const float* gate, const float* up, int count, const ActivationParams& act, DType dtype,
                    PanelFormat panel, void* dst);
-  // acc[n] += round_dtype(w * d[n]) for n < count.
-  void (*weighted_add)(const float* d, float w, float* acc, int count, DType dtype);
+  // dst[n] = round_dtype(w * d[n]) for n < count, stored as `dtype` bits (one slot's output, R2).
+  void (*weighted_round)(const float* d, float w, int count, DType dtype, uint16_t* dst);
+  // out[n] = round_dtype(scale * s[n]) for n < count, where s[n] = 0 + y[0][n] + y[1][n] + ... in fp32,
+  // summed in the order given (the combine of a token's slot outputs, R3).
+  void (*sum_rows)(const uint16_t* const* y, int rows, float scale, int64_t count, DType dtype, uint16_t* out);
   // Called by every worker thread before its first and after its last gemm of a call (AMX: the
   // tile configuration is loaded once per thread, not per gemm); null when not needed.
   void (*thread_begin)() = nullptr;
   void (*thread_end)() = nullptr;
+  // How the caller hands out the block it multiplies next: false = all of it to one gemm call of
+  // the current block; true = an equal slice to every call of the current block (one per group of
+  // max_rows rows), so that every call reads its block from L2 (AMX: the tile loads stall on
+  // misses, and the row groups after the first would otherwise wait for the first's DRAM reads).
+  bool next_in_slices = false;
 };
 
 // The kernels of `isa` for activations/weights of `dtype` (bf16 or fp16). Paths without a kernel

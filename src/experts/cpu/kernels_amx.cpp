@@ -3,17 +3,21 @@
 //   16-31, read straight from the VNNI-2 block with a 128-byte row stride), C tiles 0 / 1;
 // - 17 to 32 rows: 2 x 2 register blocking, A tiles 4 / 5 (rows 0-15 / 16-31) each used for both
 //   B tiles, C tiles 0-3: four TDPBF16PS per four tile loads, half the loads of 16-row calls.
-// The A and B lines of the K step two ahead are prefetched into L1, and the B stream 8 steps ahead
-// into L2: a tile load waits for all 16 of its rows, and the next load into the same tile register
-// cannot start before the products that read it, so a miss on a tile load stalls the tile unit
-// (AMX host, qwen3 layer: with these prefetches 16-1024 tokens ran 10-20% faster than with the
-// near B prefetch alone; at 4096 tokens runs varied by +-15%, bench/RESULTS.md).
+// A tile load waits for all 16 of its rows, and the next load into the same tile register cannot
+// start before the products that read it, so a tile load that misses L2 stalls the tile unit. The
+// caller therefore hands each call a slice of the block it multiplies next (next_in_slices), which
+// the call streams into L2 spread over its K steps: every call of a block then reads it from L2.
+// Software prefetches into L1 cost more than they save once the block is in L2 (AMX host, 2 x 2
+// kernel on a 128-row panel and 8 L2-resident blocks: 74-77% of the tile peak without them, 42-60%
+// with next-step A and B prefetches into L1; both operands streaming from DRAM: 30-40%). In the
+// fused op (qwen3-30b-a3b, 1024 / 4096 tokens, variants interleaved in one process) the slices
+// without L1 prefetches ran 15-25% faster than the near / far prefetches of the block being read.
 // Whole 16-row A tiles are read (the caller guarantees `read_rows` readable rows); the extra rows'
 // results are discarded. Every output is one accumulator over ascending K steps whatever the row
 // count, so a token's result does not depend on its neighbours. K pairs come in multiples of 16
 // because packed columns are padded to 32. The tile configuration (8 tiles of 16 x 64 bytes) is
-// loaded once per worker thread (thread_begin), not per call. Epilogue and weighted add are the
-// AVX-512 ones.
+// loaded once per worker thread (thread_begin), not per call. Epilogue, weighted rounding and slot
+// sum are the AVX-512 ones.
 #include <immintrin.h>
 
 #include <cstring>
@@ -45,32 +49,29 @@ void configure_tiles() {
 
 void release_tiles() { _tile_release(); }
 
-constexpr int64_t kPrefetchPairs = 32;  // K pairs ahead (two steps of 16)
+// The caller's slice of the next block, streamed into L2 a few lines per K step.
+class NextStream {
+ public:
+  NextStream(const uint16_t* next, int64_t bytes, int64_t kpairs)
+      : line_(reinterpret_cast<const char*>(next)), end_(line_ + (next ? bytes : 0)) {
+    const int64_t steps = kpairs / 16;
+    per_step_ = next ? (bytes / 64 + steps - 1) / steps : 0;
+  }
+  inline void step() {
+    for (int64_t l = 0; l < per_step_ && line_ < end_; ++l, line_ += 64) _mm_prefetch(line_, _MM_HINT_T1);
+  }
 
-// B lines of the step kPrefetchPairs ahead: 16 K pairs x 32 columns = 32 lines of 64 bytes.
-inline void prefetch_b(const uint16_t* w, int64_t p) {
-  const char* b = reinterpret_cast<const char*>(w + (p + kPrefetchPairs) * 64);
-  for (int l = 0; l < 32; ++l) _mm_prefetch(b + l * 64, _MM_HINT_T0);
-}
-
-// The B stream 8 steps ahead into L2 (every other line; the L2 fetches 128-byte pairs), so the
-// first pass over a block from DRAM overlaps the products instead of waiting on each tile load.
-constexpr int64_t kFarPairs = 128;
-inline void prefetch_b_far(const uint16_t* w, int64_t p) {
-  const char* b = reinterpret_cast<const char*>(w + (p + kFarPairs) * 64);
-  for (int l = 0; l < 16; ++l) _mm_prefetch(b + l * 128, _MM_HINT_T1);
-}
-
-// A lines of the same step: one 64-byte line per row of a 16-row tile.
-inline void prefetch_a(const uint16_t* a, int64_t stride, int64_t p) {
-  const char* row = reinterpret_cast<const char*>(a + 2 * (p + kPrefetchPairs));
-  for (int r = 0; r < 16; ++r) _mm_prefetch(row + r * stride, _MM_HINT_T0);
-}
+ private:
+  const char* line_;
+  const char* end_;
+  int64_t per_step_;
+};
 
 void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
-          const uint16_t* next_w) {
+          const uint16_t* next_w, int64_t next_bytes) {
   const uint16_t* a = static_cast<const uint16_t*>(a_panel);
   const int64_t stride = lda * 2;
+  NextStream next(next_w, next_bytes, kpairs);
   _tile_zero(0);
   _tile_zero(1);
   if (rows <= 16) {
@@ -80,9 +81,7 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
       _tile_loadd(7, w + p * 64 + 32, 128);
       _tile_dpbf16ps(0, 4, 6);
       _tile_dpbf16ps(1, 4, 7);
-      prefetch_b(w, p);
-      prefetch_b_far(w, p);
-      prefetch_a(a, stride, p);
+      next.step();
     }
     _tile_stored(0, c, 128);
     _tile_stored(1, c + 16, 128);
@@ -97,13 +96,10 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
     _tile_loadd(7, w + p * 64 + 32, 128);
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
-    prefetch_b(w, p);
-    prefetch_b_far(w, p);
-    prefetch_a(a, stride, p);
     _tile_loadd(5, a1 + 2 * p, stride);
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
-    prefetch_a(a1, stride, p);
+    next.step();
   }
   _tile_stored(0, c, 128);
   _tile_stored(1, c + 16, 128);
@@ -124,6 +120,7 @@ const ExpertKernels* amx_expert_kernels(DType dtype) {
     k.read_rows = 32;
     k.thread_begin = configure_tiles;
     k.thread_end = release_tiles;
+    k.next_in_slices = true;
     return k;
   }();
   return &kernels;

@@ -264,7 +264,7 @@ int block_rows(int rows, int r0) { return std::min(6, rows - r0); }
 // streaming calls this block is already in L2 when the first pass starts).
 template <typename Cols>
 void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
-          const uint16_t* next_w) {
+          const uint16_t* next_w, int64_t next_bytes) {
   const float* a = static_cast<const float*>(a_panel);
   const int blocks = (rows + 5) / 6;
   constexpr int kMaxPasses = 2 * 6;  // 32 rows: at most 6 blocks of two passes
@@ -278,7 +278,7 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
   const int64_t block_bytes = kpairs * 64 * 2;
   const bool stream = next_w && std::min(rows, 6) * lda * 4 + 2 * block_bytes <= kStreamBytes;
   if (stream) {
-    const int64_t lines = 2 * kpairs, share = (lines + passes - 1) / passes;
+    const int64_t lines = next_bytes / 64, share = (lines + passes - 1) / passes;
     for (int q = 0; q < passes; ++q) {
       const int64_t begin = std::min(lines, q * share);
       shares[q].lines = reinterpret_cast<const char*>(next_w) + begin * 64;
@@ -368,17 +368,54 @@ void activate(const float* gate, const float* up, int count, const ActivationPar
   }
 }
 
-void weighted_add(const float* d, float w, float* acc, int count, DType dtype) {
+// The `dtype` bits of 8 fp32 values: RNE as round8 (bf16 NaN -> quiet NaN, as numeric::float_to_bf16).
+__m128i encode8(__m256 v, DType dtype) {
+  if (dtype == DType::kFloat16) return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256i hi = _mm256_srli_epi32(_mm256_castps_si256(round8(v, dtype)), 16);
+  return _mm_packus_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
+}
+
+__m256 decode8(const uint16_t* src, DType dtype) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+  if (dtype == DType::kFloat16) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+uint16_t encode(float v, DType dtype) {
+  return dtype == DType::kBFloat16 ? numeric::float_to_bf16(v) : numeric::float_to_half(v);
+}
+
+float decode(uint16_t v, DType dtype) {
+  return dtype == DType::kBFloat16 ? numeric::bf16_to_float(v) : numeric::half_to_float(v);
+}
+
+void weighted_round(const float* d, float w, int count, DType dtype, uint16_t* dst) {
   const __m256 wv = _mm256_set1_ps(w);
   int n = 0;
   for (; n + 8 <= count; n += 8)
-    _mm256_storeu_ps(acc + n, _mm256_add_ps(_mm256_loadu_ps(acc + n),
-                                            round8(_mm256_mul_ps(wv, _mm256_loadu_ps(d + n)), dtype)));
-  for (; n < count; ++n) acc[n] += round_to(w * d[n], dtype);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + n), encode8(_mm256_mul_ps(wv, _mm256_loadu_ps(d + n)), dtype));
+  for (; n < count; ++n) dst[n] = encode(w * d[n], dtype);
 }
 
-const ExpertKernels kBf16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 32, gemm<Bf16Cols>, 0, activate, weighted_add};
-const ExpertKernels kFp16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 32, gemm<Fp16Cols>, 0, activate, weighted_add};
+void sum_rows(const uint16_t* const* y, int rows, float scale, int64_t count, DType dtype, uint16_t* out) {
+  const __m256 sv = _mm256_set1_ps(scale);
+  int64_t n = 0;
+  for (; n + 8 <= count; n += 8) {
+    __m256 s = _mm256_setzero_ps();
+    for (int t = 0; t < rows; ++t) s = _mm256_add_ps(s, decode8(y[t] + n, dtype));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + n), encode8(_mm256_mul_ps(sv, s), dtype));
+  }
+  for (; n < count; ++n) {
+    float s = 0.f;
+    for (int t = 0; t < rows; ++t) s += decode(y[t][n], dtype);
+    out[n] = encode(scale * s, dtype);
+  }
+}
+
+const ExpertKernels kBf16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 32, gemm<Bf16Cols>, 0, activate, weighted_round,
+                             sum_rows};
+const ExpertKernels kFp16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 32, gemm<Fp16Cols>, 0, activate, weighted_round,
+                             sum_rows};
 
 }  // namespace
 

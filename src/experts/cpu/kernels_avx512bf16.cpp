@@ -1,7 +1,7 @@
 // AVX-512-BF16 expert kernels (bf16 only): VDPBF16PS on a broadcast A pair and 16 columns of one K
 // pair of the block, up to 8 rows x 32 columns of fp32 accumulators in registers. The activation
-// epilogue and the weighted add are 16-wide copies of the AVX2 ones, operation for operation (so
-// bit-identical to them and to scalar); the AMX path uses them too.
+// epilogue, the weighted rounding and the slot sum are 16-wide copies of the AVX2 ones, operation for
+// operation (so bit-identical to them and to scalar); the AMX path uses them too.
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* values
 // (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -37,7 +37,7 @@ void gemm_rows(const uint16_t* a, int64_t lda, const uint16_t* w, int64_t kpairs
 }
 
 void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
-          const uint16_t* next_w) {
+          const uint16_t* next_w, int64_t next_bytes) {
   const uint16_t* a = static_cast<const uint16_t*>(a_panel);
   switch (rows) {
     case 1: gemm_rows<1>(a, lda, w, kpairs, c); break;
@@ -121,13 +121,33 @@ void activate(const float* gate, const float* up, int count, const ActivationPar
   }
 }
 
-void weighted_add(const float* d, float w, float* acc, int count, DType dtype) {
+// The bf16 bits of 16 fp32 values (round16's rounding).
+__m256i encode16(__m512 v) { return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(round16(v)), 16)); }
+
+void weighted_round(const float* d, float w, int count, DType dtype, uint16_t* dst) {
   const __m512 wv = _mm512_set1_ps(w);
   int n = 0;
   for (; n + 16 <= count; n += 16)
-    _mm512_storeu_ps(acc + n,
-                     _mm512_add_ps(_mm512_loadu_ps(acc + n), round16(_mm512_mul_ps(wv, _mm512_loadu_ps(d + n)))));
-  for (; n < count; ++n) acc[n] += numeric::round_bf16(w * d[n]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + n), encode16(_mm512_mul_ps(wv, _mm512_loadu_ps(d + n))));
+  for (; n < count; ++n) dst[n] = numeric::float_to_bf16(w * d[n]);
+}
+
+void sum_rows(const uint16_t* const* y, int rows, float scale, int64_t count, DType dtype, uint16_t* out) {
+  const __m512 sv = _mm512_set1_ps(scale);
+  int64_t n = 0;
+  for (; n + 16 <= count; n += 16) {
+    __m512 s = _mm512_setzero_ps();
+    for (int t = 0; t < rows; ++t) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t] + n));
+      s = _mm512_add_ps(s, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + n), encode16(_mm512_mul_ps(sv, s)));
+  }
+  for (; n < count; ++n) {
+    float s = 0.f;
+    for (int t = 0; t < rows; ++t) s += numeric::bf16_to_float(y[t][n]);
+    out[n] = numeric::float_to_bf16(scale * s);
+  }
 }
 
 }  // namespace
@@ -138,7 +158,8 @@ const ExpertKernels* avx512bf16_expert_kernels(DType dtype) {
     ExpertKernels k{};
     k.isa = CpuIsa::kAvx512Bf16;
     k.activate = activate;
-    k.weighted_add = weighted_add;
+    k.weighted_round = weighted_round;
+    k.sum_rows = sum_rows;
     k.panel = PanelFormat::kBFloat16;
     k.max_rows = 8;
     k.gemm = gemm;

@@ -19,7 +19,7 @@ float round_to(float v, DType dtype) {
 
 template <DType kDType>
 void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
-          const uint16_t* next_w) {
+          const uint16_t* next_w, int64_t next_bytes) {
   const float* a = static_cast<const float*>(a_panel);
   for (int r = 0; r < rows; ++r) {
     const float* ar = a + r * lda;
@@ -45,14 +45,27 @@ void activate(const float* gate, const float* up, int count, const ActivationPar
   }
 }
 
-void weighted_add(const float* d, float w, float* acc, int count, DType dtype) {
-  for (int n = 0; n < count; ++n) acc[n] += round_to(w * d[n], dtype);
+uint16_t encode(float v, DType dtype) {
+  return dtype == DType::kBFloat16 ? numeric::float_to_bf16(v) : numeric::float_to_half(v);
+}
+
+void weighted_round(const float* d, float w, int count, DType dtype, uint16_t* dst) {
+  for (int n = 0; n < count; ++n) dst[n] = encode(w * d[n], dtype);
+}
+
+void sum_rows(const uint16_t* const* y, int rows, float scale, int64_t count, DType dtype, uint16_t* out) {
+  for (int64_t n = 0; n < count; ++n) {
+    float s = 0.f;
+    for (int t = 0; t < rows; ++t)
+      s += dtype == DType::kBFloat16 ? decode<DType::kBFloat16>(y[t][n]) : decode<DType::kFloat16>(y[t][n]);
+    out[n] = encode(scale * s, dtype);
+  }
 }
 
 const ExpertKernels kBf16 = {CpuIsa::kScalar, PanelFormat::kFloat32, 4, gemm<DType::kBFloat16>, 0, activate,
-                             weighted_add};
+                             weighted_round, sum_rows};
 const ExpertKernels kFp16 = {CpuIsa::kScalar, PanelFormat::kFloat32, 4, gemm<DType::kFloat16>, 0, activate,
-                             weighted_add};
+                             weighted_round, sum_rows};
 
 }  // namespace
 
