@@ -28,10 +28,7 @@ ActKind act_kind(Activation a) {
 
 template <typename T>
 void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
-  ExpertsPlan plan = choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated);
-  // The grouped GEMMs do not read an interleaved w13 yet: such layers take the tiled path, whose
-  // workspace is a prefix of the grouped one.
-  if (a.gate_up_interleaved) plan.grouped = false;
+  const ExpertsPlan plan = choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated);
   const ExpertsWorkspaceLayout lay = experts_workspace_layout(
       a.M, a.k, a.E, a.H, a.I, sizeof(T), kMinTileTokens, plan.grouped, a.gated ? 2 * a.I : a.I);
   auto* ws = static_cast<unsigned char*>(a.workspace);

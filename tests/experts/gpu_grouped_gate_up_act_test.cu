@@ -1,0 +1,330 @@
+// The grouped prefill path with interleaved w13 (row 2j = gate_j, row 2j+1 = up_j), whose GEMM 1
+// computes the activation in its epilogue: bit-identical to the same path on the halves layout of the
+// same weights (same fp32 accumulators, one rounding R1 either way), and close to the oracle.
+// Runs the layer through the internal launcher (cuda::fused_experts), the grouped path forced.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "common/cuda_test_util.h"
+#include "experts/configs.h"
+#include "experts/cuda/launcher.h"
+#include "moekit/experts.h"
+#include "moekit/gpu_experts.h"
+
+namespace moekit::test {
+namespace {
+
+enum class Routing { kUniform, kSkewed, kHalfEmpty, kDropped };
+
+struct Layer {
+  DType dtype;
+  int64_t M, E, k, H, I;
+  Activation act = Activation::kSiluAndMul;
+  bool bias = true;
+  double rsf = 1.0;
+};
+
+struct HostLayer {
+  HostTensor x, w13, w13i, b13, b13i, w2, b2, tw, ids;  // w13i / b13i: interleaved rows
+};
+
+// Rows [j] and [I + j] of each expert's [2I, cols] block become rows 2j and 2j + 1.
+HostTensor interleave_rows(const HostTensor& halves, int64_t E, int64_t I) {
+  HostTensor out(halves.dtype(), halves.shape());
+  const size_t row_bytes = halves.nbytes() / size_t(E * 2 * I);
+  const auto* src = static_cast<const unsigned char*>(halves.data());
+  auto* dst = static_cast<unsigned char*>(out.data());
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t j = 0; j < I; ++j) {
+      const int64_t base = e * 2 * I;
+      std::memcpy(dst + (base + 2 * j) * row_bytes, src + (base + j) * row_bytes, row_bytes);
+      std::memcpy(dst + (base + 2 * j + 1) * row_bytes, src + (base + I + j) * row_bytes, row_bytes);
+    }
+  return out;
+}
+
+HostLayer make_layer(const Layer& L, Routing routing, std::mt19937_64& rng) {
+  HostLayer h;
+  h.x = HostTensor(L.dtype, {L.M, L.H});
+  h.x.fill_normal(rng);
+  h.w13 = HostTensor(L.dtype, {L.E, 2 * L.I, L.H});
+  h.w13.fill_normal(rng, 0.0, 1.0 / std::sqrt(double(L.H)));
+  h.w13i = interleave_rows(h.w13, L.E, L.I);
+  h.w2 = HostTensor(L.dtype, {L.E, L.H, L.I});
+  h.w2.fill_normal(rng, 0.0, 1.0 / std::sqrt(double(L.I)));
+  h.b13 = HostTensor(DType::kFloat32, {L.E, 2 * L.I});
+  h.b13.fill_normal(rng, 0.0, 0.5);
+  h.b13i = interleave_rows(h.b13, L.E, L.I);
+  h.b2 = HostTensor(DType::kFloat32, {L.E, L.H});
+  h.b2.fill_normal(rng, 0.0, 0.5);
+  h.tw = HostTensor(DType::kFloat32, {L.M, L.k});
+  h.tw.fill_uniform(rng, 0.05, 1.0);
+  h.ids = HostTensor(DType::kInt32, {L.M, L.k});
+  std::vector<int> perm(L.E);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::uniform_real_distribution<double> u01(0.0, 1.0);
+  for (int64_t m = 0; m < L.M; ++m) {
+    for (int64_t t = 0; t < L.k; ++t) {  // k distinct experts per token
+      std::uniform_int_distribution<int64_t> d(t, L.E - 1);
+      std::swap(perm[t], perm[d(rng)]);
+    }
+    for (int64_t t = 0; t < L.k; ++t) {
+      int e = perm[t];
+      // Skewed: slot 0 on expert 0 for 3 tokens in 4 (one large group, many small ones).
+      if (routing == Routing::kSkewed && t == 0 && u01(rng) < 0.75) e = 0;
+      if (routing == Routing::kHalfEmpty) e = (e / 2) * 2;  // odd experts never chosen
+      if (routing == Routing::kDropped && (m + t) % 3 == 0) e = -1;
+      h.ids.set(m * L.k + t, e);
+    }
+  }
+  return h;
+}
+
+struct DeviceLayer {
+  DeviceTensor x, w13, w13i, b13, b13i, w2, b2, tw, ids;
+  explicit DeviceLayer(const HostLayer& h)
+      : x(h.x), w13(h.w13), w13i(h.w13i), b13(h.b13), b13i(h.b13i), w2(h.w2), b2(h.b2), tw(h.tw),
+        ids(h.ids) {}
+};
+
+// The grouped path, tile `tile`, for the layer's lifetime in the test.
+class ForceTile {
+ public:
+  explicit ForceTile(const char* tile) { cuda::force_experts_tile(tile); }
+  ~ForceTile() { cuda::force_experts_tile(nullptr); }
+};
+
+// Scratch for the layer (the size the public query reports on the grouped path), poisoned.
+DeviceTensor workspace_for(const Layer& L) {
+  const size_t bytes = cuda::experts_workspace_layout(L.M, L.k, L.E, L.H, L.I, dtype_size(L.dtype),
+                                                      cuda::kMinTileTokens, true, 2 * L.I)
+                           .total;
+  HostTensor poisoned(DType::kUInt8, {int64_t(bytes)});
+  std::memset(poisoned.data(), 0x7F, poisoned.nbytes());  // nothing may rely on zeros
+  return DeviceTensor(poisoned);
+}
+
+// One layer through the internal launcher into `out`; interleaved picks w13i / b13i and sets the
+// layout flag.
+void run_layer(const Layer& L, const DeviceLayer& d, bool interleaved, const DeviceTensor& out,
+               const DeviceTensor& ws, cudaStream_t stream = nullptr) {
+  ASSERT_TRUE(cuda::choose_experts_plan(L.M, int(L.k), L.E, L.H, L.I, true).grouped);
+  cuda::FusedExpertsArgs a{};
+  a.hidden = d.x.data();
+  a.w13 = interleaved ? d.w13i.data() : d.w13.data();
+  a.w2 = d.w2.data();
+  a.w13_bias = L.bias ? static_cast<const float*>(interleaved ? d.b13i.data() : d.b13.data()) : nullptr;
+  a.w2_bias = L.bias ? static_cast<const float*>(d.b2.data()) : nullptr;
+  a.topk_weights = static_cast<const float*>(d.tw.data());
+  a.topk_ids = static_cast<const int*>(d.ids.data());
+  a.output = out.data();
+  a.workspace = ws.data();
+  a.M = L.M;
+  a.k = L.k;
+  a.E = L.E;
+  a.H = L.H;
+  a.I = L.I;
+  a.gated = true;
+  a.gate_up_interleaved = interleaved;
+  a.activation = L.act;
+  if (L.act == Activation::kSwigluOai) {
+    a.swiglu_alpha = 1.702f;
+    a.swiglu_limit = 7.f;
+  }
+  a.routed_scaling_factor = float(L.rsf);
+  a.dtype = L.dtype;
+  cuda::fused_experts(a, Stream{stream});
+}
+
+DeviceTensor poisoned_output(const Layer& L) {
+  HostTensor o(L.dtype, {L.M, L.H});
+  o.poison();
+  return DeviceTensor(o);
+}
+
+// Interleaved (fused activation) and halves (fp32 rows + activation kernel) on one grouped tile.
+void expect_bit_identical(const Layer& L, const DeviceLayer& d, const char* what) {
+  DeviceTensor halves = poisoned_output(L), fused = poisoned_output(L);
+  const DeviceTensor ws_halves = workspace_for(L), ws_fused = workspace_for(L);
+  run_layer(L, d, false, halves, ws_halves);
+  run_layer(L, d, true, fused, ws_fused);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const HostTensor want = halves.to_host(), got = fused.to_host();
+  ASSERT_EQ(first_mismatch(got, got, 0, 0), -1) << what << ": output has NaN (unwritten?)";
+  const int64_t bad = first_mismatch(got, want, 0, 0);
+  EXPECT_TRUE(got.bytes_equal(want)) << what << " " << activation_name(L.act) << " bias " << L.bias << ": "
+                                     << (bad >= 0 ? describe_mismatch(got, want, bad) : "bytes differ");
+}
+
+using Shape4 = std::tuple<int64_t, int64_t, int64_t, int64_t>;  // E, k, H, I
+using Param = std::tuple<DType, Shape4, int64_t, Routing>;
+class GroupedGateUpActGpu : public ::testing::TestWithParam<Param> {};
+
+// Every gated activation with biases, and SiLU without, against the halves layout.
+TEST_P(GroupedGateUpActGpu, BitIdenticalToHalves) {
+  MOEKIT_REQUIRE_GPU();
+  if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
+  auto [dtype, shape, M, routing] = GetParam();
+  auto [E, k, H, I] = shape;
+  auto rng = fresh_rng();
+  Layer L{dtype, M, E, k, H, I};
+  const HostLayer h = make_layer(L, routing, rng);
+  const DeviceLayer d(h);
+  for (Activation act : {Activation::kSiluAndMul, Activation::kGeluAndMul, Activation::kGeluTanhAndMul,
+                         Activation::kSwigluOai}) {
+    L.act = act;
+    L.bias = true;
+    L.rsf = act == Activation::kGeluAndMul ? 2.5 : 1.0;
+    expect_bit_identical(L, d, "grouped128");
+  }
+  L.act = Activation::kSiluAndMul;
+  L.bias = false;
+  expect_bit_identical(L, d, "grouped128");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, GroupedGateUpActGpu,
+    ::testing::Combine(::testing::Values(DType::kBFloat16, DType::kFloat16),
+                       ::testing::Values(Shape4(8, 2, 256, 128), Shape4(8, 1, 136, 72), Shape4(60, 4, 264, 200),
+                                         Shape4(16, 4, 136, 200)),
+                       ::testing::Values<int64_t>(1, 3, 130, 1000),
+                       ::testing::Values(Routing::kUniform, Routing::kSkewed, Routing::kHalfEmpty,
+                                         Routing::kDropped)));
+
+// A plan for grouped64 runs GEMM 1 on the fused tile (kGroupedGateUpActTile) and GEMM 2 on its own.
+TEST(GroupedGateUpActGpuPlans, Grouped64PlanBitIdentical) {
+  MOEKIT_REQUIRE_GPU();
+  if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kPingpong64)].name);
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    auto rng = fresh_rng();
+    Layer L{dtype, 300, 16, 4, 136, 200, Activation::kSwigluOai};
+    const DeviceLayer d(make_layer(L, Routing::kSkewed, rng));
+    expect_bit_identical(L, d, "grouped64");
+  }
+}
+
+// Against the fp64 oracle (halves weights, same logical values).
+TEST(GroupedGateUpActGpuOracle, MatchesOracle) {
+  MOEKIT_REQUIRE_GPU();
+  if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
+  for (Activation act : {Activation::kSiluAndMul, Activation::kGeluAndMul, Activation::kGeluTanhAndMul,
+                         Activation::kSwigluOai}) {
+    for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+      auto rng = fresh_rng();
+      Layer L{dtype, 130, 12, 4, 136, 200, act, true, 1.5};
+      const HostLayer h = make_layer(L, Routing::kDropped, rng);
+      const DeviceLayer d(h);
+      DeviceTensor out = poisoned_output(L);
+      const DeviceTensor ws = workspace_for(L);
+      run_layer(L, d, true, out, ws);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const HostTensor got = out.to_host();
+      HostTensor want(L.dtype, {L.M, L.H});
+      ExpertWeights w13, w2;
+      w13.weight = h.w13.view();
+      w13.bias = h.b13.view();
+      w2.weight = h.w2.view();
+      w2.bias = h.b2.view();
+      FusedExpertsOptions o;
+      o.activation = act;
+      o.routed_scaling_factor = L.rsf;
+      if (act == Activation::kSwigluOai) {
+        o.swiglu_alpha = 1.702f;
+        o.swiglu_limit = 7.f;
+      }
+      reference::fused_experts(h.x.view(), w13, w2, h.tw.view(), h.ids.view(), want.view(), o);
+      ASSERT_EQ(first_mismatch(got, got, 0, 0), -1) << activation_name(act) << ": NaN in output";
+      EXPECT_LT(rel_frobenius(got, want), 1e-2) << activation_name(act);
+    }
+  }
+}
+
+// The public op on its own choice (a prefill batch: the grouped path), interleaved == halves.
+TEST(GroupedGateUpActGpuPublic, DefaultPlanBitIdentical) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  Layer L{DType::kBFloat16, 1000, 8, 2, 256, 200, Activation::kSwigluOai};
+  ASSERT_EQ(cuda::choose_experts_plan(L.M, int(L.k), L.E, L.H, L.I, true).grouped,
+            cuda::grouped_experts_available());
+  const HostLayer h = make_layer(L, Routing::kSkewed, rng);
+  const DeviceLayer d(h);
+  HostTensor outs[2];
+  for (int interleaved = 0; interleaved < 2; ++interleaved) {
+    ExpertWeights w13, w2;
+    w13.weight = interleaved ? d.w13i.view() : d.w13.view();
+    w13.bias = interleaved ? d.b13i.view() : d.b13.view();
+    w2.weight = d.w2.view();
+    w2.bias = d.b2.view();
+    FusedExpertsOptions o;
+    o.activation = L.act;
+    o.swiglu_alpha = 1.702f;
+    o.swiglu_limit = 7.f;
+    o.gate_up_interleaved = interleaved != 0;
+    HostTensor ws_h(DType::kUInt8, {int64_t(fused_experts_workspace_size(d.x.view(), w13, w2, d.ids.view(), o))});
+    std::memset(ws_h.data(), 0x7F, ws_h.nbytes());
+    DeviceTensor ws(ws_h), out = poisoned_output(L);
+    fused_experts(d.x.view(), w13, w2, d.tw.view(), d.ids.view(), out.view(), ws.view(), o);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    outs[interleaved] = out.to_host();
+  }
+  ASSERT_EQ(first_mismatch(outs[0], outs[0], 0, 0), -1) << "halves output has NaN";
+  EXPECT_TRUE(outs[1].bytes_equal(outs[0]));
+}
+
+// No tokens: nothing launched, no error, on the grouped tile too.
+TEST(GroupedGateUpActGpuPublic, ZeroTokens) {
+  MOEKIT_REQUIRE_GPU();
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
+  auto rng = fresh_rng();
+  Layer L{DType::kBFloat16, 0, 8, 2, 136, 200, Activation::kSiluAndMul};
+  const DeviceLayer d(make_layer(L, Routing::kUniform, rng));
+  ExpertWeights w13, w2;
+  w13.weight = d.w13i.view();
+  w2.weight = d.w2.view();
+  FusedExpertsOptions o;
+  o.gate_up_interleaved = true;
+  const size_t bytes = fused_experts_workspace_size(d.x.view(), w13, w2, d.ids.view(), o);
+  HostTensor ws_h(DType::kUInt8, {int64_t(bytes > 0 ? bytes : 16)});
+  DeviceTensor ws(ws_h), out = poisoned_output(L);
+  fused_experts(d.x.view(), w13, w2, d.tw.view(), d.ids.view(), out.view(), ws.view(), o);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+TEST(GroupedGateUpActGpuGraph, CaptureAndReplayIsIdentical) {
+  MOEKIT_REQUIRE_GPU();
+  if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
+  auto rng = fresh_rng();
+  Layer L{DType::kBFloat16, 700, 64, 8, 512, 128, Activation::kSiluAndMul};
+  const DeviceLayer d(make_layer(L, Routing::kUniform, rng));
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  DeviceTensor eager = poisoned_output(L), replayed = poisoned_output(L);
+  const DeviceTensor ws = workspace_for(L);
+  run_layer(L, d, true, eager, ws, stream);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  const HostTensor want = eager.to_host();
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  run_layer(L, d, true, replayed, ws, stream);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int rep = 0; rep < 3; ++rep) {
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_TRUE(replayed.to_host().bytes_equal(want)) << "replay " << rep;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+}  // namespace
+}  // namespace moekit::test
