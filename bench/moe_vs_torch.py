@@ -9,7 +9,10 @@ floor = max(bytes / copy bandwidth, flops / bf16 matmul peak); both ceilings are
 of this run (device-to-device copy; torch.matmul 8192^3 bf16). bytes = w13 + w2 of every distinct
 expert touched + activations in and out; flops = 2 * M * k * (2I * H + H * I). Routing: logits
 ~ N(0, 1) fp32 -> softmax -> top-k -> renormalise; x ~ N(0, 1); weights ~ N(0, 0.02^2). Time = median
-of CUDA-graph replays with a 256 MiB buffer zeroed before each one (cold L2).
+of CUDA-graph replays with a 256 MiB buffer zeroed before each one (cold L2). moekit runs on the
+interleaved w13 layout (rows 2j = gate_j, 2j+1 = up_j: its grouped prefill GEMM 1 then computes the
+activation in its epilogue) rearranged once from the same weights, where the build takes
+gate_up_interleaved; torch keeps the halves.
 
     python3 bench/moe_vs_torch.py --csv out.csv [--presets qwen3-30b-a3b] [--sizes 1,64]
 """
@@ -126,6 +129,12 @@ def torch_moe(x, w13, w2, topk_weights, topk_ids):
     return (unpermuted.view(M, k, H).float() * topk_weights.unsqueeze(-1)).sum(1).to(x.dtype)
 
 
+def interleaved_rows(w13):
+    """[E, 2I, H] gate/up halves -> rows 2j = gate_j, 2j+1 = up_j (same values)."""
+    E, two_i, H = w13.shape
+    return w13.view(E, 2, two_i // 2, H).transpose(1, 2).reshape(E, two_i, H).contiguous()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", help="write the table as CSV here")
@@ -140,8 +149,11 @@ def main():
     copy_bw, peak = measure_ceilings()
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, moekit {moekit.__version__}")
     print(f"# ceilings: copy {copy_bw / 1e9:.0f} GB/s, bf16 matmul 8192^3 {peak / 1e12:.0f} TFLOP/s")
+    interleave = has_moekit and "gate_up_interleaved" in str(torch.ops.moekit.fused_experts.default._schema)
     if not has_moekit:
         print("# moekit fused_experts is not in this build: torch only")
+    else:
+        print(f"# moekit w13 layout: {'interleaved' if interleave else 'halves'}")
     header = ["preset", "M", "floor_us", "torch_us", "torch_x_floor", "moekit_us",
               "moekit_x_floor", "moekit_vs_torch_rel_err", "copy_GBps", "matmul_TFLOPs"]
     rows = []
@@ -152,6 +164,8 @@ def main():
         E, k, H, I = PRESETS[preset]
         w13 = torch.randn(E, 2 * I, H, device=DEV, dtype=BF16, generator=gen).mul_(0.02)
         w2 = torch.randn(E, H, I, device=DEV, dtype=BF16, generator=gen).mul_(0.02)
+        w13_moekit = interleaved_rows(w13) if interleave else w13
+        moekit_kwargs = {"gate_up_interleaved": True} if interleave else {}
         for M in (int(s) for s in args.sizes.split(",")):
             x = torch.randn(M, H, device=DEV, dtype=BF16, generator=gen)
             logits = torch.randn(M, E, device=DEV, generator=gen)
@@ -174,7 +188,8 @@ def main():
             line = f"{preset:<16}{M:>6}{floor_ms * 1e3:>10.1f}{t_torch * 1e3:>10.1f}{t_torch / floor_ms:>8.2f}"
             if has_moekit:
                 def run_moekit():
-                    out["moekit"] = torch.ops.moekit.fused_experts(x, w13, w2, topk_weights, topk_ids)
+                    out["moekit"] = torch.ops.moekit.fused_experts(x, w13_moekit, w2, topk_weights, topk_ids,
+                                                                   **moekit_kwargs)
 
                 t_mk = time_cold(run_moekit, args.replays)
                 run_torch()
@@ -186,7 +201,7 @@ def main():
             print(line)
             rows.append(row)
             del x, logits, out
-        del w13, w2
+        del w13, w2, w13_moekit
         torch.cuda.empty_cache()
     if args.csv:
         with open(args.csv, "w", newline="") as f:
