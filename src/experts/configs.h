@@ -56,10 +56,6 @@ inline constexpr GroupedTile kGroupedTiles[] = {
     {64, 256, 64, 2, true, "grouped64"},  // half the token-row padding per expert
 };
 
-// The one tile of the grouped GEMM 1 with the activation in its epilogue (interleaved w13, see
-// grouped_experts.h): a plan for another grouped tile runs GEMM 1 with this tile, GEMM 2 with its own.
-inline constexpr GroupedTileId kGroupedGateUpActTile = GroupedTileId::kCoop128;
-
 // Average tokens per touched expert from which the grouped prefill path (grouped128) is chosen.
 // H100, 2026-11-25: at 64 it beat the tiled path for qwen3-30b-a3b (M = 1024: 582 vs 613 us) and
 // mixtral-8x7b (M = 256: 1091 vs 1297 us); at 16 (qwen3 M = 256) it lost (497 vs 479 us).

@@ -1,6 +1,7 @@
-// The grouped prefill path with interleaved w13 (row 2j = gate_j, row 2j+1 = up_j), whose GEMM 1
-// computes the activation in its epilogue: bit-identical to the same path on the halves layout of the
-// same weights (same fp32 accumulators, one rounding R1 either way), and close to the oracle.
+// The grouped prefill path with interleaved w13 (row 2j = gate_j, row 2j+1 = up_j; GEMM 1's fp32 rows
+// then hold gate/up pairs, which the activation kernel reads): bit-identical to the same path on the
+// halves layout of the same weights (same fp32 accumulators, one rounding R1 either way), and close
+// to the oracle.
 // Runs the layer through the internal launcher (cuda::fused_experts), the grouped path forced.
 #include <cuda_runtime.h>
 
@@ -195,7 +196,7 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(Routing::kUniform, Routing::kSkewed, Routing::kHalfEmpty,
                                          Routing::kDropped)));
 
-// A plan for grouped64 runs GEMM 1 on the fused tile (kGroupedGateUpActTile) and GEMM 2 on its own.
+// The grouped64 tile on the interleaved layout.
 TEST(GroupedGateUpActGpuPlans, Grouped64PlanBitIdentical) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
