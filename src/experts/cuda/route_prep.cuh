@@ -36,11 +36,12 @@ __device__ __forceinline__ int bucket_add(int* counter, int key) {
   return atomicAdd(counter, 1);
 }
 
-// Counts the ids of pairs [begin, end) into counts[] (shared memory). Each thread loads
+// Calls visit(pair, id) for each pair of [begin, end) this thread owns. Each thread loads
 // kIdsPerThread ids before using any: a CTA must keep many loads in flight or it pays one memory
 // round trip per id per thread.
-__device__ __forceinline__ void count_pairs(const int* __restrict__ topk_ids, int64_t begin,
-                                            int64_t end, int E, int* counts) {
+template <typename Visit>
+__device__ __forceinline__ void for_each_pair(const int* __restrict__ topk_ids, int64_t begin,
+                                              int64_t end, const Visit& visit) {
   const int64_t batch = int64_t(blockDim.x) * kIdsPerThread;
   for (int64_t base = begin; base < end; base += batch) {
     int ids[kIdsPerThread];
@@ -50,9 +51,19 @@ __device__ __forceinline__ void count_pairs(const int* __restrict__ topk_ids, in
       ids[j] = i < end ? topk_ids[i] : -1;
     }
 #pragma unroll
-    for (int j = 0; j < kIdsPerThread; ++j)
-      if (ids[j] >= 0 && ids[j] < E) bucket_add(&counts[ids[j]], ids[j]);
+    for (int j = 0; j < kIdsPerThread; ++j) {
+      const int64_t i = base + int64_t(j) * blockDim.x + threadIdx.x;
+      if (i < end) visit(i, ids[j]);
+    }
   }
+}
+
+// Counts the ids of pairs [begin, end) into counts[] (shared memory).
+__device__ __forceinline__ void count_pairs(const int* __restrict__ topk_ids, int64_t begin,
+                                            int64_t end, int E, int* counts) {
+  for_each_pair(topk_ids, begin, end, [&](int64_t, int e) {
+    if (e >= 0 && e < E) bucket_add(&counts[e], e);
+  });
 }
 
 // Writes each pair of [begin, end) to its sorted position: fill[e] (shared memory) is the next free
@@ -61,27 +72,14 @@ __device__ __forceinline__ void scatter_pairs(const int* __restrict__ topk_ids, 
                                               int64_t end, int E, int* fill,
                                               int* __restrict__ sorted_pairs,
                                               int* __restrict__ pair_pos) {
-  const int64_t batch = int64_t(blockDim.x) * kIdsPerThread;
-  for (int64_t base = begin; base < end; base += batch) {
-    int ids[kIdsPerThread];
-#pragma unroll
-    for (int j = 0; j < kIdsPerThread; ++j) {
-      const int64_t i = base + int64_t(j) * blockDim.x + threadIdx.x;
-      ids[j] = i < end ? topk_ids[i] : -1;
+  for_each_pair(topk_ids, begin, end, [&](int64_t i, int e) {
+    int pos = -1;
+    if (e >= 0 && e < E) {
+      pos = bucket_add(&fill[e], e);
+      sorted_pairs[pos] = static_cast<int>(i);
     }
-#pragma unroll
-    for (int j = 0; j < kIdsPerThread; ++j) {
-      const int64_t i = base + int64_t(j) * blockDim.x + threadIdx.x;
-      if (i >= end) continue;
-      const int e = ids[j];
-      int pos = -1;
-      if (e >= 0 && e < E) {
-        pos = bucket_add(&fill[e], e);
-        sorted_pairs[pos] = static_cast<int>(i);
-      }
-      pair_pos[i] = pos;
-    }
-  }
+    pair_pos[i] = pos;
+  });
 }
 
 // From counts[E] (shared memory, final): offsets[e] (exclusive prefix), tile_offsets[E + 1], the
