@@ -56,6 +56,19 @@ inline constexpr GroupedTile kGroupedTiles[] = {
     {64, 256, 64, 2, true, "grouped64"},  // half the token-row padding per expert
 };
 
+// The one tile of the grouped GEMM 1 with the activation in its epilogue (interleaved w13, see
+// grouped_experts.h): a plan for another grouped tile runs GEMM 1 with this tile, GEMM 2 with its own.
+inline constexpr GroupedTileId kGroupedGateUpActTile = GroupedTileId::kCoop128;
+
+// Whether interleaved gated layers on the grouped path run that fused GEMM 1 (else GEMM 1 writes
+// fp32 gate/up pairs and the activation kernel reads them). Off unless MOEKIT_GROUPED_FUSED_ACT=1:
+// its first version measured slower (H200, 03:06 UTC: GEMM 1 696 us vs ~440 + 85 us of activation
+// kernel at qwen3-30b-a3b M = 4096; one activation branch per accumulator pair serialised the
+// epilogue); the current one is not measured yet.
+bool grouped_fused_act_enabled();
+// Test hook: 1 / 0 force it on / off, -1 returns to the environment's choice.
+void force_grouped_fused_act(int mode);
+
 // Average tokens per touched expert from which the grouped prefill path (grouped128) is chosen.
 // H100, 2026-11-25: at 64 it beat the tiled path for qwen3-30b-a3b (M = 1024: 582 vs 613 us) and
 // mixtral-8x7b (M = 256: 1091 vs 1297 us); at 16 (qwen3 M = 256) it lost (497 vs 479 us).

@@ -19,6 +19,21 @@ const char* forced_tile_name() {
 
 void force_experts_tile(const char* name) { g_forced_tile = name; }
 
+namespace {
+int g_forced_fused_act = -1;
+}  // namespace
+
+void force_grouped_fused_act(int mode) { g_forced_fused_act = mode; }
+
+bool grouped_fused_act_enabled() {
+  if (g_forced_fused_act >= 0) return g_forced_fused_act != 0;
+  static const bool env = [] {
+    const char* v = std::getenv("MOEKIT_GROUPED_FUSED_ACT");
+    return v && *v && *v != '0';
+  }();
+  return env;
+}
+
 bool grouped_experts_available() {
 #if defined(MOEKIT_WITH_CUTLASS)
   return true;

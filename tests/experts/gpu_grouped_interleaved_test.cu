@@ -1,7 +1,7 @@
 // The grouped prefill path with interleaved w13 (row 2j = gate_j, row 2j+1 = up_j; GEMM 1's fp32 rows
-// then hold gate/up pairs, which the activation kernel reads): bit-identical to the same path on the
-// halves layout of the same weights (same fp32 accumulators, one rounding R1 either way), and close
-// to the oracle.
+// then hold gate/up pairs, which the activation kernel reads; or, opt-in, GEMM 1 computes the
+// activation in its epilogue): bit-identical to the same path on the halves layout of the same weights
+// (same fp32 accumulators, one rounding R1 either way), and close to the oracle.
 // Runs the layer through the internal launcher (cuda::fused_experts), the grouped path forced.
 #include <cuda_runtime.h>
 
@@ -146,18 +146,36 @@ DeviceTensor poisoned_output(const Layer& L) {
   return DeviceTensor(o);
 }
 
-// Interleaved (fused activation) and halves (fp32 rows + activation kernel) on one grouped tile.
+// GEMM 1 with the activation in its epilogue (1) or fp32 gate/up pairs + activation kernel (0) for
+// interleaved layers, for the scope.
+class ForceFusedAct {
+ public:
+  explicit ForceFusedAct(int mode) { cuda::force_grouped_fused_act(mode); }
+  ~ForceFusedAct() { cuda::force_grouped_fused_act(-1); }
+};
+
+// Interleaved, both with the fused activation and with the activation kernel, against halves
+// (fp32 rows + activation kernel) on one grouped tile.
 void expect_bit_identical(const Layer& L, const DeviceLayer& d, const char* what) {
-  DeviceTensor halves = poisoned_output(L), fused = poisoned_output(L);
-  const DeviceTensor ws_halves = workspace_for(L), ws_fused = workspace_for(L);
+  DeviceTensor halves = poisoned_output(L);
+  const DeviceTensor ws_halves = workspace_for(L);
   run_layer(L, d, false, halves, ws_halves);
-  run_layer(L, d, true, fused, ws_fused);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  const HostTensor want = halves.to_host(), got = fused.to_host();
-  ASSERT_EQ(first_mismatch(got, got, 0, 0), -1) << what << ": output has NaN (unwritten?)";
-  const int64_t bad = first_mismatch(got, want, 0, 0);
-  EXPECT_TRUE(got.bytes_equal(want)) << what << " " << activation_name(L.act) << " bias " << L.bias << ": "
-                                     << (bad >= 0 ? describe_mismatch(got, want, bad) : "bytes differ");
+  const HostTensor want = halves.to_host();
+  for (int fused_act : {0, 1}) {
+    ForceFusedAct mode(fused_act);
+    DeviceTensor interleaved = poisoned_output(L);
+    const DeviceTensor ws = workspace_for(L);
+    run_layer(L, d, true, interleaved, ws);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const HostTensor got = interleaved.to_host();
+    ASSERT_EQ(first_mismatch(got, got, 0, 0), -1) << what << " fused_act " << fused_act
+                                                  << ": output has NaN (unwritten?)";
+    const int64_t bad = first_mismatch(got, want, 0, 0);
+    EXPECT_TRUE(got.bytes_equal(want)) << what << " fused_act " << fused_act << " " << activation_name(L.act)
+                                       << " bias " << L.bias << ": "
+                                       << (bad >= 0 ? describe_mismatch(got, want, bad) : "bytes differ");
+  }
 }
 
 using Shape4 = std::tuple<int64_t, int64_t, int64_t, int64_t>;  // E, k, H, I
@@ -214,6 +232,7 @@ TEST(GroupedGateUpActGpuOracle, MatchesOracle) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
   ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
+  ForceFusedAct fused_act(1);  // the activation kernel path is checked against halves above
   for (Activation act : {Activation::kSiluAndMul, Activation::kGeluAndMul, Activation::kGeluTanhAndMul,
                          Activation::kSwigluOai}) {
     for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
@@ -301,6 +320,7 @@ TEST(GroupedGateUpActGpuGraph, CaptureAndReplayIsIdentical) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
   ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
+  ForceFusedAct fused_act(1);  // the activation kernel path is checked against halves above
   auto rng = fresh_rng();
   Layer L{DType::kBFloat16, 700, 64, 8, 512, 128, Activation::kSiluAndMul};
   const DeviceLayer d(make_layer(L, Routing::kUniform, rng));

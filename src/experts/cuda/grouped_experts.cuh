@@ -20,6 +20,7 @@
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "experts/cuda/combine_rows.cuh"
 #include "experts/cuda/expert_gemm_launch.h"
+#include "experts/cuda/gate_up_act_epilogue.cuh"
 #include "experts/cuda/grouped_experts.h"
 
 namespace moekit::cuda {
@@ -31,18 +32,94 @@ struct CutlassElement<__nv_bfloat16> { using type = cutlass::bfloat16_t; };
 template <>
 struct CutlassElement<__half> { using type = cutlass::half_t; };
 
+// Per-group (expert) argument arrays of one grouped GEMM, carved from the workspace and written on
+// the device by the prep kernel. Plain types (the GEMMs' own stride and shape types, checked in
+// GroupedGemm), so the prep kernel needs no CUTLASS kernel type.
+using GroupShape = cute::Shape<int, int, int>;
+using GroupStride = cute::Stride<int64_t, cute::_1, cute::_0>;
+
+template <typename T, typename OutT>
+struct GroupArrays {
+  GroupShape* shapes;
+  const T** a;
+  const T** b;
+  OutT** d;
+  GroupStride* sa;
+  GroupStride* sb;
+  GroupStride* sd;
+  const float** row_weight;  // weighted GEMM 2 only
+  const float** col_bias;    // weighted GEMM 2 and gate/up GEMM 1 only; unset when the layer has no bias
+
+  static constexpr size_t kBytesPerGroup = sizeof(GroupShape) + 5 * sizeof(void*) + 3 * sizeof(GroupStride);
+
+  static GroupArrays carve(unsigned char*& base, int64_t groups, bool row_weights, bool col_biases) {
+    auto take = [&](size_t bytes) {
+      unsigned char* p = base;
+      base += (bytes + 15) & ~size_t(15);
+      return p;
+    };
+    GroupArrays r;
+    r.shapes = reinterpret_cast<GroupShape*>(take(groups * sizeof(GroupShape)));
+    r.a = reinterpret_cast<const T**>(take(groups * sizeof(void*)));
+    r.b = reinterpret_cast<const T**>(take(groups * sizeof(void*)));
+    r.d = reinterpret_cast<OutT**>(take(groups * sizeof(void*)));
+    r.sa = reinterpret_cast<GroupStride*>(take(groups * sizeof(GroupStride)));
+    r.sb = reinterpret_cast<GroupStride*>(take(groups * sizeof(GroupStride)));
+    r.sd = reinterpret_cast<GroupStride*>(take(groups * sizeof(GroupStride)));
+    r.row_weight = row_weights ? reinterpret_cast<const float**>(take(groups * sizeof(void*))) : nullptr;
+    r.col_bias = col_biases ? reinterpret_cast<const float**>(take(groups * sizeof(void*))) : nullptr;
+    return r;
+  }
+
+  // Group g: rows x N x K, A rows from `a0 + first * K`, weights `b0 + e * N * K`, D rows at
+  // `d0 + first * ld` (row-major: leading dimension K, K and ld); row weights from `w0 + first`
+  // (where carved), column bias `bias0 + e * N` (where carved and bias0 is not null).
+  __device__ void set_group(int g, int rows, int e, int first, int64_t N, int64_t K, const T* a0,
+                            const T* b0, OutT* d0, int64_t ld, const float* w0,
+                            const float* bias0) const {
+    if (row_weight) row_weight[g] = w0 + first;
+    if (col_bias && bias0) col_bias[g] = bias0 + int64_t(e) * N;
+    shapes[g] = cute::make_shape(rows, static_cast<int>(N), static_cast<int>(K));
+    a[g] = a0 + int64_t(first) * K;
+    b[g] = b0 + int64_t(e) * N * K;
+    d[g] = d0 + int64_t(first) * ld;
+    GroupStride s{};
+    cute::get<0>(s) = K;
+    sa[g] = s;
+    sb[g] = s;
+    cute::get<0>(s) = ld;
+    sd[g] = s;
+  }
+};
+
+// What GEMM 1 / GEMM 2's epilogue writes.
+//   kFp32Rows (GEMM 1, halves w13): D in fp32; the oracle rounds gate/up only after the activation.
+//   kWeighted (GEMM 2): D[r, n] = round(w_g[r] * (acc[r, n] + b_g[n])) in T, the pair's top-k weight
+//              per row and the expert's bias per column (absent: 0), so the combine only sums rows.
+//   kGateUpAct (GEMM 1, interleaved w13): act[r, j] = round(act(acc[r, 2j] + b[2j]) * (acc[r, 2j+1] +
+//              b[2j+1])) in T (gate_up_act_epilogue.cuh); no D.
+enum class GroupedEpilogue { kFp32Rows, kWeighted, kGateUpAct };
+
+// Epilogue inputs that are not per-group arrays.
+struct GroupedEpilogueArgs {
+  bool has_bias = false;
+  ActKind act = ActKind::kSilu;  // kGateUpAct
+  float alpha = 0.f, limit = 0.f;
+};
+
 // One grouped GEMM D[rows_g, N] = A[rows_g, K] . B_g[N, K]^T per group, fp32 accumulation; A and
 // D row-major, B (the expert's weights) K-major, i.e. column-major B.
-// Plain (GEMM 1): D in fp32 (the oracle rounds gate/up only after the activation).
-// Weighted (GEMM 2): D[r, n] = round(w_g[r] * (acc[r, n] + b_g[n])) in T, the pair's top-k weight
-// per row and the expert's bias per column (absent: 0), so the combine only sums rows.
-template <typename T, int Id, bool Weighted>
+template <typename T, int Id, GroupedEpilogue Epi>
 struct GroupedGemm {
   static constexpr GroupedTile kTile = kGroupedTiles[Id];
+  static constexpr bool kWeighted = Epi == GroupedEpilogue::kWeighted;
+  static constexpr bool kGateUpAct = Epi == GroupedEpilogue::kGateUpAct;
   using Element = typename CutlassElement<T>::type;
-  using OutT = std::conditional_t<Weighted, T, float>;
-  using ElementOut = std::conditional_t<Weighted, Element, float>;
-  using ProblemShape = cutlass::gemm::GroupProblemShape<cute::Shape<int, int, int>>;
+  using OutT = std::conditional_t<Epi == GroupedEpilogue::kFp32Rows, float, T>;
+  using ElementOut = std::conditional_t<Epi == GroupedEpilogue::kFp32Rows, float, Element>;
+  using ElementD = std::conditional_t<kGateUpAct, void, ElementOut>;  // void: no D at all
+  using Arrays = GroupArrays<T, OutT>;
+  using ProblemShape = cutlass::gemm::GroupProblemShape<GroupShape>;
   using TileShape = cute::Shape<cute::Int<kTile.bm>, cute::Int<kTile.bn>, cute::Int<kTile.bk>>;
   using ClusterShape = cute::Shape<cute::_1, cute::Int<kTile.cluster_n>, cute::_1>;
   using KernelSchedule =
@@ -70,12 +147,14 @@ struct GroupedGemm {
       cutlass::epilogue::fusion::Sm90Compute<cutlass::multiplies, Element, float,
                                              cutlass::FloatRoundStyle::round_to_nearest>,
       RowWeight, AccPlusBias>;
-  using Fusion = std::conditional_t<Weighted, WeightedOut,
-                                    cutlass::epilogue::fusion::LinearCombination<float, float, void, float>>;
+  using Fusion = std::conditional_t<
+      kWeighted, WeightedOut,
+      std::conditional_t<kGateUpAct, GateUpActStore<Element, T>,
+                         cutlass::epilogue::fusion::LinearCombination<float, float, void, float>>>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, RowMajor*, kAlignOut,
-      ElementOut, RowMajor*, kAlignOut, EpilogueSchedule, Fusion>::CollectiveOp;
+      ElementD, RowMajor*, kAlignOut, EpilogueSchedule, Fusion>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, RowMajor*, kAlign, Element,
       ColumnMajor*, kAlign, float, TileShape, ClusterShape,
@@ -84,75 +163,14 @@ struct GroupedGemm {
       KernelSchedule>::CollectiveOp;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
-  using Shape3 = typename ProblemShape::UnderlyingProblemShape;
-  using StrideA = typename Kernel::InternalStrideA;
-  using StrideB = typename Kernel::InternalStrideB;
-  using StrideD = typename Kernel::InternalStrideD;
+  static_assert(std::is_same_v<typename ProblemShape::UnderlyingProblemShape, GroupShape>);
+  static_assert(std::is_same_v<typename Kernel::InternalStrideA, GroupStride>);
+  static_assert(std::is_same_v<typename Kernel::InternalStrideB, GroupStride>);
+  static_assert(std::is_same_v<typename Kernel::InternalStrideD, GroupStride>);
+  static_assert(2 * Arrays::kBytesPerGroup <= kGroupArgBytes, "group argument budget");
 
-  // The per-group argument arrays of one GEMM, carved from the workspace.
-  struct Arrays {
-    Shape3* shapes;
-    const Element** a;
-    const Element** b;
-    ElementOut** d;
-    StrideA* sa;
-    StrideB* sb;
-    StrideD* sd;
-    const float** row_weight;  // Weighted only
-    const float** col_bias;    // Weighted only; null when the layer has no bias
-  };
-  static constexpr size_t kBytesPerGroup =
-      sizeof(Shape3) + 5 * sizeof(void*) + sizeof(StrideA) + sizeof(StrideB) + sizeof(StrideD);
-  static_assert(2 * kBytesPerGroup <= kGroupArgBytes, "group argument budget");
-
-  static Arrays carve(unsigned char*& base, int64_t groups) {
-    auto take = [&](size_t bytes) {
-      unsigned char* p = base;
-      base += (bytes + 15) & ~size_t(15);
-      return p;
-    };
-    Arrays r;
-    r.shapes = reinterpret_cast<Shape3*>(take(groups * sizeof(Shape3)));
-    r.a = reinterpret_cast<const Element**>(take(groups * sizeof(void*)));
-    r.b = reinterpret_cast<const Element**>(take(groups * sizeof(void*)));
-    r.d = reinterpret_cast<ElementOut**>(take(groups * sizeof(void*)));
-    r.sa = reinterpret_cast<StrideA*>(take(groups * sizeof(StrideA)));
-    r.sb = reinterpret_cast<StrideB*>(take(groups * sizeof(StrideB)));
-    r.sd = reinterpret_cast<StrideD*>(take(groups * sizeof(StrideD)));
-    r.row_weight = r.col_bias = nullptr;
-    if (Weighted) {
-      r.row_weight = reinterpret_cast<const float**>(take(groups * sizeof(void*)));
-      r.col_bias = reinterpret_cast<const float**>(take(groups * sizeof(void*)));
-    }
-    return r;
-  }
-
-  // Group g: rows x N x K, A rows from `a0 + first * K`, weights `b0 + e * N * K`, D rows at
-  // `d0 + first * N` (row-major with leading dimension K resp. N); Weighted: row weights from
-  // `w0 + first`, column bias `bias0 + e * N` (bias0 may be null).
-  static __device__ void set_group(const Arrays& arr, int g, int rows, int e, int first, int64_t N,
-                                   int64_t K, const T* a0, const T* b0, OutT* d0,
-                                   const float* w0 = nullptr, const float* bias0 = nullptr) {
-    if (Weighted) {
-      arr.row_weight[g] = w0 + first;
-      if (bias0) arr.col_bias[g] = bias0 + int64_t(e) * N;
-    }
-    arr.shapes[g] = cute::make_shape(rows, static_cast<int>(N), static_cast<int>(K));
-    arr.a[g] = reinterpret_cast<const Element*>(a0 + int64_t(first) * K);
-    arr.b[g] = reinterpret_cast<const Element*>(b0 + int64_t(e) * N * K);
-    arr.d[g] = reinterpret_cast<ElementOut*>(d0 + int64_t(first) * N);
-    StrideA sa{};
-    cute::get<0>(sa) = K;
-    StrideB sb{};
-    cute::get<0>(sb) = K;
-    StrideD sd{};
-    cute::get<0>(sd) = N;
-    arr.sa[g] = sa;
-    arr.sb[g] = sb;
-    arr.sd[g] = sd;
-  }
-
-  static void run(const Arrays& arr, int groups, bool has_bias, void* scratch, cudaStream_t stream) {
+  static void run(const Arrays& arr, int groups, const GroupedEpilogueArgs& epi, void* scratch,
+                  cudaStream_t stream) {
     int device = 0;
     MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
     static int sm_counts[64] = {};
@@ -164,17 +182,26 @@ struct GroupedGemm {
     typename Gemm::Arguments args{};
     args.mode = cutlass::gemm::GemmUniversalMode::kGrouped;
     args.problem_shape = {groups, arr.shapes, nullptr};  // shapes live on the device only
-    args.mainloop = {arr.a, arr.sa, arr.b, arr.sb};
+    args.mainloop = {reinterpret_cast<const Element**>(arr.a), arr.sa,
+                     reinterpret_cast<const Element**>(arr.b), arr.sb};
     auto& fusion = args.epilogue.thread;
-    if constexpr (Weighted) {
-      fusion = {{arr.row_weight}, {{}, {has_bias ? arr.col_bias : nullptr}, {}}, {}};
+    if constexpr (kWeighted) {
+      fusion = {{arr.row_weight}, {{}, {epi.has_bias ? arr.col_bias : nullptr}, {}}, {}};
+    } else if constexpr (kGateUpAct) {
+      fusion.act = arr.d;
+      fusion.bias = epi.has_bias ? arr.col_bias : nullptr;
+      fusion.kind = epi.act;
+      fusion.alpha = epi.alpha;
+      fusion.limit = epi.limit;
     } else {
       fusion.alpha = 1.f;
       fusion.beta = 0.f;
     }
     args.epilogue.ptr_C = nullptr;
-    args.epilogue.ptr_D = arr.d;
-    args.epilogue.dD = arr.sd;
+    if constexpr (!kGateUpAct) {
+      args.epilogue.ptr_D = reinterpret_cast<ElementOut**>(arr.d);
+      args.epilogue.dD = arr.sd;
+    }
     args.hw_info = hw;
     // Its tensor maps want 128-byte alignment; the caller's workspace promises 16 bytes.
     const uintptr_t raw = reinterpret_cast<uintptr_t>(scratch);
@@ -206,18 +233,20 @@ struct GroupedPrepParams {
   const int* pair_pos;
   const float* topk_weights;  // [P]
   const float* w2_bias;       // [E, H] or null
+  const float* w13_bias;      // [E, R13] or null: GEMM 1's epilogue adds it (gate/up GEMM 1 only)
   int64_t P, H, I, R13;
+  int64_t ld1;                // leading dimension of GEMM 1's output rows: R13 (fp32 rows) or I (act)
   int k;
   const void *w13, *w2;
-  void *gathered, *gate_up, *act, *down;
+  void *gathered, *out1, *act, *down;  // out1: GEMM 1's output rows (gate_up fp32 or act)
   float* sorted_weights;  // [P]: topk weight of the pair at each sorted position
 };
 
 // Writes both GEMMs' group arrays (one thread per group), each pair's top-k weight at its sorted
 // position, and gathers each pair's token row there (16-byte chunks, grid-stride).
-template <typename T, typename G1, typename G2>
-__global__ void grouped_prep_kernel(const GroupedPrepParams p, const typename G1::Arrays g1,
-                                    const typename G2::Arrays g2) {
+template <typename T, typename Out1>
+__global__ void grouped_prep_kernel(const GroupedPrepParams p, const GroupArrays<T, Out1> g1,
+                                    const GroupArrays<T, T> g2) {
   wait_for_preceding_grid();  // route_prep's list and positions
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (tid < p.group_count) {
@@ -229,11 +258,10 @@ __global__ void grouped_prep_kernel(const GroupedPrepParams p, const typename G1
       first = t.y;
       rows = t.z;
     }
-    G1::set_group(g1, g, rows, e, first, p.R13, p.H, static_cast<const T*>(p.gathered),
-                  static_cast<const T*>(p.w13), static_cast<float*>(p.gate_up));
-    G2::set_group(g2, g, rows, e, first, p.H, p.I, static_cast<const T*>(p.act),
-                  static_cast<const T*>(p.w2), static_cast<T*>(p.down), p.sorted_weights,
-                  p.w2_bias);
+    g1.set_group(g, rows, e, first, p.R13, p.H, static_cast<const T*>(p.gathered),
+                 static_cast<const T*>(p.w13), static_cast<Out1*>(p.out1), p.ld1, nullptr, p.w13_bias);
+    g2.set_group(g, rows, e, first, p.H, p.I, static_cast<const T*>(p.act), static_cast<const T*>(p.w2),
+                 static_cast<T*>(p.down), p.H, p.sorted_weights, p.w2_bias);
   }
   // One warp per pair row (no 64-bit division per chunk), four 16-byte loads in flight per lane.
   const int lane = threadIdx.x & 31;
@@ -327,10 +355,26 @@ inline unsigned grid_for(int64_t items, int threads) {
   return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
 }
 
-template <typename T, int Id>
-void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
-  using G1 = GroupedGemm<T, Id, false>;
-  using G2 = GroupedGemm<T, Id, true>;
+// GEMM 1 with the activation in its epilogue (interleaved w13): one tile, in its own translation
+// units (grouped_experts_gate_up_act_{bf16,fp16}.cu) to keep each unit's compile time down.
+template <typename T>
+void run_grouped_gate_up_act_gemm(const GroupArrays<T, T>& arr, int groups, const GroupedEpilogueArgs& epi,
+                                  void* scratch, cudaStream_t stream) {
+  GroupedGemm<T, int(kGroupedGateUpActTile), GroupedEpilogue::kGateUpAct>::run(arr, groups, epi, scratch,
+                                                                              stream);
+}
+extern template void run_grouped_gate_up_act_gemm<__nv_bfloat16>(const GroupArrays<__nv_bfloat16, __nv_bfloat16>&,
+                                                                 int, const GroupedEpilogueArgs&, void*,
+                                                                 cudaStream_t);
+extern template void run_grouped_gate_up_act_gemm<__half>(const GroupArrays<__half, __half>&, int,
+                                                          const GroupedEpilogueArgs&, void*, cudaStream_t);
+
+// Gathers, GEMM 1 into `out1` (Out1 = float: the gate/up rows, then the activation kernel; Out1 = T:
+// the act rows directly), GEMM 2, combine.
+template <typename T, int Id, typename Out1>
+void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
+  constexpr bool kGateUpAct = std::is_same_v<Out1, T>;
+  using G2 = GroupedGemm<T, Id, GroupedEpilogue::kWeighted>;
   const FusedExpertsArgs& a = *g.layer;
   const ExpertsWorkspaceLayout& lay = g.layout;
   auto* ws = static_cast<unsigned char*>(a.workspace);
@@ -338,8 +382,8 @@ void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
   const int64_t R13 = a.gated ? 2 * a.I : a.I;
   const int groups = static_cast<int>(P < a.E ? P : a.E);
   unsigned char* args_base = ws + lay.group_args;
-  const typename G1::Arrays g1 = G1::carve(args_base, groups);
-  const typename G2::Arrays g2 = G2::carve(args_base, groups);
+  const GroupArrays<T, Out1> g1 = GroupArrays<T, Out1>::carve(args_base, groups, false, kGateUpAct);
+  const GroupArrays<T, T> g2 = GroupArrays<T, T>::carve(args_base, groups, true, true);
   T* gathered = reinterpret_cast<T*>(ws + lay.down_rows);
   float* gate_up = reinterpret_cast<float*>(ws + lay.gate_up_rows);
   T* act = reinterpret_cast<T*>(ws + lay.act_rows);
@@ -353,15 +397,17 @@ void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
   pp.pair_pos = g.pair_pos;
   pp.topk_weights = a.topk_weights;
   pp.w2_bias = a.w2_bias;
+  pp.w13_bias = kGateUpAct ? a.w13_bias : nullptr;
   pp.P = P;
   pp.H = a.H;
   pp.I = a.I;
   pp.R13 = R13;
+  pp.ld1 = kGateUpAct ? a.I : R13;
   pp.k = static_cast<int>(a.k);
   pp.w13 = a.w13;
   pp.w2 = a.w2;
   pp.gathered = gathered;
-  pp.gate_up = gate_up;
+  pp.out1 = kGateUpAct ? static_cast<void*>(act) : static_cast<void*>(gate_up);
   pp.act = act;
   pp.down = down;
   pp.sorted_weights = reinterpret_cast<float*>(ws + lay.sorted_weights);
@@ -369,20 +415,36 @@ void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
   int64_t prep_items = P * 32;  // a warp per pair row
   if (prep_items < groups) prep_items = groups;
   const bool pdl = experts_pdl_enabled();
-  launch_dependent(grouped_prep_kernel<T, G1, G2>, dim3(grid_for(prep_items, threads)),
-                   dim3(threads), 0, stream, pdl, pp, g1, g2);
+  launch_dependent(grouped_prep_kernel<T, Out1>, dim3(grid_for(prep_items, threads)), dim3(threads), 0,
+                   stream, pdl, pp, g1, g2);
 
-  G1::run(g1, groups, false, ws + lay.gemm_scratch, stream);
-  launch_dependent(grouped_act_kernel<T>, dim3(grid_for(P * 32, threads)), dim3(threads), 0, stream,
-                   pdl, static_cast<const float*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
-                   a.I, R13, a.gated, a.gate_up_interleaved, g.act, a.swiglu_alpha, a.swiglu_limit,
-                   act);
-  G2::run(g2, groups, a.w2_bias != nullptr, ws + lay.gemm_scratch + kGroupedGemmScratchBytes,
-          stream);
+  GroupedEpilogueArgs epi1{};
+  epi1.has_bias = a.w13_bias != nullptr;
+  epi1.act = g.act;
+  epi1.alpha = a.swiglu_alpha;
+  epi1.limit = a.swiglu_limit;
+  if constexpr (kGateUpAct) {
+    run_grouped_gate_up_act_gemm<T>(g1, groups, epi1, ws + lay.gemm_scratch, stream);
+  } else {
+    GroupedGemm<T, Id, GroupedEpilogue::kFp32Rows>::run(g1, groups, epi1, ws + lay.gemm_scratch, stream);
+    launch_dependent(grouped_act_kernel<T>, dim3(grid_for(P * 32, threads)), dim3(threads), 0, stream,
+                     pdl, static_cast<const float*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
+                     a.I, R13, a.gated, a.gate_up_interleaved, g.act, a.swiglu_alpha, a.swiglu_limit,
+                     act);
+  }
+  GroupedEpilogueArgs epi2{};
+  epi2.has_bias = a.w2_bias != nullptr;
+  G2::run(g2, groups, epi2, ws + lay.gemm_scratch + kGroupedGemmScratchBytes, stream);
   launch_dependent(combine_rows_kernel<T>, dim3(grid_for(a.M * (a.H / 8), threads)), dim3(threads),
                    0, stream, pdl, static_cast<const T*>(down), g.pair_pos,
                    static_cast<T*>(a.output), a.M, static_cast<int>(a.k), a.H,
                    a.routed_scaling_factor);
+}
+
+template <typename T, int Id>
+void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
+  if (grouped_gate_up_act(*g.layer)) run_grouped_layer<T, Id, T>(g, stream);
+  else run_grouped_layer<T, Id, float>(g, stream);
 }
 
 template <typename T>

@@ -4,6 +4,9 @@
 //             token row gathered into sorted-pair order          -> down_rows [P, H]
 //   GEMM 1:   gathered [rows_e, H] x W13[e]^T                    -> gate_up_rows [P, R13] fp32
 //   act:      act(gate + b) * (up + b) (or act(h + b))           -> act_rows [P, I]
+//             (interleaved w13: gate/up pairs at columns 2f, 2f+1. Opt-in, grouped_fused_act_enabled():
+//             GEMM 1's epilogue computes the activation from each column pair and writes act_rows
+//             itself; no act kernel)
 //   GEMM 2:   round(w * (act [rows_e, I] x W2[e]^T + b2[e]))     -> down_rows [P, H]
 //   combine:  out[m] = rsf * sum_t down[pos(m, t)], slots in order, fp32 (combine_rows.cuh).
 // Rounding points are the oracle's (cpu-moe.md 4.11): R1 in the activation, R2 in GEMM 2's
@@ -30,6 +33,13 @@ struct GroupedExpertsArgs {
   GroupedTileId tile;
   ActKind act;
 };
+
+// GEMM 1 can fuse the activation when gate_j and up_j are adjacent weight rows (then adjacent
+// columns of one thread's accumulators); opt-in (configs.h). That GEMM exists for
+// kGroupedGateUpActTile only.
+inline bool grouped_gate_up_act(const FusedExpertsArgs& a) {
+  return a.gated && a.gate_up_interleaved && grouped_fused_act_enabled();
+}
 
 template <typename T>
 void run_grouped_experts(const GroupedExpertsArgs& args, cudaStream_t stream);

@@ -1,0 +1,187 @@
+// Epilogue of the grouped GEMM 1 when w13 is interleaved (row 2j = gate_j, row 2j+1 = up_j): a CUTLASS
+// sm90 epilogue visitor that turns each thread's fp32 accumulator pairs (columns 2j, 2j+1 of one
+// row) into act(gate + b) * (up + b), rounds once (R1) and stores it at act[row, j]. The collective
+// runs with C and D void (no smem staging, no TMA store): the act rows leave straight from the
+// registers, and neither the fp32 gate/up rows nor the activation kernel exist on this path.
+// Per-group (expert) pointers come as device arrays indexed by the tile's L coordinate.
+#pragma once
+
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/epilogue/fusion/sm90_visitor_tma_warpspecialized.hpp"
+#include "experts/cuda/expert_gemm.cuh"
+
+namespace moekit::cuda {
+
+namespace gate_up_detail {
+
+// Whether a static (CPY, CPY_M, CPY_N) -> (m, n) layout of one thread's values in one epilogue
+// subtile lists whole column pairs: values 2i and 2i+1 in one row, columns c and c+1, c even
+// relative to the thread's first value.
+template <class Layout>
+constexpr bool holds_column_pairs(Layout layout) {
+  for (int v = 0; v + 1 < int(cute::size(layout)); v += 2) {
+    const auto a = layout(v);
+    const auto b = layout(v + 1);
+    if (int(cute::get<0>(a)) != int(cute::get<0>(b))) return false;
+    if (int(cute::get<1>(b)) != int(cute::get<1>(a)) + 1) return false;
+    if (int(cute::get<1>(a)) % 2 != 0) return false;
+  }
+  return true;
+}
+
+// Whether every thread of `TiledCopy` starts at an even column (then, with the pairs above and even
+// tile and subtile widths, each pair starts at an even absolute column). Its thread-value layout
+// maps (thread, value) to an index into the (M tiler) x (N tiler) block, M fastest.
+template <class TiledCopy>
+constexpr bool threads_start_even() {
+  using TV = typename TiledCopy::TiledLayout_TV;
+  using Tiler = typename TiledCopy::Tiler_MN;
+  constexpr int tile_m = int(cute::size(cute::get<0>(Tiler{})));
+  for (int t = 0; t < int(cute::size<0>(TV{})); ++t) {
+    const int index = int(TV{}(t, 0));
+    if (int(cute::get<1>(Tiler{})(index / tile_m)) % 2 != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace gate_up_detail
+
+// Element: the CUTLASS output type (cutlass::bfloat16_t / half_t); T its CUDA counterpart.
+template <class Element, class T>
+struct GateUpActStore {
+  // With a void D the collective still shapes its (unused) D registers by this type.
+  using ElementAux = Element;
+
+  struct SharedStorage {};
+
+  struct Arguments {
+    T* const* act = nullptr;            // per group: act rows [rows_g, N/2], row-major
+    const float* const* bias = nullptr; // per group: the expert's interleaved w13 bias [N]; null: none
+    ActKind kind = ActKind::kSilu;
+    float alpha = 0.f, limit = 0.f;
+  };
+  using Params = Arguments;
+
+  template <class ProblemShape>
+  static constexpr Params to_underlying_arguments(ProblemShape const&, Arguments const& args, void*) {
+    return args;
+  }
+  template <class ProblemShape>
+  static bool can_implement(ProblemShape const& problem_shape, Arguments const&) {
+    return cute::get<1>(problem_shape) % 2 == 0;
+  }
+  template <class ProblemShape>
+  static size_t get_workspace_size(ProblemShape const&, Arguments const&) {
+    return 0;
+  }
+  template <class ProblemShape>
+  static cutlass::Status initialize_workspace(ProblemShape const&, Arguments const&, void*, cudaStream_t,
+                                              cutlass::CudaHostAdapter* = nullptr) {
+    return cutlass::Status::kSuccess;
+  }
+
+  CUTLASS_HOST_DEVICE GateUpActStore() {}
+  CUTLASS_HOST_DEVICE GateUpActStore(Params const& params, SharedStorage const&) : params_ptr(&params) {}
+
+  Params const* params_ptr = nullptr;
+
+  CUTLASS_DEVICE bool is_producer_load_needed() const { return false; }
+  CUTLASS_DEVICE bool is_C_load_needed() const { return false; }
+
+  template <class... Args>
+  CUTLASS_DEVICE auto get_producer_load_callbacks(
+      cutlass::epilogue::fusion::detail::ProducerLoadArgs<Args...> const&) {
+    return cutlass::epilogue::fusion::detail::EmptyProducerLoadCallbacks{};
+  }
+
+  // tCcD: (CPY, CPY_M, CPY_N, EPI_M, EPI_N) coordinates of the thread's values relative to its first
+  // one; residue: the group's (rows, N) minus that first value's coordinate.
+  template <class CoordTensor, class Residue>
+  struct ConsumerStoreCallbacks : cutlass::epilogue::fusion::detail::EmptyConsumerStoreCallbacks {
+    CUTLASS_DEVICE ConsumerStoreCallbacks(CoordTensor tCcD_, Residue residue_, T* act_, const float* bias_,
+                                          int64_t ld_, Params const* params_)
+        : tCcD(tCcD_), residue(residue_), act(act_), bias(bias_), ld(ld_), params(params_) {}
+
+    CoordTensor tCcD;
+    Residue residue;
+    T* act;             // act row of the thread's first value, at its column / 2
+    const float* bias;  // bias at the thread's first column, or null
+    int64_t ld;         // N / 2
+    Params const* params;
+
+    // The pairs of one fragment go through the activation together, with the activation fixed at
+    // compile time in each branch: their long-latency chains (expf, IEEE division) interleave. A
+    // switch per pair (the first version) serialised them: the cooperative kernel's epilogue is not
+    // hidden behind MMA, and GEMM 1 took 696 us instead of ~440 at qwen3 M = 4096 (H200, 03:06).
+    template <ActKind K, int Pairs>
+    CUTLASS_DEVICE static void activate(float (&r)[Pairs], const float (&g)[Pairs], const float (&u)[Pairs],
+                                        float alpha, float limit) {
+      CUTLASS_PRAGMA_UNROLL
+      for (int p = 0; p < Pairs; ++p) r[p] = gate_up_value(K, alpha, limit, g[p], u[p]);
+    }
+
+    template <typename ElementAccumulator, int FragmentSize>
+    CUTLASS_DEVICE cutlass::Array<ElementAccumulator, FragmentSize> visit(
+        cutlass::Array<ElementAccumulator, FragmentSize> const& frg_acc, int epi_v, int epi_m, int epi_n) {
+      static_assert(FragmentSize % 2 == 0, "a visited fragment must hold whole column pairs");
+      static_assert(gate_up_detail::holds_column_pairs(cute::take<0, 3>(typename CoordTensor::layout_type{})),
+                    "accumulator values 2i, 2i+1 of a thread must be columns 2j, 2j+1 of one row");
+      constexpr int kPairs = FragmentSize / 2;
+      auto tCcD_mn = tCcD(cute::_, cute::_, cute::_, epi_m, epi_n);
+      float g[kPairs], u[kPairs], r[kPairs];
+      bool in[kPairs];
+      CUTLASS_PRAGMA_UNROLL
+      for (int p = 0; p < kPairs; ++p) {
+        const auto c = tCcD_mn(epi_v * FragmentSize + 2 * p);  // column pair (c, c + 1): both in or out
+        in[p] = cute::elem_less(c, residue);
+        g[p] = frg_acc[2 * p];
+        u[p] = frg_acc[2 * p + 1];
+        if (bias && in[p]) {  // two loads: the caller's bias is only 4-byte aligned
+          const int n = int(cute::get<1>(c));
+          g[p] += bias[n];
+          u[p] += bias[n + 1];
+        }
+      }
+      const float alpha = params->alpha, limit = params->limit;
+      switch (params->kind) {
+        case ActKind::kGeluErf: activate<ActKind::kGeluErf>(r, g, u, alpha, limit); break;
+        case ActKind::kGeluTanh: activate<ActKind::kGeluTanh>(r, g, u, alpha, limit); break;
+        case ActKind::kSwigluOai: activate<ActKind::kSwigluOai>(r, g, u, alpha, limit); break;
+        default: activate<ActKind::kSilu>(r, g, u, alpha, limit); break;
+      }
+      CUTLASS_PRAGMA_UNROLL
+      for (int p = 0; p < kPairs; ++p) {
+        if (in[p]) {
+          const auto c = tCcD_mn(epi_v * FragmentSize + 2 * p);
+          const int row = int(cute::get<0>(c)), n = int(cute::get<1>(c));
+          act[row * ld + n / 2] = MmaTraits<T>::from_float(r[p]);
+        }
+      }
+      return frg_acc;  // feeds the void D: discarded
+    }
+  };
+
+  template <bool ReferenceSrc, class... Args>
+  CUTLASS_DEVICE auto get_consumer_store_callbacks(
+      cutlass::epilogue::fusion::detail::ConsumerStoreArgs<Args...> const& args) {
+    using TiledCopy = cute::remove_cvref_t<decltype(args.tiled_copy)>;
+    using EpilogueTile = cute::remove_cvref_t<decltype(args.epi_tile)>;
+    static_assert(ReferenceSrc, "coordinates are those of the accumulator side");
+    static_assert(gate_up_detail::threads_start_even<TiledCopy>(),
+                  "each thread's first accumulator column must be even");
+    static_assert(int(cute::size<1>(EpilogueTile{})) % 2 == 0, "odd epilogue subtile width");
+    const auto [M, N, K, L] = args.problem_shape_mnkl;
+    const int group = int(cute::get<3>(args.tile_coord_mnkl));
+    // The thread's first value: (rows, N) - residue.
+    const int row0 = int(M) - int(cute::get<0>(args.residue_tCcD));
+    const int col0 = int(N) - int(cute::get<1>(args.residue_tCcD));
+    const int64_t ld = int64_t(N) / 2;
+    T* act = params_ptr->act[group] + int64_t(row0) * ld + col0 / 2;
+    const float* bias = params_ptr->bias ? params_ptr->bias[group] + col0 : nullptr;
+    return ConsumerStoreCallbacks<decltype(args.tCcD), decltype(args.residue_tCcD)>(
+        args.tCcD, args.residue_tCcD, act, bias, ld, params_ptr);
+  }
+};
+
+}  // namespace moekit::cuda
