@@ -227,7 +227,7 @@ CheckResult check_rows(const MoeLayer& layer, const RoutedBatch& b, const std::v
   // Each slot's y_t alone: the oracle with every other slot dropped (-1) and rsf 1 returns y_t as
   // rounded at R2.
   const int64_t k = b.topk_ids.shape[1];
-  std::vector<double> slot_ulps(static_cast<size_t>(b.tokens * H), 0.0);
+  std::vector<double> slot_ulps(rows.size() * static_cast<size_t>(H), 0.0);  // per checked row
   std::vector<int32_t> slot_ids(static_cast<size_t>(b.tokens * k));
   std::vector<uint16_t> slot_out(static_cast<size_t>(b.tokens * H));
   FusedExpertsOptions slot_options = layer.options;
@@ -239,12 +239,13 @@ CheckResult check_rows(const MoeLayer& layer, const RoutedBatch& b, const std::v
     TensorView slot_out_view(slot_out.data(), layer.act_dtype, {b.tokens, H});
     reference::fused_experts(b.hidden, layer.w13, layer.w2, b.topk_weights, slot_ids_view, slot_out_view,
                              slot_options, rows_view);
-    for (int32_t m : rows)
+    for (size_t c = 0; c < rows.size(); ++c)
       for (int64_t h = 0; h < H; ++h)
-        slot_ulps[m * H + h] += ulp(layer.act_dtype, decode(layer.act_dtype, slot_out[m * H + h]));
+        slot_ulps[c * H + h] += ulp(layer.act_dtype, decode(layer.act_dtype, slot_out[rows[c] * H + h]));
   }
   const double rsf = std::abs(layer.options.routed_scaling_factor);
-  for (int32_t m : rows) {
+  for (size_t c = 0; c < rows.size(); ++c) {
+    const int64_t m = rows[c];
     double sum_ab = 0, sum_aa = 0, sum_bb = 0;
     for (int64_t h = 0; h < H; ++h) {
       double y = decode(layer.act_dtype, got[m * H + h]), r = decode(layer.act_dtype, expected[m * H + h]);
@@ -258,7 +259,7 @@ CheckResult check_rows(const MoeLayer& layer, const RoutedBatch& b, const std::v
     if (std::isnan(calc_diff)) calc_diff = std::numeric_limits<double>::infinity();
     for (int64_t h = 0; h < H && ok; ++h) {
       double y = decode(layer.act_dtype, got[m * H + h]), r = decode(layer.act_dtype, expected[m * H + h]);
-      if (!(std::abs(y - r) <= 2 * ulp(layer.act_dtype, r) + 1e-2 * rms + rsf * slot_ulps[m * H + h])) {
+      if (!(std::abs(y - r) <= 2 * ulp(layer.act_dtype, r) + 1e-2 * rms + rsf * slot_ulps[c * H + h])) {
         ok = false;
         if (result.first_failure.empty())
           result.first_failure = detail::cat("row ", m, " col ", h, ": got ", y, ", oracle ", r, " (row rms ", rms, ")");
