@@ -11,7 +11,6 @@
 namespace moekit::cuda {
 namespace {
 
-
 // ---- bucketing kernels: the path, then the cluster's size and warps per CTA, from the shape ----
 // Small path (decode): one plain CTA, one pair per thread, when the pairs fit one CTA and its
 // table fits the default shared memory; a cluster launch costs ~5 us more than a plain launch.
