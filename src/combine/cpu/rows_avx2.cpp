@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "combine/cpu/rows.h"
+#include "common/avx2_bf16.h"
 #include "common/numeric.h"
 
 namespace moekit::cpu::avx2 {
@@ -35,20 +36,6 @@ __m256 load8(const void* row, DType dtype, int64_t h) {
   }
 }
 
-// float -> bf16 bits, round to nearest even, NaN quieted (numeric::float_to_bf16 lane-wise).
-__m128i to_bf16(__m256 v) {
-  const __m256i u = _mm256_castps_si256(v);
-  const __m256i abs = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
-  const __m256i nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f800000));
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  const __m256i rounded =
-      _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
-  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
-  const __m256i bits = _mm256_blendv_epi8(rounded, quiet, nan);
-  const __m256i packed = _mm256_packus_epi32(bits, bits);  // per 128-bit lane
-  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08));
-}
-
 template <DType D>
 __m256 load8_as(const void* row, int64_t h) {
   return load8(row, D, h);
@@ -64,7 +51,7 @@ void store8_as(void* out, int64_t h, __m256 v) {
   } else {
     const __m128i bits = D == DType::kFloat16
                              ? _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-                             : to_bf16(v);
+                             : numeric::avx2::float_to_bf16(v);
     auto* p = reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out) + h);
     if constexpr (kStream) _mm_stream_si128(p, bits);
     else _mm_storeu_si128(p, bits);

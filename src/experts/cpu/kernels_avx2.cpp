@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/avx2_bf16.h"
 #include "common/numeric.h"
 #include "experts/cpu/kernels.h"
 
@@ -336,14 +337,7 @@ __m256 activation8(__m256 g, __m256 u, const ActivationParams& act) {
 __m256 round8(__m256 v, DType dtype) {
   if (dtype == DType::kFloat16)
     return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  const __m256i u = _mm256_castps_si256(v);
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  const __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
-  const __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
-  const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-  const __m256i r = _mm256_castps_si256(
-      _mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(quiet), nan));
-  return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+  return numeric::avx2::round_bf16(v);
 }
 
 float round_to(float v, DType dtype) {
@@ -371,8 +365,7 @@ void activate(const float* gate, const float* up, int count, const ActivationPar
 // The `dtype` bits of 8 fp32 values: RNE as round8 (bf16 NaN -> quiet NaN, as numeric::float_to_bf16).
 __m128i encode8(__m256 v, DType dtype) {
   if (dtype == DType::kFloat16) return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256i hi = _mm256_srli_epi32(_mm256_castps_si256(round8(v, dtype)), 16);
-  return _mm_packus_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
+  return numeric::avx2::float_to_bf16(v);
 }
 
 __m256 decode8(const uint16_t* src, DType dtype) {

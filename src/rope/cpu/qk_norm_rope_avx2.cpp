@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/avx2_bf16.h"
 #include "rope/cpu/kernels.h"
 
 namespace moekit::cpu {
@@ -23,14 +24,7 @@ inline void store8(uint16_t* p, __m256 v, bool fp16) {
   if (fp16) {
     packed = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   } else {
-    const __m256i u = _mm256_castps_si256(v);
-    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    const __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
-    const __m256i magnitude = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
-    const __m256i is_nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f800000));
-    const __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
-    const __m256i bits = _mm256_srli_epi32(_mm256_blendv_epi8(rounded, quiet, is_nan), 16);
-    packed = _mm_packus_epi32(_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1));
+    packed = numeric::avx2::float_to_bf16(v);
   }
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
 }

@@ -1,10 +1,12 @@
 // AVX2 row scores: router_math.h's exp / sigmoid / tanh replayed eight lanes at a time with the same
 // IEEE operations in the same order (explicit fma, no contraction), so keys are bit-identical to
-// the scalar path. Only intrinsics here: no external inline functions get compiled with AVX2 flags.
+// the scalar path. Only intrinsics here: no external inline functions get compiled with AVX2 flags
+// (avx2_bf16.h's are static).
 #include <immintrin.h>
 
 #include <limits>
 
+#include "common/avx2_bf16.h"
 #include "routing/cpu/scores.h"
 #include "routing/router_math.h"
 
@@ -78,11 +80,8 @@ __m256 round8(__m256 v, routing::Rounding rounding) {
   __m256 rounded;
   if (rounding == routing::Rounding::kFP16) {
     rounded = _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-  } else {  // bf16, round to nearest even
-    __m256i u = _mm256_castps_si256(v);
-    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    u = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
-    rounded = _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+  } else {
+    rounded = numeric::avx2::round_bf16(v);
   }
   return _mm256_blendv_ps(rounded, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
