@@ -43,6 +43,8 @@ struct ExpertKernels {
   void (*activate)(const float* gate, const float* up, int count, const ActivationParams& act, DType dtype,
                    PanelFormat panel, void* dst);
   // dst[n] = round_dtype(w * d[n]) for n < count, stored as `dtype` bits (one slot's output, R2).
+  // A path may use non-temporal stores for whole 64-byte lines: the caller fences (_mm_sfence)
+  // before other threads read dst.
   void (*weighted_round)(const float* d, float w, int count, DType dtype, uint16_t* dst);
   // out[n] = round_dtype(scale * s[n]) for n < count, where s[n] = 0 + y[0][n] + y[1][n] + ... in fp32,
   // summed in the order given (the combine of a token's slot outputs, R3).
