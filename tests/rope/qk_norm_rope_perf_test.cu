@@ -7,6 +7,7 @@
 #include "common/cuda_perf_util.h"
 #include "common/cuda_test_util.h"
 #include "moekit/qk_norm_rope.h"
+#include "rope/cuda/launcher.h"
 
 namespace moekit::test {
 namespace {
@@ -54,6 +55,16 @@ TEST(QkNormRopeCudaPerf, BandwidthAndDecodeLatency) {
       std::printf("fused_qk_norm_rope T=%ld Hq=%ld Hkv=%ld D=%ld R=%ld bf16: %.2f us, %.0f GB/s = %.0f%% of copy %.0f GB/s\n",
                   long(T), long(s.hq), long(s.hkv), long(s.D), long(s.R), us, gbps, 100 * gbps / copy_gbps,
                   copy_gbps);
+      // Every unit size of the launcher (warp rows per unit) for the record, hot inputs.
+      const detail::QkNormRopeArgs args = detail::validate_fused_qk_norm_rope(
+          d_qkv.view(), s.hq, s.hkv, s.hkv, s.D, 1e-6, d_w.view(), d_w.view(), 1e6, true, d_pos.view(), 1.0,
+          0.0, 0.0, 1.0, s.R, d_qkv.view().device);
+      const detail::RotaryFrequencies& freqs =
+          detail::rotary_frequencies(args.base, args.rotary_dim, args.factor, args.low, args.high);
+      std::printf("  unit rows 1/2/3/4:");
+      for (int unit_rows = 1; unit_rows <= 4; ++unit_rows)
+        std::printf(" %.2f", graph_time_us([&](Stream st) { cuda::fused_qk_norm_rope(args, freqs, st, unit_rows); }));
+      std::printf(" us\n");
     }
 }
 

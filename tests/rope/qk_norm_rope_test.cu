@@ -3,6 +3,8 @@
 #include <vector>
 
 #include "common/cuda_test_util.h"
+#include "rope/cuda/launcher.h"
+#include "rope/cuda/qk_norm_rope_kernel.cuh"
 #include "rope/qk_norm_rope_cases.h"
 #include "rope/rotary_frequencies.h"
 
@@ -177,18 +179,21 @@ TEST(QkNormRopeCuda, Yarn) {
         }
 }
 
-// Decode sizes split a token's heads over several CTAs (launcher.cu, rope_launch_shape): one-pass
-// chunks with a ragged last chunk, Q and K heads in one chunk, and chunks of more than one pass.
-TEST(QkNormRopeCuda, HeadsSplitOverCtas) {
+// Warp units of every size (launcher.cu, rope_launch_shape): each unit takes 1..kMaxUnitRows warp
+// rows of one token, the last unit of a token fewer (ragged), rows past the token's heads masked;
+// enough units that warps loop over several (the next unit's loads in flight). The heuristic's own
+// choice first, then every override.
+TEST(QkNormRopeCuda, WarpUnitsOfEveryRowCount) {
   MOEKIT_REQUIRE_GPU();
-  struct Split {
+  struct Shape {
     int64_t tokens, head_dim, hq, hk, hv, rotary_dim;
     bool neox;
   };
-  for (const Split& s : {Split{1, 128, 32, 4, 4, 128, true}, Split{1, 128, 96, 8, 8, 64, true},
-                         Split{2, 128, 64, 4, 4, 128, false}, Split{3, 64, 61, 3, 1, 64, false},
-                         Split{13, 256, 13, 2, 2, 128, true}, Split{66, 256, 40, 8, 8, 256, true},
-                         Split{131, 128, 7, 1, 1, 32, false}, Split{132, 128, 32, 4, 4, 128, true}}) {
+  for (const Shape& s : {Shape{1, 128, 32, 4, 4, 128, true}, Shape{1, 128, 96, 8, 8, 64, true},
+                         Shape{2, 128, 64, 4, 4, 128, false}, Shape{3, 64, 61, 3, 1, 64, false},
+                         Shape{13, 256, 13, 2, 2, 128, true}, Shape{66, 256, 40, 8, 8, 256, true},
+                         Shape{131, 128, 7, 1, 1, 32, false}, Shape{700, 128, 32, 4, 4, 128, true},
+                         Shape{997, 64, 13, 3, 2, 16, true}, Shape{600, 256, 5, 0, 1, 256, false}}) {
     RopeCase c;
     c.tokens = s.tokens;
     c.head_dim = s.head_dim;
@@ -197,7 +202,20 @@ TEST(QkNormRopeCuda, HeadsSplitOverCtas) {
     c.hv = s.hv;
     c.rotary_dim = s.rotary_dim;
     c.neox = s.neox;
-    check_cuda(c);
+    for (int unit_rows = 0; unit_rows <= cuda::kMaxUnitRows; ++unit_rows) {
+      SCOPED_TRACE("unit_rows " + std::to_string(unit_rows));
+      check_against_oracle(c, [unit_rows](const RopeCase& rc, RopeInputs& in) {
+        DeviceTensor qkv(in.qkv), qw(in.q_weight), kw(in.k_weight), pos(in.positions);
+        const detail::QkNormRopeArgs args = detail::validate_fused_qk_norm_rope(
+            qkv.view(), rc.hq, rc.hk, rc.hv, rc.head_dim, rc.eps, qw.view(), kw.view(), rc.base, rc.neox,
+            pos.view(), rc.factor, rc.low, rc.high, rc.attention_factor, rc.rotary_dim, qkv.view().device);
+        const detail::RotaryFrequencies& freqs =
+            detail::rotary_frequencies(args.base, args.rotary_dim, args.factor, args.low, args.high);
+        cuda::fused_qk_norm_rope(args, freqs, Stream{}, unit_rows);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        in.qkv = qkv.to_host();
+      });
+    }
   }
 }
 

@@ -8,7 +8,8 @@
 
 namespace moekit::cuda {
 
+// unit_rows > 0: warp rows per unit instead of the heuristic's (tests and timings).
 void fused_qk_norm_rope(const detail::QkNormRopeArgs& args, const detail::RotaryFrequencies& freqs,
-                        Stream stream);
+                        Stream stream, int unit_rows = 0);
 
 }  // namespace moekit::cuda
