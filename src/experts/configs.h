@@ -49,31 +49,32 @@ struct GroupedTile {
   const char* name;
 };
 
-enum class GroupedTileId : int { kCoop128 = 0, kPingpong64, kCount };
+enum class GroupedTileId : int { kCoop128 = 0, kPingpong128, kCount };
 
+// H200, 2026-11-26 (bench/RESULTS.md): pingpong 128x128 hides each tile's epilogue behind the other
+// warp group's main loop (qwen3-30b-a3b M = 4096: GEMM 1 411 vs 426 us, GEMM 2 225 vs 230 us) but
+// pulls a third more operand bytes through L2 per flop than cooperative 128x256, which loses with
+// deep K (deepseek-v3 M = 8192: 15.8 vs 12.6 ms). A 64x256 pingpong tile was slower everywhere.
 inline constexpr GroupedTile kGroupedTiles[] = {
     {128, 256, 64, 2, false, "grouped128"},
-    {64, 256, 64, 2, true, "grouped64"},  // half the token-row padding per expert
+    {128, 128, 64, 2, true, "grouped128pp"},
 };
 
 // The one tile of the grouped GEMM 1 with the activation in its epilogue (interleaved w13, see
-// grouped_experts.h): a plan for another grouped tile runs GEMM 1 with this tile, GEMM 2 with its own.
-inline constexpr GroupedTileId kGroupedGateUpActTile = GroupedTileId::kCoop128;
+// grouped_experts.h); GEMM 2 then runs on the plan's tile.
+inline constexpr GroupedTileId kGroupedGateUpActTile = GroupedTileId::kPingpong128;
 
-// Whether interleaved gated layers on the grouped path run that fused GEMM 1 (else GEMM 1 writes
-// fp32 gate/up pairs and the activation kernel reads them). Off unless MOEKIT_GROUPED_FUSED_ACT=1:
-// its first version measured slower (H200, 03:06 UTC: GEMM 1 696 us vs ~440 + 85 us of activation
-// kernel at qwen3-30b-a3b M = 4096; one activation branch per accumulator pair serialised the
-// epilogue); the current one is not measured yet.
-bool grouped_fused_act_enabled();
-// Test hook: 1 / 0 force it on / off, -1 returns to the environment's choice.
+// Test hook for the plan's `fused_act`: 1 / 0 force it on / off for interleaved gated layers on the
+// grouped path, -1 returns to the choice (MOEKIT_GROUPED_FUSED_ACT=0/1 overrides it too).
 void force_grouped_fused_act(int mode);
 
-// Average tokens per touched expert from which the grouped prefill path (grouped128) is chosen.
+// Average tokens per touched expert from which the grouped prefill path is chosen.
 // H100, 2026-11-25: at 64 it beat the tiled path for qwen3-30b-a3b (M = 1024: 582 vs 613 us) and
 // mixtral-8x7b (M = 256: 1091 vs 1297 us); at 16 (qwen3 M = 256) it lost (497 vs 479 us).
-// grouped64 was slower than grouped128 at every such point.
+// Experts too large for L2 (big_expert in heuristics.cpp) take it from 32: H200, 2026-11-26,
+// deepseek-v3 M = 1024: 5930 vs 6425 us.
 inline constexpr int kGroupedMinTokensPerExpert = 64;
+inline constexpr int kGroupedMinTokensPerBigExpert = 32;
 
 // Whether this build has the prefill path (CUTLASS headers were found at configure time).
 bool grouped_experts_available();
@@ -85,11 +86,15 @@ struct ExpertsPlan {
   int tile_group;  // token tiles walked together across all row tiles (L2 reuse of gathered rows)
   bool grouped;    // prefill path; `grouped_tile` then applies and `tile` is unused
   GroupedTileId grouped_tile;
+  bool fused_act;  // grouped, gated and interleaved w13: GEMM 1 applies the activation in its
+                   // epilogue (kGroupedGateUpActTile) instead of fp32 gate/up rows + act kernel
 };
 
-// Deterministic choice from shapes only (M tokens, k slots, E experts, H, I).
+// Deterministic choice from shapes only (M tokens, k slots, E experts, H, I, w13 layout). Whether
+// the grouped path is taken does not depend on the layout (the workspace size query ignores it).
 // MOEKIT_EXPERTS_TILE=<name> forces a tile of either table (tuning); MOEKIT_DEBUG_EXPERTS=1 prints.
-ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I, bool gated);
+ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I, bool gated,
+                                bool gate_up_interleaved = false);
 
 // Test hook: a tile name that overrides the choice (as MOEKIT_EXPERTS_TILE does), or null.
 void force_experts_tile(const char* name);

@@ -21,18 +21,19 @@ void force_experts_tile(const char* name) { g_forced_tile = name; }
 
 namespace {
 int g_forced_fused_act = -1;
-}  // namespace
 
-void force_grouped_fused_act(int mode) { g_forced_fused_act = mode; }
-
-bool grouped_fused_act_enabled() {
-  if (g_forced_fused_act >= 0) return g_forced_fused_act != 0;
-  static const bool env = [] {
+// -1: the plan decides; else the test hook's or MOEKIT_GROUPED_FUSED_ACT's 0 / 1.
+int forced_fused_act() {
+  if (g_forced_fused_act >= 0) return g_forced_fused_act;
+  static const int env = [] {
     const char* v = std::getenv("MOEKIT_GROUPED_FUSED_ACT");
-    return v && *v && *v != '0';
+    return v && *v ? (*v != '0' ? 1 : 0) : -1;
   }();
   return env;
 }
+}  // namespace
+
+void force_grouped_fused_act(int mode) { g_forced_fused_act = mode; }
 
 bool grouped_experts_available() {
 #if defined(MOEKIT_WITH_CUTLASS)
@@ -42,7 +43,8 @@ bool grouped_experts_available() {
 #endif
 }
 
-ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I, bool gated) {
+ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I, bool gated,
+                                bool gate_up_interleaved) {
   const int64_t pairs = M * k;
   const int64_t touched = pairs < E ? pairs : E;
   const double per_expert = touched > 0 ? double(pairs) / double(touched) : 0.0;
@@ -66,9 +68,28 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // TMA/wgmma grouped GEMMs are built for; below, padding each expert to 128 token rows wastes more
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32
   // offsets).
-  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128};
-  plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
+  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, false};
+  plan.grouped = grouped_experts_available() &&
+                 per_expert >= (big_expert ? kGroupedMinTokensPerBigExpert : kGroupedMinTokensPerExpert) &&
                  pairs < (int64_t(1) << 30);
+  // Grouped tile and where the activation runs, from the H200 table of 2026-11-26 (bench/RESULTS.md):
+  // - under 128 tokens per expert (one token tile each, weights streamed once): pingpong with the
+  //   activation in GEMM 1 (qwen3 M = 1024: 402 vs 424 us cooperative unfused; mixtral M = 256:
+  //   791 vs 844; deepseek M = 1024: 5930 vs 6425 tiled);
+  // - shallow K (H <= 2048): pingpong, activation kernel (qwen3 M = 4096 / 8192: 815 / 1412 vs
+  //   828 / 1452; with the fused GEMM 1 858 / 1425);
+  // - deep K: cooperative; the fused GEMM 1 only for wide intermediates with many tokens per
+  //   expert (mixtral M = 4096 / 8192: 4795 / 9068 vs 4914 / 9813), where the fp32 gate/up round
+  //   trip is largest; it lost at mixtral M = 1024 (1637 vs 1481) and deepseek M = 4096 (9293 vs 8219).
+  bool fused = false;
+  if (per_expert < 128) {
+    plan.grouped_tile = GroupedTileId::kPingpong128;
+    fused = true;
+  } else if (H <= 2048) {
+    plan.grouped_tile = GroupedTileId::kPingpong128;
+  } else {
+    fused = I >= 8192 && per_expert >= 512;
+  }
   if (const char* forced = forced_tile_name()) {
     for (int t = 0; t < int(TileId::kCount); ++t)
       if (std::strcmp(forced, kGemmTiles[t].name) == 0) {
@@ -81,6 +102,8 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
         plan.grouped = pairs < (int64_t(1) << 30);
       }
   }
+  if (forced_fused_act() >= 0) fused = forced_fused_act() != 0;
+  plan.fused_act = plan.grouped && gated && gate_up_interleaved && fused;
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");
     return v && *v && *v != '0';
@@ -88,10 +111,10 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   if (debug)
     std::fprintf(stderr,
                  "[moekit] fused_experts M=%lld k=%d E=%lld H=%lld I=%lld tokens/expert=%.1f -> "
-                 "tile %s group %d\n",
+                 "tile %s group %d%s\n",
                  (long long)M, k, (long long)E, (long long)H, (long long)I, per_expert,
                  plan.grouped ? kGroupedTiles[int(plan.grouped_tile)].name : kGemmTiles[int(plan.tile)].name,
-                 plan.tile_group);
+                 plan.tile_group, plan.fused_act ? " fused activation" : "");
   return plan;
 }
 

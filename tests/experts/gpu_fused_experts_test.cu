@@ -440,7 +440,7 @@ TEST(FusedMoeGpu, RoutesThenMatchesFusedExperts) {
 // tokens, experts with no rows, every row on one expert, H and I not multiples of 128.
 class ForceGroupedPath {
  public:
-  ForceGroupedPath() { cuda::force_experts_tile(cuda::kGroupedTiles[0].name); }
+  explicit ForceGroupedPath(int tile = 0) { cuda::force_experts_tile(cuda::kGroupedTiles[tile].name); }
   ~ForceGroupedPath() { cuda::force_experts_tile(nullptr); }
 };
 
@@ -455,17 +455,20 @@ class FusedExpertsGpuGrouped : public ::testing::TestWithParam<GroupedParam> {};
 
 TEST_P(FusedExpertsGpuGrouped, MatchesReference) {
   MOEKIT_REQUIRE_GROUPED();
-  ForceGroupedPath force;
   auto [dtype, ekhi, M, routing] = GetParam();
   auto [E, k, H, I] = ekhi;
   Layer L{M, E, k, H, I, dtype};
-  ASSERT_TRUE(cuda::choose_experts_plan(M, int(k), E, H, I, true).grouped);
   auto rng = fresh_rng();
   Inputs in = make_inputs(L, routing, rng);
-  DeviceLayer d(L, in);
-  d.run(L);
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  expect_close(d.out.to_host(), gpu_reference(L, in), "grouped fused_experts");
+  const HostTensor want = gpu_reference(L, in);
+  for (int tile = 0; tile < int(cuda::GroupedTileId::kCount); ++tile) {
+    ForceGroupedPath force(tile);
+    ASSERT_TRUE(cuda::choose_experts_plan(M, int(k), E, H, I, true).grouped);
+    DeviceLayer d(L, in);
+    d.run(L);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    expect_close(d.out.to_host(), want, cuda::kGroupedTiles[tile].name);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -541,6 +544,25 @@ TEST(FusedExpertsGpuGroupedPath, ChosenForPrefill) {
   EXPECT_EQ(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true).grouped, on);
   EXPECT_EQ(cuda::choose_experts_plan(70000, 2, 8, 256, 128, true).grouped, on);
   EXPECT_FALSE(cuda::choose_experts_plan(4, 8, 128, 2048, 768, true).grouped);
+}
+
+// Where the grouped path runs the activation in GEMM 1's epilogue: interleaved gated layers only,
+// with one token tile per expert, or wide intermediates with many tokens per expert.
+TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
+  if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
+  // qwen3-30b-a3b at 1024 / 4096 tokens, mixtral-8x7b at 1024 / 8192, deepseek-v3 at 1024.
+  EXPECT_TRUE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, true).fused_act);
+  EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, false).fused_act);
+  EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, false, true).fused_act);
+  EXPECT_FALSE(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true).fused_act);
+  EXPECT_FALSE(cuda::choose_experts_plan(1024, 2, 8, 4096, 14336, true, true).fused_act);
+  EXPECT_TRUE(cuda::choose_experts_plan(8192, 2, 8, 4096, 14336, true, true).fused_act);
+  const cuda::ExpertsPlan ds = cuda::choose_experts_plan(1024, 8, 256, 7168, 2048, true, true);
+  EXPECT_TRUE(ds.grouped && ds.fused_act);
+  // The layout never changes whether the grouped path (and its workspace) is taken.
+  for (int64_t M : {1, 64, 512, 1024, 4096})
+    EXPECT_EQ(cuda::choose_experts_plan(M, 8, 256, 7168, 2048, true, true).grouped,
+              cuda::choose_experts_plan(M, 8, 256, 7168, 2048, true, false).grouped);
 }
 
 TEST(FusedExpertsGpuErrors, WorkspaceTooSmall) {

@@ -214,16 +214,16 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(Routing::kUniform, Routing::kSkewed, Routing::kHalfEmpty,
                                          Routing::kDropped)));
 
-// The grouped64 tile on the interleaved layout.
-TEST(GroupedGateUpActGpuPlans, Grouped64PlanBitIdentical) {
+// The pingpong tile for both GEMMs on the interleaved layout.
+TEST(GroupedGateUpActGpuPlans, Pingpong128PlanBitIdentical) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
-  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kPingpong64)].name);
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kPingpong128)].name);
   for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
     auto rng = fresh_rng();
     Layer L{dtype, 300, 16, 4, 136, 200, Activation::kSwigluOai};
     const DeviceLayer d(make_layer(L, Routing::kSkewed, rng));
-    expect_bit_identical(L, d, "grouped64");
+    expect_bit_identical(L, d, "grouped128pp");
   }
 }
 

@@ -443,14 +443,14 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
 
 template <typename T, int Id>
 void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
-  if (grouped_gate_up_act(*g.layer)) run_grouped_layer<T, Id, T>(g, stream);
+  if (g.fused_act) run_grouped_layer<T, Id, T>(g, stream);
   else run_grouped_layer<T, Id, float>(g, stream);
 }
 
 template <typename T>
 void run_grouped_experts(const GroupedExpertsArgs& g, cudaStream_t stream) {
   switch (g.tile) {
-    case GroupedTileId::kPingpong64: run_grouped_tile<T, int(GroupedTileId::kPingpong64)>(g, stream); break;
+    case GroupedTileId::kPingpong128: run_grouped_tile<T, int(GroupedTileId::kPingpong128)>(g, stream); break;
     default: run_grouped_tile<T, int(GroupedTileId::kCoop128)>(g, stream); break;
   }
 }

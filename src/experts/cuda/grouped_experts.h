@@ -4,7 +4,7 @@
 //             token row gathered into sorted-pair order          -> down_rows [P, H]
 //   GEMM 1:   gathered [rows_e, H] x W13[e]^T                    -> gate_up_rows [P, R13] fp32
 //   act:      act(gate + b) * (up + b) (or act(h + b))           -> act_rows [P, I]
-//             (interleaved w13: gate/up pairs at columns 2f, 2f+1. Opt-in, grouped_fused_act_enabled():
+//             (interleaved w13: gate/up pairs at columns 2f, 2f+1. Where the plan says fused_act,
 //             GEMM 1's epilogue computes the activation from each column pair and writes act_rows
 //             itself; no act kernel)
 //   GEMM 2:   round(w * (act [rows_e, I] x W2[e]^T + b2[e]))     -> down_rows [P, H]
@@ -31,15 +31,9 @@ struct GroupedExpertsArgs {
   const int4* groups;    // route_prep's list with one tile per non-empty expert: (e, first, rows)
   const int* num_groups; // non-empty experts
   GroupedTileId tile;
+  bool fused_act;  // plan.fused_act: GEMM 1 (kGroupedGateUpActTile) writes the act rows itself
   ActKind act;
 };
-
-// GEMM 1 can fuse the activation when gate_j and up_j are adjacent weight rows (then adjacent
-// columns of one thread's accumulators); opt-in (configs.h). That GEMM exists for
-// kGroupedGateUpActTile only.
-inline bool grouped_gate_up_act(const FusedExpertsArgs& a) {
-  return a.gated && a.gate_up_interleaved && grouped_fused_act_enabled();
-}
 
 template <typename T>
 void run_grouped_experts(const GroupedExpertsArgs& args, cudaStream_t stream);

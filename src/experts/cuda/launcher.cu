@@ -28,7 +28,8 @@ ActKind act_kind(Activation a) {
 
 template <typename T>
 void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
-  const ExpertsPlan plan = choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated);
+  const ExpertsPlan plan =
+      choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated, a.gate_up_interleaved);
   const ExpertsWorkspaceLayout lay = experts_workspace_layout(
       a.M, a.k, a.E, a.H, a.I, sizeof(T), kMinTileTokens, plan.grouped, a.gated ? 2 * a.I : a.I);
   auto* ws = static_cast<unsigned char*>(a.workspace);
@@ -83,7 +84,8 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   }
 #if defined(MOEKIT_WITH_CUTLASS)
   if (plan.grouped) {
-    GroupedExpertsArgs g{&a, lay, pair_pos, tiles, num_tiles, plan.grouped_tile, act_kind(a.activation)};
+    GroupedExpertsArgs g{&a, lay, pair_pos, tiles, num_tiles, plan.grouped_tile, plan.fused_act,
+                         act_kind(a.activation)};
     run_grouped_experts<T>(g, stream);
     return;
   }
