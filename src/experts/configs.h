@@ -71,10 +71,9 @@ void force_grouped_fused_act(int mode);
 // Average tokens per touched expert from which the grouped prefill path is chosen.
 // H100, 2026-11-25: at 64 it beat the tiled path for qwen3-30b-a3b (M = 1024: 582 vs 613 us) and
 // mixtral-8x7b (M = 256: 1091 vs 1297 us); at 16 (qwen3 M = 256) it lost (497 vs 479 us).
-// Experts too large for L2 (big_expert in heuristics.cpp) take it from 32: H200, 2026-11-26,
-// deepseek-v3 M = 1024: 5930 vs 6425 us.
+// At 32 (H200, 2026-11-26) it won for deepseek-v3 (M = 1024: 5930 vs 6425 us) but lost for
+// mixtral-8x7b (M = 128: 819 vs 779 us): kept at 64.
 inline constexpr int kGroupedMinTokensPerExpert = 64;
-inline constexpr int kGroupedMinTokensPerBigExpert = 32;
 
 // Whether this build has the prefill path (CUTLASS headers were found at configure time).
 bool grouped_experts_available();

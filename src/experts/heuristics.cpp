@@ -69,13 +69,12 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32
   // offsets).
   ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, false};
-  plan.grouped = grouped_experts_available() &&
-                 per_expert >= (big_expert ? kGroupedMinTokensPerBigExpert : kGroupedMinTokensPerExpert) &&
+  plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
                  pairs < (int64_t(1) << 30);
   // Grouped tile and where the activation runs, from the H200 table of 2026-11-26 (bench/RESULTS.md):
   // - under 128 tokens per expert (one token tile each, weights streamed once): pingpong with the
   //   activation in GEMM 1 (qwen3 M = 1024: 402 vs 424 us cooperative unfused; mixtral M = 256:
-  //   791 vs 844; deepseek M = 1024: 5930 vs 6425 tiled);
+  //   791 vs 844; deepseek M = 1024 forced onto this path: 5930 vs 6052 unfused);
   // - shallow K (H <= 2048): pingpong, activation kernel (qwen3 M = 4096 / 8192: 815 / 1412 vs
   //   828 / 1452; with the fused GEMM 1 858 / 1425);
   // - deep K: cooperative; the fused GEMM 1 only for wide intermediates with many tokens per
