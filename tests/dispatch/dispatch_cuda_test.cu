@@ -163,6 +163,21 @@ TEST(MoeAlignCuda, SmallPathBoundaries) {
   EXPECT_TRUE(align_matches(ids64, 200, 16, true, false, nullptr, /*compat=*/true));
 }
 
+// The small path buckets with chunk_bucket up to 1024 buckets (E = 1023) and with small_bucket past
+// that; pairs spread over few or many buckets, buckets over several blocks (block size 1 and 2).
+TEST(MoeAlignCuda, ChunkBucketLimit) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  for (int64_t E : {1, 31, 32, 33, 1023, 1024})
+    for (auto [M, topk] : {std::pair<int64_t, int64_t>{1, 1}, {37, 7}, {128, 8}, {1024, 1}})
+      for (int64_t bs : {1, 2, 16}) {
+        const int64_t variant = M + E + bs;
+        HostTensor ids = random_topk_ids(rng, M, topk, E, variant % 2 ? 0.2 : 0.0, variant % 3 == 0);
+        EXPECT_TRUE(align_matches(ids, E, bs, variant % 2 == 0, variant % 4 == 1))
+            << "M " << M << " topk " << topk << " E " << E << " bs " << bs;
+      }
+}
+
 TEST(MoeAlignCuda, ExpertMap) {
   MOEKIT_REQUIRE_GPU();
   auto rng = fresh_rng();

@@ -117,6 +117,22 @@ TEST(RouteAndAlignCuda, TeamShapesOneCta) {
       for (int64_t M : {1, 3, 7}) check(Case{r, M, E, 16, 8, M != 3}, rng);
 }
 
+// The one-CTA launch's CTA-wide bucketing (chunk_bucket: more than 32 pairs, at most one pair per
+// thread) over topk 1..16, prime row counts and block sizes where buckets span several blocks
+// (block size 1, few experts); check() runs both launch shapes.
+TEST(RouteAndAlignCuda, OneCtaChunkBucketing) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  for (Router r : {Router::kMoeFusedGate, Router::kTopkSoftmax})
+    for (int64_t E : {16, 256, 384})
+      for (int k : {1, 3, 8, 16})
+        for (int64_t M : {0, 5, 13, 16, 31, 64}) {
+          if (k > E) continue;
+          const int64_t bs = (M + k) % 3 == 0 ? 1 : (M + k) % 3 == 1 ? 16 : 64;
+          check(Case{r, M, E, bs, k, (M + E) % 2 == 0}, rng);
+        }
+}
+
 TEST(RouteAndAlignCudaGraph, CaptureAndReplayIsIdentical) {
   MOEKIT_REQUIRE_GPU();
   auto rng = fresh_rng();

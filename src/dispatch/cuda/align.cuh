@@ -95,4 +95,33 @@ __global__ void __launch_bounds__(kSmallBucketMaxThreads)
   if (threadIdx.x == 0) p.num_tokens_post_pad[0] = total;
 }
 
+// The small kernel's result for at most kChunkBucketMaxBuckets buckets with two barriers after the
+// pad fill instead of four (chunk_bucket); the same launch contract as the small kernel.
+template <typename IdT, bool kAfterRouter>
+__global__ void __launch_bounds__(kSmallBucketMaxThreads)
+    moe_align_block_size_chunk_kernel(detail::AlignProblem p) {
+  extern __shared__ int32_t smem_words[];
+  if constexpr (!kAfterRouter) {
+    wait_for_preceding_grid();
+    allow_dependent_launch();
+  }
+  const int nb = p.num_experts + 1, n = static_cast<int>(p.numel);
+  const ChunkBucketSmem s(smem_words, n, nb);
+  const AlignSource<IdT> source{static_cast<const IdT*>(p.topk_ids), p};
+  chunk_bucket_clear(s);
+  if (p.pad_sorted_token_ids) block_fill_int32(p.sorted_token_ids, p.sorted_capacity, n);
+  if constexpr (kAfterRouter) {
+    wait_for_preceding_grid();
+    allow_dependent_launch();
+  }
+  const int b = threadIdx.x < n ? source.bucket(source.id(threadIdx.x)) : -1;
+  __syncthreads();  // the scratch is clear, the pad fill done
+
+  int32_t total;
+  const ChunkBucketPair pair = chunk_bucket(s, nb, n, b, p.block_size, total);
+  if (pair.bucket >= 0) p.sorted_token_ids[pair.slot] = threadIdx.x;
+  for (int32_t j = 0; j < pair.blocks; ++j) p.experts_ids[pair.first_block + j] = pair.bucket - 1;
+  if (threadIdx.x == 0) p.num_tokens_post_pad[0] = total;
+}
+
 }  // namespace moekit::cuda

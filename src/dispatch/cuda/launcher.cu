@@ -93,6 +93,17 @@ void launch_cluster(Kernel kernel, const BucketLaunch& l, cudaStream_t stream, c
 void align(const detail::AlignProblem& p, Stream stream, bool after_router) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
   const SmallLaunch small = choose_small_launch(p.numel, p.num_buckets());
+  if (small.use && p.num_buckets() <= kChunkBucketMaxBuckets) {
+    SmallLaunch chunk = small;
+    chunk.smem_bytes = static_cast<size_t>(chunk_bucket_smem_words(p.numel, p.num_buckets())) * 4;
+    if (p.ids_int64)
+      launch_small(moe_align_block_size_chunk_kernel<int64_t, false>, chunk, s, p);
+    else if (after_router)
+      launch_small(moe_align_block_size_chunk_kernel<int32_t, true>, chunk, s, p);
+    else
+      launch_small(moe_align_block_size_chunk_kernel<int32_t, false>, chunk, s, p);
+    return;
+  }
   if (small.use) {
     if (p.ids_int64)
       launch_small(moe_align_block_size_small_kernel<int64_t, false>, small, s, p);

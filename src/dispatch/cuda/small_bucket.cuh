@@ -156,6 +156,122 @@ __device__ SmallBucketPair small_bucket(const SmallBucketSmem& s, int nb, int n,
   return pair;
 }
 
+// Two-barrier bucketing of n <= blockDim.x pairs into nb <= kChunkBucketMaxBuckets buckets (decode
+// sizes): small_bucket's result without its table clearing barrier, block scan and starts barrier.
+// The caller clears the shared memory (chunk_bucket_clear) and passes one barrier before
+// chunk_bucket(), which then needs a single barrier of its own:
+//   1. as in small_bucket, __match_any_sync ranks a pair among its warp's lanes of the same bucket
+//      and the lowest such lane stores the warp's count in a [warps][nb] table; it also adds that
+//      count to count[b] (shared atomics: the sums and the masks below do not depend on the order)
+//      and to chunk_blocks[b / 32] the blocks it adds to the bucket, ceil(new / block) -
+//      ceil(old / block) (the sum telescopes to the bucket's blocks), and marks the bucket in
+//      chunk_occupied[b / 32] and, once over one block, in chunk_over[b / 32];
+//   2. after the barrier a pair's bucket starts after the blocks of the earlier chunks (one warp
+//      scan of <= 32 chunk sums) plus one block per occupied lower bucket of its chunk (a popcount)
+//      plus the extra blocks of its chunk's lower buckets of more than one block (rare at decode
+//      sizes: a loop over their bits); its slot adds the counts of earlier warps (<= 31 table
+//      reads) and its rank in the warp. Ascending pair index inside each bucket, as small_bucket.
+inline constexpr int kChunkBucketMaxBuckets = 1024;
+
+__host__ __device__ inline int64_t chunk_bucket_table_words(int64_t n, int64_t nb) {
+  return ((n + 31) / 32 * nb + 1) / 2;
+}
+// Shared memory (int32 words): count[nb], chunk_blocks[32], chunk_occupied[32], chunk_over[32],
+// then the uint16 table.
+__host__ __device__ inline int64_t chunk_bucket_smem_words(int64_t n, int64_t nb) {
+  return nb + 3 * 32 + chunk_bucket_table_words(n, nb);
+}
+
+struct ChunkBucketSmem {
+  int32_t* words;
+  int32_t* count;           // [nb]
+  int32_t* chunk_blocks;    // [32]: blocks of the buckets 32c .. 32c + 31
+  uint32_t* chunk_occupied; // [32]: bit j: bucket 32c + j holds a pair
+  uint32_t* chunk_over;     // [32]: bit j: bucket 32c + j holds more than one block of pairs
+  uint16_t* table;          // [warps of pairs][nb]
+  int total_words;
+  __device__ ChunkBucketSmem(int32_t* base, int n, int nb) {
+    words = base;
+    count = base;
+    chunk_blocks = count + nb;
+    chunk_occupied = reinterpret_cast<uint32_t*>(chunk_blocks + 32);
+    chunk_over = chunk_occupied + 32;
+    table = reinterpret_cast<uint16_t*>(chunk_over + 32);
+    total_words = static_cast<int>(chunk_bucket_smem_words(n, nb));
+  }
+};
+
+// Zeroes the whole scratch (every thread calls it); a barrier must follow before chunk_bucket().
+__device__ __forceinline__ void chunk_bucket_clear(const ChunkBucketSmem& s) {
+  for (int x = threadIdx.x; x < s.total_words; x += blockDim.x) s.words[x] = 0;
+}
+
+// The pair of this thread after chunk_bucket(): its bucket (-1: none) and slot; the bucket's first
+// pair also gets the bucket's first block and its block count (0 for every other thread), so it
+// writes the bucket's block experts.
+struct ChunkBucketPair {
+  int bucket;
+  int32_t slot;
+  int32_t first_block;
+  int32_t blocks;
+};
+
+__device__ __forceinline__ int32_t blocks_of(int32_t c, int32_t block) { return (c + block - 1) / block; }
+
+// Every thread calls it with its pair's bucket b (-1: none; only threads < n may have one), after
+// chunk_bucket_clear() and a barrier. Returns the pair and, in total, the padded total.
+__device__ __forceinline__ ChunkBucketPair chunk_bucket(const ChunkBucketSmem& s, int nb, int n, int b,
+                                                        int32_t block, int32_t& total) {
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int pair_warps = (n + 31) / 32;
+  int rank = 0;
+  if (warp < pair_warps) {
+    const unsigned key = b >= 0 ? unsigned(b) : 0x80000000u | unsigned(lane);  // unique when none
+    const unsigned peers = __match_any_sync(0xffffffffu, key);
+    rank = __popc(peers & ((1u << lane) - 1u));
+    if (b >= 0 && rank == 0) {
+      const int32_t c = __popc(peers);
+      s.table[warp * nb + b] = static_cast<uint16_t>(c);
+      const int32_t old = atomicAdd(&s.count[b], c);
+      const int32_t added = blocks_of(old + c, block) - blocks_of(old, block);
+      const uint32_t bit = 1u << (b & 31);
+      if (added) atomicAdd(&s.chunk_blocks[b >> 5], added);
+      if (old == 0) atomicOr(&s.chunk_occupied[b >> 5], bit);
+      if (old + c > block) atomicOr(&s.chunk_over[b >> 5], bit);
+    }
+  }
+  __syncthreads();
+
+  // Blocks before each chunk: lane c holds chunk c's (every warp computes them).
+  const int chunks = (nb + 31) / 32;
+  const int32_t mine = lane < chunks ? s.chunk_blocks[lane] : 0;
+  int32_t incl = mine;
+#pragma unroll
+  for (int d = 1; d < 32; d *= 2) {
+    const int32_t x = __shfl_up_sync(0xffffffffu, incl, d);
+    if (lane >= d) incl += x;
+  }
+  total = __shfl_sync(0xffffffffu, incl, 31) * block;
+  const int chunk = b >= 0 ? b >> 5 : 0;
+  const int32_t chunk_start = __shfl_sync(0xffffffffu, incl - mine, chunk);
+
+  ChunkBucketPair pair{b, 0, 0, 0};
+  if (b < 0) return pair;
+  int32_t earlier = 0;  // pairs of bucket b in earlier warps
+#pragma unroll 8
+  for (int w = 0; w < warp; ++w) earlier += s.table[w * nb + b];
+  const uint32_t below = (1u << (b & 31)) - 1u;
+  int32_t first = chunk_start + __popc(s.chunk_occupied[chunk] & below);
+  for (uint32_t m = s.chunk_over[chunk] & below; m; m &= m - 1u)
+    first += blocks_of(s.count[(chunk << 5) + __ffs(m) - 1], block) - 1;
+  pair.slot = first * block + earlier + rank;
+  if (earlier + rank == 0) {
+    pair.first_block = first;
+    pair.blocks = blocks_of(s.count[b], block);
+  }
+  return pair;
+}
+
 // Index of the bucket holding slot `pos`: the last b with start[b] <= pos (empty buckets skipped).
 __device__ __forceinline__ int bucket_of_slot(const int32_t* start, int nb, int64_t pos) {
   int lo = 0, hi = nb;  // answer in [lo, hi)

@@ -93,15 +93,15 @@ bool fits_one_cta(const detail::RouteAndAlignProblem& p) {
   const RouterShape shape = router_shape(p.route.M, p.route.E, true);
   const int threads = (shape.slots_per_lane > 8 ? fused_warps<12>() : fused_warps<4>()) * 32;
   const int64_t pairs = p.route.M * p.route.slots();
-  return pairs <= threads &&
-         small_bucket_smem_words(pairs, p.align.num_experts) * 4 <= int64_t(kFusedMaxDynamicSmemBytes);
+  return pairs <= threads && p.align.num_experts <= kChunkBucketMaxBuckets &&
+         chunk_bucket_smem_words(pairs, p.align.num_experts) * 4 <= int64_t(kFusedMaxDynamicSmemBytes);
 }
 
 template <int kVPT, int kW>
 void launch_fused(const detail::RouteAndAlignProblem& p, cudaStream_t stream, Shape<kVPT, kW>) {
   constexpr int threads = fused_warps<kVPT>() * 32;
   const size_t smem =
-      static_cast<size_t>(small_bucket_smem_words(p.route.M * p.route.slots(), p.align.num_experts)) * 4;
+      static_cast<size_t>(chunk_bucket_smem_words(p.route.M * p.route.slots(), p.align.num_experts)) * 4;
   if (p.route.score == routing::ScoreFunction::kSigmoid)
     launch_dependent(route_and_align_kernel<kVPT, kW, routing::ScoreFunction::kSigmoid>, dim3(1),
                      dim3(threads), smem, stream, true, p.route, p.align);

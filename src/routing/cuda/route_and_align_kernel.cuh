@@ -1,9 +1,10 @@
 // Fused decode routing + block alignment in one CTA (a few rows: launcher.cu decides). Teams of kW
 // warps route the rows (route_row, the router kernel's body) and leave the ids in shared memory;
 // then one warp buckets up to 32 pairs (warp_bucket: no barrier after the routing's), or every
-// thread takes one pair and the CTA buckets them (dispatch/cuda/small_bucket.cuh), so the result
-// equals moe_align_block_size_experts on the ids written. The pad fill is written first and the
-// pairs overwrite their slots after the barrier that ends the routing.
+// thread takes one pair and the CTA buckets them (chunk_bucket, dispatch/cuda/small_bucket.cuh: its
+// scratch is cleared before the routing, so one barrier after the routing's), so the result equals
+// moe_align_block_size_experts on the ids written. The pad fill is written first and the pairs
+// overwrite their slots after the barrier that ends the routing.
 #pragma once
 
 #include "dispatch/cuda/small_bucket.cuh"
@@ -18,14 +19,6 @@ template <int kVPT>
 constexpr int fused_warps() {
   return kVPT > 8 ? 8 : 16;
 }
-
-// The routed ids as pairs: expert e (E + j for shared slot j) is bucket e; the router never writes
-// an id outside [0, E + S).
-struct FusedPairs {
-  const int16_t* ids;
-  __device__ int64_t id(int64_t i) const { return ids[i]; }
-  __device__ int bucket(int64_t id) const { return static_cast<int>(id); }
-};
 
 // Up to this many pairs one warp buckets them (warp_bucket), with no barrier after the routing: at
 // one row of top-8 small_bucket's barriers and block scans were ~1.4 us of the launch (H200,
@@ -56,7 +49,7 @@ __device__ __forceinline__ void warp_bucket(const detail::AlignProblem& a, const
   if (lane == 0) a.num_tokens_post_pad[0] = total_blocks * a.block_size;
 }
 
-// Dynamic shared memory: small_bucket_smem_words(M * slots, E + S) words.
+// Dynamic shared memory: chunk_bucket_smem_words(M * slots, E + S) words (E + S <= 1024).
 template <int kVPT, int kW, routing::ScoreFunction kScore>
 __global__ void __launch_bounds__(fused_warps<kVPT>() * 32)
     route_and_align_kernel(const routing::RouterProblem p, const detail::AlignProblem a) {
@@ -68,6 +61,8 @@ __global__ void __launch_bounds__(fused_warps<kVPT>() * 32)
   const int team = warp / kW, rank = warp % kW;
   const int NE = a.num_experts, slots = p.routed + p.shared;
   const int numel = static_cast<int>(p.M * slots);
+  const ChunkBucketSmem bucket_smem(bucket_words, numel, NE);
+  if (numel > kWarpBucketMaxPairs) chunk_bucket_clear(bucket_smem);
   // Launched with programmatic dependent launch: nothing is read or written before the preceding
   // grid is done.
   wait_for_preceding_grid();
@@ -81,18 +76,18 @@ __global__ void __launch_bounds__(fused_warps<kVPT>() * 32)
     int id = route_row<kVPT, kW, kScore>(p, row, rank, lane, bias, scratch[team], 1 + team, parity);
     if (rank == 0 && lane < slots) s_ids[row * slots + lane] = static_cast<int16_t>(id);
   }
-  __syncthreads();  // the ids are in s_ids, the pad fill is done
+  __syncthreads();  // the ids are in s_ids, the pad fill and the scratch clearing are done
 
   if (numel <= kWarpBucketMaxPairs) {
     if (warp == 0) warp_bucket(a, s_ids, numel, lane);
     return;
   }
-  const SmallBucketSmem s(bucket_words, numel, NE);
-  const SmallBucketPair pair = small_bucket(s, NE, numel, FusedPairs{s_ids}, a.block_size, 0, [] {});
+  // The router writes ids in [0, E + S) only; expert e (E + j for shared slot j) is bucket e.
+  const int b = tid < numel ? s_ids[tid] : -1;
+  int32_t total;
+  const ChunkBucketPair pair = chunk_bucket(bucket_smem, NE, numel, b, a.block_size, total);
   if (pair.bucket >= 0) a.sorted_token_ids[pair.slot] = tid;
-  const int32_t total = s.start[NE];
-  for (int32_t j = tid; j < total / a.block_size; j += kThreads)
-    a.experts_ids[j] = bucket_of_slot(s.start, NE, int64_t(j) * a.block_size);
+  for (int32_t j = 0; j < pair.blocks; ++j) a.experts_ids[pair.first_block + j] = pair.bucket;
   if (tid == 0) a.num_tokens_post_pad[0] = total;
 }
 
