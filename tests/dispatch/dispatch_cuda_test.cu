@@ -168,8 +168,9 @@ TEST(MoeAlignCuda, SmallPathBoundaries) {
 TEST(MoeAlignCuda, ChunkBucketLimit) {
   MOEKIT_REQUIRE_GPU();
   auto rng = fresh_rng();
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {37, 7}, {128, 8}, {1024, 1}};
   for (int64_t E : {1, 31, 32, 33, 1023, 1024})
-    for (auto [M, topk] : {std::pair<int64_t, int64_t>{1, 1}, {37, 7}, {128, 8}, {1024, 1}})
+    for (auto [M, topk] : shapes)
       for (int64_t bs : {1, 2, 16}) {
         const int64_t variant = M + E + bs;
         HostTensor ids = random_topk_ids(rng, M, topk, E, variant % 2 ? 0.2 : 0.0, variant % 3 == 0);
