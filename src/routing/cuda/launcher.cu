@@ -38,22 +38,17 @@ RouterShape router_shape(int64_t M, int E, bool fused) {
   return {1, 16};
 }
 
-// route_and_align: one CTA while every team of the CTA routes at most one row and the pairs fit one
-// warp's bucketing (warp_bucket: no barrier after the routing), or while rows x warps per row stays
-// within kOneCtaMaxRowWarps (one SM routes every row, so its time grows with the rows); past that
-// the router's grid on many SMs plus a dependent align launch wins. Measured on an H200
-// (tests/routing, launch shapes, 2026-11-26 02:27 UTC, block size 16, top-8): one CTA vs router +
-// align 3.70-4.00 vs 4.93-5.05 us for 128 experts at 1-4 rows (32 pairs), 4.65-5.06 vs 6.04-6.08
-// for the 256-expert gate at 1-4 rows, 4.90-6.01 vs 6.42-6.45 for 384 experts at 1-4 rows; at 8
-// rows (64 pairs, small_bucket) one CTA is behind (5.20 / 7.21 / 8.38 vs 4.99 / 6.06 / 6.56).
-constexpr int64_t kOneCtaMaxRowWarps = 4;
+// route_and_align: one CTA while rows x warps per row stays within kOneCtaMaxRowWarps (one SM
+// routes every row, so its time grows with the rows); past that the router's grid on many SMs plus
+// a dependent align launch wins. Measured on an H200 (RouteAndAlignCudaTiming.LaunchShapes,
+// 2026-11-26 ~06:00 UTC, chunk_bucket in both shapes, block size 16, top-8), one CTA vs router +
+// align: 128 experts 3.73-4.33 vs 4.22-4.45 us at 1-8 rows, 4.58 vs 4.48 at 12; the 256-expert gate
+// 4.70-5.14 vs 5.15-5.30 at 1-4 rows, 6.11 vs 5.22 at 8; 384 experts 4.73-5.01 vs 5.36-5.48 at
+// 1-2 rows, 5.86 vs 5.49 at 4.
+constexpr int64_t kOneCtaMaxRowWarps = 8;
 
-bool one_cta_route_and_align(int64_t M, int slots, int E) {
-  const RouterShape shape = router_shape(M, E, true);
-  const int64_t row_warps = M * shape.warps_per_row;
-  const int cta_warps = shape.slots_per_lane > 8 ? fused_warps<12>() : fused_warps<4>();
-  return (M * slots <= kWarpBucketMaxPairs && row_warps <= cta_warps) ||
-         row_warps <= kOneCtaMaxRowWarps;
+bool one_cta_route_and_align(int64_t M, int E) {
+  return M * router_shape(M, E, true).warps_per_row <= kOneCtaMaxRowWarps;
 }
 
 template <int kVPT, int kW>
@@ -120,7 +115,7 @@ void route(const routing::RouterProblem& p, Stream stream) {
 void route_and_align(const detail::RouteAndAlignProblem& p, Stream stream, RouteAlignLaunch how) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
   if (how == RouteAlignLaunch::kAuto)
-    how = one_cta_route_and_align(p.route.M, p.route.slots(), p.route.E) ? RouteAlignLaunch::kOneCta
+    how = one_cta_route_and_align(p.route.M, p.route.E) ? RouteAlignLaunch::kOneCta
                                                         : RouteAlignLaunch::kRouterThenAlign;
   if (how == RouteAlignLaunch::kOneCta && fits_one_cta(p)) {
     with_shape(router_shape(p.route.M, p.route.E, true),
