@@ -41,7 +41,7 @@ RouterShape router_shape(int64_t M, int E, bool fused) {
 // route_and_align: one CTA while rows x warps per row stays within kOneCtaMaxRowWarps (one SM
 // routes every row, so its time grows with the rows); past that the router's grid on many SMs plus
 // a dependent align launch wins. Measured on an H200 (RouteAndAlignCudaTiming.LaunchShapes,
-// 2026-11-26 ~06:00 UTC, chunk_bucket in both shapes, block size 16, top-8), one CTA vs router +
+// 2026-11-26 05:19 UTC, chunk_bucket in both shapes, block size 16, top-8), one CTA vs router +
 // align: 128 experts 3.73-4.33 vs 4.22-4.45 us at 1-8 rows, 4.58 vs 4.48 at 12; the 256-expert gate
 // 4.70-5.14 vs 5.15-5.30 at 1-4 rows, 6.11 vs 5.22 at 8; 384 experts 4.73-5.01 vs 5.36-5.48 at
 // 1-2 rows, 5.86 vs 5.49 at 4.
