@@ -38,17 +38,20 @@ RouterShape router_shape(int64_t M, int E, bool fused) {
   return {1, 16};
 }
 
-// route_and_align: one CTA while rows x warps per row stays within kOneCtaMaxRowWarps (one SM
-// routes every row, so its time grows with the rows); past that the router's grid on many SMs plus
-// a dependent align launch wins. Measured on an H200 (RouteAndAlignCudaTiming.LaunchShapes,
-// 2026-11-26 05:19 UTC, chunk_bucket in both shapes, block size 16, top-8), one CTA vs router +
-// align: 128 experts 3.73-4.33 vs 4.22-4.45 us at 1-8 rows, 4.58 vs 4.48 at 12; the 256-expert gate
-// 4.70-5.14 vs 5.15-5.30 at 1-4 rows, 6.11 vs 5.22 at 8; 384 experts 4.73-5.01 vs 5.36-5.48 at
-// 1-2 rows, 5.86 vs 5.49 at 4.
+// route_and_align: one CTA while rows x warps per row stays within kOneCtaMaxRowWarps and the rows
+// are routed by teams or by warps of at most 4 experts a lane (one SM routes every row, so its time
+// grows with the rows; single warps of 8-16 experts a lane are slow); past that the router's grid on
+// many SMs plus a dependent align launch wins. Measured on an H200 (RouteAndAlignCudaTiming.
+// LaunchShapes, 2026-11-26 05:19 and 05:36 UTC, chunk_bucket in both shapes, block size 16, top-8),
+// one CTA vs router + align: 128 experts 3.68-4.33 vs 4.22-4.45 us at 1-8 rows, 4.58 vs 4.48 at 12;
+// the 256-expert gate 4.67-5.19 vs 5.15-5.30 at 1-4 rows, 6.09 vs 5.19 at 8; 384 experts 4.70-5.01
+// vs 5.35-5.48 at 1-2 rows, 5.82 vs 5.48 at 4 (teams), 7.00 vs 5.32 at 8 (single warps, 12 a lane).
 constexpr int64_t kOneCtaMaxRowWarps = 8;
 
 bool one_cta_route_and_align(int64_t M, int E) {
-  return M * router_shape(M, E, true).warps_per_row <= kOneCtaMaxRowWarps;
+  const RouterShape shape = router_shape(M, E, true);
+  return M * shape.warps_per_row <= kOneCtaMaxRowWarps &&
+         (shape.warps_per_row > 1 || shape.slots_per_lane <= 4);
 }
 
 template <int kVPT, int kW>
