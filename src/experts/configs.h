@@ -60,10 +60,6 @@ inline constexpr GroupedTile kGroupedTiles[] = {
     {128, 128, 64, 2, true, "grouped128pp"},
 };
 
-// The one tile of the grouped GEMM 1 with the activation in its epilogue (interleaved w13, see
-// grouped_experts.h); GEMM 2 then runs on the plan's tile.
-inline constexpr GroupedTileId kGroupedGateUpActTile = GroupedTileId::kPingpong128;
-
 // Test hook for the plan's `fused_act`: 1 / 0 force it on / off for interleaved gated layers on the
 // grouped path, -1 returns to the choice (MOEKIT_GROUPED_FUSED_ACT=0/1 overrides it too).
 void force_grouped_fused_act(int mode);
@@ -86,11 +82,12 @@ struct ExpertsPlan {
   bool grouped;    // prefill path; `grouped_tile` then applies and `tile` is unused
   GroupedTileId grouped_tile;
   bool fused_act;  // grouped, gated and interleaved w13: GEMM 1 applies the activation in its
-                   // epilogue (kGroupedGateUpActTile) instead of fp32 gate/up rows + act kernel
+                   // epilogue instead of fp32 gate/up rows + act kernel
 };
 
 // Deterministic choice from shapes only (M tokens, k slots, E experts, H, I, w13 layout). Whether
-// the grouped path is taken does not depend on the layout (the workspace size query ignores it).
+// the grouped path is taken does not depend on the layout; `fused_act` does, and the workspace size
+// query follows it (no fp32 gate/up rows where GEMM 1 applies the activation).
 // MOEKIT_EXPERTS_TILE=<name> forces a tile of either table (tuning); MOEKIT_DEBUG_EXPERTS=1 prints.
 ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I, bool gated,
                                 bool gate_up_interleaved = false);

@@ -13,6 +13,7 @@ namespace {
 struct LayerShape {
   int64_t M, k, E, H, I;
   bool gated;
+  bool interleaved;  // FusedExpertsOptions::gate_up_interleaved
 };
 
 bool is_gated(Activation a) { return a != Activation::kSilu && a != Activation::kGelu; }
@@ -39,6 +40,7 @@ LayerShape check_layer(const TensorView& hidden, const ExpertWeights& w13, const
   s.H = hidden.size(1);
   s.I = w2.weight.size(2);
   s.gated = is_gated(options.activation);
+  s.interleaved = options.gate_up_interleaved;
   require(!options.gate_up_interleaved || s.gated, "options.gate_up_interleaved: expected false for the "
           "no-mul activation ", activation_name(options.activation), " (w13 has I rows), got true");
   require(s.E >= 1, "w13.weight: expected at least one expert, got shape ", detail::shape_of(w13.weight));
@@ -80,10 +82,10 @@ void check_workspace(const TensorView& workspace, size_t need, Device device) {
 }
 
 size_t layer_workspace(const LayerShape& s, DType dtype) {
-  const bool grouped =
-      cuda::choose_experts_plan(s.M, static_cast<int>(s.k), s.E, s.H, s.I, s.gated).grouped;
-  return cuda::experts_workspace_layout(s.M, s.k, s.E, s.H, s.I, dtype_size(dtype),
-                                        cuda::kMinTileTokens, grouped, s.gated ? 2 * s.I : s.I)
+  const cuda::ExpertsPlan plan =
+      cuda::choose_experts_plan(s.M, static_cast<int>(s.k), s.E, s.H, s.I, s.gated, s.interleaved);
+  return cuda::experts_workspace_layout(s.M, s.k, s.E, s.H, s.I, dtype_size(dtype), cuda::kMinTileTokens,
+                                        plan.grouped, s.gated ? 2 * s.I : s.I, plan.fused_act)
       .total;
 }
 

@@ -98,10 +98,13 @@ class ForceTile {
   ~ForceTile() { cuda::force_experts_tile(nullptr); }
 };
 
-// Scratch for the layer (the size the public query reports on the grouped path), poisoned.
-DeviceTensor workspace_for(const Layer& L) {
+// Scratch for the layer (the size the public query reports on the grouped path, with the fp32
+// gate/up rows only where GEMM 1 does not apply the activation), poisoned.
+DeviceTensor workspace_for(const Layer& L, bool interleaved) {
+  const bool fused_act =
+      cuda::choose_experts_plan(L.M, static_cast<int>(L.k), L.E, L.H, L.I, true, interleaved).fused_act;
   const size_t bytes = cuda::experts_workspace_layout(L.M, L.k, L.E, L.H, L.I, dtype_size(L.dtype),
-                                                      cuda::kMinTileTokens, true, 2 * L.I)
+                                                      cuda::kMinTileTokens, true, 2 * L.I, fused_act)
                            .total;
   HostTensor poisoned(DType::kUInt8, {int64_t(bytes)});
   std::memset(poisoned.data(), 0x7F, poisoned.nbytes());  // nothing may rely on zeros
@@ -158,14 +161,14 @@ class ForceFusedAct {
 // (fp32 rows + activation kernel) on one grouped tile.
 void expect_bit_identical(const Layer& L, const DeviceLayer& d, const char* what) {
   DeviceTensor halves = poisoned_output(L);
-  const DeviceTensor ws_halves = workspace_for(L);
+  const DeviceTensor ws_halves = workspace_for(L, false);
   run_layer(L, d, false, halves, ws_halves);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const HostTensor want = halves.to_host();
   for (int fused_act : {0, 1}) {
     ForceFusedAct mode(fused_act);
     DeviceTensor interleaved = poisoned_output(L);
-    const DeviceTensor ws = workspace_for(L);
+    const DeviceTensor ws = workspace_for(L, true);
     run_layer(L, d, true, interleaved, ws);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const HostTensor got = interleaved.to_host();
@@ -241,7 +244,7 @@ TEST(GroupedGateUpActGpuOracle, MatchesOracle) {
       const HostLayer h = make_layer(L, Routing::kDropped, rng);
       const DeviceLayer d(h);
       DeviceTensor out = poisoned_output(L);
-      const DeviceTensor ws = workspace_for(L);
+      const DeviceTensor ws = workspace_for(L, true);
       run_layer(L, d, true, out, ws);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       const HostTensor got = out.to_host();
@@ -265,16 +268,12 @@ TEST(GroupedGateUpActGpuOracle, MatchesOracle) {
   }
 }
 
-// The public op on its own choice (a prefill batch: the grouped path), interleaved == halves.
-TEST(GroupedGateUpActGpuPublic, DefaultPlanBitIdentical) {
-  MOEKIT_REQUIRE_GPU();
+// The public op on its own plan with the workspace its size query reports, halves (outs[0]) and
+// interleaved (outs[1]); sizes[i] the queried bytes.
+void run_public_both_layouts(const Layer& L, Routing routing, HostTensor (&outs)[2], size_t (&sizes)[2]) {
   auto rng = fresh_rng();
-  Layer L{DType::kBFloat16, 1000, 8, 2, 256, 200, Activation::kSwigluOai};
-  ASSERT_EQ(cuda::choose_experts_plan(L.M, int(L.k), L.E, L.H, L.I, true).grouped,
-            cuda::grouped_experts_available());
-  const HostLayer h = make_layer(L, Routing::kSkewed, rng);
+  const HostLayer h = make_layer(L, routing, rng);
   const DeviceLayer d(h);
-  HostTensor outs[2];
   for (int interleaved = 0; interleaved < 2; ++interleaved) {
     ExpertWeights w13, w2;
     w13.weight = interleaved ? d.w13i.view() : d.w13.view();
@@ -286,13 +285,40 @@ TEST(GroupedGateUpActGpuPublic, DefaultPlanBitIdentical) {
     o.swiglu_alpha = 1.702f;
     o.swiglu_limit = 7.f;
     o.gate_up_interleaved = interleaved != 0;
-    HostTensor ws_h(DType::kUInt8, {int64_t(fused_experts_workspace_size(d.x.view(), w13, w2, d.ids.view(), o))});
+    sizes[interleaved] = fused_experts_workspace_size(d.x.view(), w13, w2, d.ids.view(), o);
+    HostTensor ws_h(DType::kUInt8, {int64_t(sizes[interleaved])});
     std::memset(ws_h.data(), 0x7F, ws_h.nbytes());
     DeviceTensor ws(ws_h), out = poisoned_output(L);
     fused_experts(d.x.view(), w13, w2, d.tw.view(), d.ids.view(), out.view(), ws.view(), o);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     outs[interleaved] = out.to_host();
   }
+}
+
+// A prefill batch (the grouped path, fp32 gate/up rows): interleaved == halves.
+TEST(GroupedGateUpActGpuPublic, DefaultPlanBitIdentical) {
+  MOEKIT_REQUIRE_GPU();
+  Layer L{DType::kBFloat16, 1000, 8, 2, 256, 200, Activation::kSwigluOai};
+  ASSERT_EQ(cuda::choose_experts_plan(L.M, int(L.k), L.E, L.H, L.I, true).grouped,
+            cuda::grouped_experts_available());
+  HostTensor outs[2];
+  size_t sizes[2];
+  run_public_both_layouts(L, Routing::kSkewed, outs, sizes);
+  ASSERT_EQ(first_mismatch(outs[0], outs[0], 0, 0), -1) << "halves output has NaN";
+  EXPECT_TRUE(outs[1].bytes_equal(outs[0]));
+}
+
+// Under 128 tokens per expert the plan fuses the activation into GEMM 1 for the interleaved layout:
+// the size query then leaves out the fp32 gate/up rows, and the smaller workspace suffices.
+TEST(GroupedGateUpActGpuPublic, FusedPlanNeedsNoGateUpRows) {
+  MOEKIT_REQUIRE_GPU();
+  if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
+  Layer L{DType::kBFloat16, 300, 16, 4, 136, 200, Activation::kSiluAndMul};
+  ASSERT_TRUE(cuda::choose_experts_plan(L.M, int(L.k), L.E, L.H, L.I, true, true).fused_act);
+  HostTensor outs[2];
+  size_t sizes[2];
+  run_public_both_layouts(L, Routing::kUniform, outs, sizes);
+  EXPECT_GE(sizes[0] - sizes[1], size_t(L.M * L.k * 2 * L.I * 4)) << sizes[0] << " vs " << sizes[1];
   ASSERT_EQ(first_mismatch(outs[0], outs[0], 0, 0), -1) << "halves output has NaN";
   EXPECT_TRUE(outs[1].bytes_equal(outs[0]));
 }
@@ -327,7 +353,7 @@ TEST(GroupedGateUpActGpuGraph, CaptureAndReplayIsIdentical) {
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   DeviceTensor eager = poisoned_output(L), replayed = poisoned_output(L);
-  const DeviceTensor ws = workspace_for(L);
+  const DeviceTensor ws = workspace_for(L, true);
   run_layer(L, d, true, eager, ws, stream);
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   const HostTensor want = eager.to_host();

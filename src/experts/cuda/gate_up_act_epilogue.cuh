@@ -97,8 +97,21 @@ struct GateUpActStore {
 
   // tCcD: (CPY, CPY_M, CPY_N, EPI_M, EPI_N) coordinates of the thread's values relative to its first
   // one; residue: the group's (rows, N) minus that first value's coordinate.
+  //
+  // `visit` only computes: each act value is rounded and kept in registers (two per 32-bit word),
+  // and `end` stores them all once the tile's subtile loop is over. The collective closes every
+  // subtile with a proxy fence and a warp-group barrier (meant for its TMA store, which this path
+  // does not use); the fence waits for the thread's outstanding global stores, so stores issued
+  // inside `visit` cost a memory round trip per subtile (ncu, H200, qwen3 M = 4096: GEMM 1 547 us,
+  // warps stalled at that barrier on the store scoreboard, against 418 us with fp32 rows).
   template <class CoordTensor, class Residue>
   struct ConsumerStoreCallbacks : cutlass::epilogue::fusion::detail::EmptyConsumerStoreCallbacks {
+    using CoordLayout = typename CoordTensor::layout_type;
+    static constexpr int kValues = int(cute::size(CoordLayout{}));                  // the thread's tile
+    static constexpr int kSubtileValues = int(cute::size(cute::take<0, 3>(CoordLayout{})));
+    static constexpr int kEpiM = int(cute::size<3>(CoordLayout{}));
+    static_assert(kValues % 4 == 0 && kSubtileValues % 4 == 0, "act values are kept two per word");
+
     CUTLASS_DEVICE ConsumerStoreCallbacks(CoordTensor tCcD_, Residue residue_, T* act_, const float* bias_,
                                           int64_t ld_, Params const* params_)
         : tCcD(tCcD_), residue(residue_), act(act_), bias(bias_), ld(ld_), params(params_) {}
@@ -109,11 +122,11 @@ struct GateUpActStore {
     const float* bias;  // bias at the thread's first column, or null
     int64_t ld;         // N / 2
     Params const* params;
+    uint32_t packed[kValues / 4];  // act value of pair i in half i % 2 of word i / 2
 
     // The pairs of one fragment go through the activation together, with the activation fixed at
-    // compile time in each branch: their long-latency chains (expf, IEEE division) interleave. A
-    // switch per pair (the first version) serialised them: the cooperative kernel's epilogue is not
-    // hidden behind MMA, and GEMM 1 took 696 us instead of ~440 at qwen3 M = 4096 (H200, 03:06).
+    // compile time in each branch: their long-latency chains (exp, division) interleave. A switch
+    // per pair (the first version) serialised them.
     template <ActKind K, int Pairs>
     CUTLASS_DEVICE static void activate(float (&r)[Pairs], const float (&g)[Pairs], const float (&u)[Pairs],
                                         float alpha, float limit) {
@@ -124,23 +137,24 @@ struct GateUpActStore {
     template <typename ElementAccumulator, int FragmentSize>
     CUTLASS_DEVICE cutlass::Array<ElementAccumulator, FragmentSize> visit(
         cutlass::Array<ElementAccumulator, FragmentSize> const& frg_acc, int epi_v, int epi_m, int epi_n) {
-      static_assert(FragmentSize % 2 == 0, "a visited fragment must hold whole column pairs");
-      static_assert(gate_up_detail::holds_column_pairs(cute::take<0, 3>(typename CoordTensor::layout_type{})),
+      static_assert(FragmentSize % 4 == 0, "a visited fragment must hold an even number of column pairs");
+      static_assert(gate_up_detail::holds_column_pairs(cute::take<0, 3>(CoordLayout{})),
                     "accumulator values 2i, 2i+1 of a thread must be columns 2j, 2j+1 of one row");
       constexpr int kPairs = FragmentSize / 2;
-      auto tCcD_mn = tCcD(cute::_, cute::_, cute::_, epi_m, epi_n);
+      // Flat index (over all five modes of tCcD) of the fragment's first value.
+      const int first = (epi_n * kEpiM + epi_m) * kSubtileValues + epi_v * FragmentSize;
       float g[kPairs], u[kPairs], r[kPairs];
-      bool in[kPairs];
       CUTLASS_PRAGMA_UNROLL
       for (int p = 0; p < kPairs; ++p) {
-        const auto c = tCcD_mn(epi_v * FragmentSize + 2 * p);  // column pair (c, c + 1): both in or out
-        in[p] = cute::elem_less(c, residue);
         g[p] = frg_acc[2 * p];
         u[p] = frg_acc[2 * p + 1];
-        if (bias && in[p]) {  // two loads: the caller's bias is only 4-byte aligned
-          const int n = int(cute::get<1>(c));
-          g[p] += bias[n];
-          u[p] += bias[n + 1];
+        if (bias) {
+          const auto c = tCcD(first + 2 * p);  // column pair (c, c + 1): both in or out
+          if (cute::elem_less(c, residue)) {  // two loads: the caller's bias is only 4-byte aligned
+            const int n = int(cute::get<1>(c));
+            g[p] += bias[n];
+            u[p] += bias[n + 1];
+          }
         }
       }
       const float alpha = params->alpha, limit = params->limit;
@@ -151,14 +165,35 @@ struct GateUpActStore {
         default: activate<ActKind::kSilu>(r, g, u, alpha, limit); break;
       }
       CUTLASS_PRAGMA_UNROLL
-      for (int p = 0; p < kPairs; ++p) {
-        if (in[p]) {
-          const auto c = tCcD_mn(epi_v * FragmentSize + 2 * p);
-          const int row = int(cute::get<0>(c)), n = int(cute::get<1>(c));
-          act[row * ld + n / 2] = MmaTraits<T>::from_float(r[p]);
-        }
+      for (int p = 0; p < kPairs; p += 2) {
+        const uint32_t lo = bits_of(MmaTraits<T>::from_float(r[p]));
+        const uint32_t hi = bits_of(MmaTraits<T>::from_float(r[p + 1]));
+        packed[(first / 2 + p) / 2] = lo | (hi << 16);
       }
       return frg_acc;  // feeds the void D: discarded
+    }
+
+    CUTLASS_DEVICE void end() {
+      CUTLASS_PRAGMA_UNROLL
+      for (int i = 0; i < kValues / 2; ++i) {
+        const auto c = tCcD(2 * i);
+        if (cute::elem_less(c, residue)) {
+          const int row = int(cute::get<0>(c)), n = int(cute::get<1>(c));
+          const uint32_t word = packed[i / 2];
+          act[row * ld + n / 2] = from_bits(static_cast<uint16_t>(i % 2 ? word >> 16 : word & 0xffffu));
+        }
+      }
+    }
+
+    CUTLASS_DEVICE static uint32_t bits_of(T v) {
+      uint16_t b;
+      memcpy(&b, &v, sizeof b);
+      return b;
+    }
+    CUTLASS_DEVICE static T from_bits(uint16_t b) {
+      T v;
+      memcpy(&v, &b, sizeof v);
+      return v;
     }
   };
 

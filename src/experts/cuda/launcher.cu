@@ -31,7 +31,8 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   const ExpertsPlan plan =
       choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated, a.gate_up_interleaved);
   const ExpertsWorkspaceLayout lay = experts_workspace_layout(
-      a.M, a.k, a.E, a.H, a.I, sizeof(T), kMinTileTokens, plan.grouped, a.gated ? 2 * a.I : a.I);
+      a.M, a.k, a.E, a.H, a.I, sizeof(T), kMinTileTokens, plan.grouped, a.gated ? 2 * a.I : a.I,
+      plan.fused_act);
   auto* ws = static_cast<unsigned char*>(a.workspace);
   int* sorted_pairs = reinterpret_cast<int*>(ws + lay.sorted_pairs);
   int* pair_pos = reinterpret_cast<int*>(ws + lay.pair_pos);

@@ -21,7 +21,8 @@ struct ExpertsWorkspaceLayout {
   size_t down_rows;     // T [P, H]: weight * W2 . act per sorted pair (tiled path);
                         // gathered token rows, then W2 . act per sorted pair (grouped path)
   // Grouped (prefill) path only, else empty:
-  size_t gate_up_rows;  // float [P, R13]: W13 . x per sorted pair, before the activation
+  size_t gate_up_rows;  // float [P, R13]: W13 . x per sorted pair, before the activation (empty
+                        // where GEMM 1 applies the activation itself: plan.fused_act)
   size_t sorted_weights;  // float [P]: top-k weight per sorted pair (GEMM 2's epilogue)
   size_t group_args;    // per-expert problem shapes, pointers and strides of both grouped GEMMs
   size_t gemm_scratch;  // CUTLASS's own workspace of each grouped GEMM (tensor maps)
@@ -53,7 +54,7 @@ inline int64_t route_prep_chunk(int64_t P) {
 inline ExpertsWorkspaceLayout experts_workspace_layout(int64_t M, int64_t k, int64_t E, int64_t H,
                                                        int64_t I, size_t elem_bytes,
                                                        int64_t min_tile_tokens, bool grouped,
-                                                       int64_t R13) {
+                                                       int64_t R13, bool fused_act) {
   const int64_t P = M * k;
   ExpertsWorkspaceLayout l{};
   l.tile_bound = (P + min_tile_tokens - 1) / min_tile_tokens + (P < E ? P : E);
@@ -70,7 +71,7 @@ inline ExpertsWorkspaceLayout experts_workspace_layout(int64_t M, int64_t k, int
   l.gate_up_rows = l.sorted_weights = l.group_args = l.gemm_scratch = off;
   if (grouped) {
     const int64_t groups = P < E ? P : E;
-    l.gate_up_rows = off; off = align_up_256(off + size_t(P) * size_t(R13) * 4);
+    l.gate_up_rows = off; off = align_up_256(off + (fused_act ? 0 : size_t(P) * size_t(R13) * 4));
     l.sorted_weights = off; off = align_up_256(off + size_t(P) * 4);
     l.group_args = off;   off = align_up_256(off + size_t(groups) * kGroupArgBytes + 256);
     l.gemm_scratch = off; off = align_up_256(off + 2 * kGroupedGemmScratchBytes);
