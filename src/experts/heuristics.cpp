@@ -71,21 +71,19 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, false};
   plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
                  pairs < (int64_t(1) << 30);
-  // Grouped tile and where the activation runs, from the H200 table of 2026-11-26 (bench/RESULTS.md):
-  // - under 128 tokens per expert (one token tile each, weights streamed once): pingpong with the
-  //   activation in GEMM 1 (qwen3 M = 1024: 402 vs 424 us cooperative unfused; mixtral M = 256:
-  //   791 vs 844; deepseek M = 1024 forced onto this path: 5930 vs 6052 unfused);
-  // - shallow K (H <= 2048): pingpong, activation kernel (qwen3 M = 4096 / 8192: 815 / 1412 vs
-  //   828 / 1452; with the fused GEMM 1 858 / 1425);
+  // Grouped tile and where the activation runs, from the H200 tables of 2026-11-26 (bench/RESULTS.md):
+  // - shallow K (H <= 2048) or under 128 tokens per expert (one token tile each, weights streamed
+  //   once): pingpong with the activation in GEMM 1. 06:52, with the fused epilogue's stores after
+  //   its subtile loop: qwen3 M = 1024 / 4096 / 8192 384.8 / 764.8 / 1309.7 us vs 407.6 / 805.7 /
+  //   1404.8 with the activation kernel; mixtral M = 256 785 us (791 before);
   // - deep K: cooperative; the fused GEMM 1 only for wide intermediates with many tokens per
-  //   expert (mixtral M = 4096 / 8192: 4795 / 9068 vs 4914 / 9813), where the fp32 gate/up round
-  //   trip is largest; it lost at mixtral M = 1024 (1637 vs 1481) and deepseek M = 4096 (9293 vs 8219).
+  //   expert (mixtral M = 4096 / 8192: 4795 / 9068 vs 4914 / 9813 at 04:40, with the earlier
+  //   epilogue), where the fp32 gate/up round trip is largest; it lost at mixtral M = 1024 (1637 vs
+  //   1481) and deepseek M = 4096 (9293 vs 8219).
   bool fused = false;
-  if (per_expert < 128) {
+  if (per_expert < 128 || H <= 2048) {
     plan.grouped_tile = GroupedTileId::kPingpong128;
     fused = true;
-  } else if (H <= 2048) {
-    plan.grouped_tile = GroupedTileId::kPingpong128;
   } else {
     fused = I >= 8192 && per_expert >= 512;
   }

@@ -355,20 +355,19 @@ inline unsigned grid_for(int64_t items, int threads) {
   return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
 }
 
-// GEMM 1 with the activation in its epilogue (interleaved w13), on grouped tile Id: each in its own
-// translation unit (grouped_experts_gate_up_act_<tile>_<dtype>.cu) to keep each unit's compile time down.
-template <typename T, int Id>
+// GEMM 1 with the activation in its epilogue (interleaved w13): one tile, in its own translation
+// units (grouped_experts_gate_up_act_{bf16,fp16}.cu) to keep each unit's compile time down.
+template <typename T>
 void run_grouped_gate_up_act_gemm(const GroupArrays<T, T>& arr, int groups, const GroupedEpilogueArgs& epi,
                                   void* scratch, cudaStream_t stream) {
-  GroupedGemm<T, Id, GroupedEpilogue::kGateUpAct>::run(arr, groups, epi, scratch, stream);
+  GroupedGemm<T, int(kGroupedGateUpActTile), GroupedEpilogue::kGateUpAct>::run(arr, groups, epi, scratch,
+                                                                              stream);
 }
-#define MOEKIT_GATE_UP_ACT_GEMM(T, Id)                                                                   \
-  template void run_grouped_gate_up_act_gemm<T, Id>(const GroupArrays<T, T>&, int, const GroupedEpilogueArgs&, \
-                                                    void*, cudaStream_t)
-extern MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, int(GroupedTileId::kCoop128));
-extern MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, int(GroupedTileId::kPingpong128));
-extern MOEKIT_GATE_UP_ACT_GEMM(__half, int(GroupedTileId::kCoop128));
-extern MOEKIT_GATE_UP_ACT_GEMM(__half, int(GroupedTileId::kPingpong128));
+extern template void run_grouped_gate_up_act_gemm<__nv_bfloat16>(const GroupArrays<__nv_bfloat16, __nv_bfloat16>&,
+                                                                 int, const GroupedEpilogueArgs&, void*,
+                                                                 cudaStream_t);
+extern template void run_grouped_gate_up_act_gemm<__half>(const GroupArrays<__half, __half>&, int,
+                                                          const GroupedEpilogueArgs&, void*, cudaStream_t);
 
 // Gathers, GEMM 1 into `out1` (Out1 = float: the gate/up rows, then the activation kernel; Out1 = T:
 // the act rows directly), GEMM 2, combine.
@@ -425,7 +424,7 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   epi1.alpha = a.swiglu_alpha;
   epi1.limit = a.swiglu_limit;
   if constexpr (kGateUpAct) {
-    run_grouped_gate_up_act_gemm<T, Id>(g1, groups, epi1, ws + lay.gemm_scratch, stream);
+    run_grouped_gate_up_act_gemm<T>(g1, groups, epi1, ws + lay.gemm_scratch, stream);
   } else {
     GroupedGemm<T, Id, GroupedEpilogue::kFp32Rows>::run(g1, groups, epi1, ws + lay.gemm_scratch, stream);
     launch_dependent(grouped_act_kernel<T>, dim3(grid_for(P * 32, threads)), dim3(threads), 0, stream,
