@@ -17,6 +17,8 @@
 //   slot order (R3), one token per step. Every output has one owner and one fixed summation order, so
 //   the result does not depend on the thread count or on the other tokens of the batch. (The shared
 //   expert has one slot per token and no R2: stage 2 writes its output directly.)
+// On the AMX path (gemm_with_rows) the epilogue of each gemm call (activation, slot stores) runs
+// inside the next call's K loop, from the other of two C buffers.
 // MOEKIT_CPU_PROFILE=1 prints the time of each stage of every call on stderr (profile_line()).
 // Panel and ic1 rows are padded by 32 elements so that the rows of one AMX tile load (16 rows at a
 // power-of-two stride otherwise) do not all fall into one L1 set.
@@ -59,8 +61,11 @@ constexpr int64_t kStage1MaxRows = 128;
 constexpr int64_t kStage1PanelBytes = 1 << 20;
 constexpr int64_t kAmxStage1MaxRows = 320;
 constexpr int64_t kAmxStage1L2Bytes = 1887436;  // 1.8 MiB of the 2 MiB L2 per core
-// Stage 2 items take up to this many ic1 rows of one expert (ic1 rows are short: N, not K).
+// Stage 2 items take up to this many ic1 rows of one expert (ic1 rows are short: N, not K); the AMX
+// path up to kAmxStage2MaxRows, so that an expert of qwen3-30b-a3b at 4096 tokens (256 +- 14 rows) is one
+// item: with 256, about half of them had a second item of a few rows that read all of W2 again.
 constexpr int64_t kStage2MaxRows = 256;
+constexpr int64_t kAmxStage2MaxRows = 512;
 
 int64_t align64(int64_t v) { return round_up(v, 64); }
 
@@ -83,9 +88,9 @@ int64_t stage1_rows_amx(int64_t K) {
   return std::max(stage1_rows(K), std::min(fit, kAmxStage1MaxRows));
 }
 
-// Rows per stage-2 item: a multiple of 32 in [32, kStage2MaxRows], ic1 panel <= 1 MiB.
-int64_t stage2_rows(int64_t N, int64_t elem) {
-  return std::clamp<int64_t>(kStage1PanelBytes / (ic1_stride(N) * elem) / 32 * 32, 32, kStage2MaxRows);
+// Rows per stage-2 item: a multiple of 32 in [32, max_rows], ic1 panel <= 1 MiB.
+int64_t stage2_rows(int64_t N, int64_t elem, int64_t max_rows) {
+  return std::clamp<int64_t>(kStage1PanelBytes / (ic1_stride(N) * elem) / 32 * 32, 32, max_rows);
 }
 
 // Scratch layout of one call; sizes depend only on (M, k, E, N, K, threads) and whether slot outputs
@@ -121,8 +126,9 @@ struct Workspace {
     };
     // A panel: fp32 rows of stage1_rows() (or bf16 ones: both fit) or bf16 rows of stage1_rows_amx().
     take_thread(std::max((stage1_rows(K) + kPanelRows) * 4, (stage1_rows_amx(K) + kPanelRows) * 2) * panel_stride(K));
-    gate = take_thread(kPanelRows * 32 * 4);
-    up = take_thread(kPanelRows * 32 * 4);
+    // Two buffers each: a gemm writes one while the epilogue of the other runs (gemm_with_rows).
+    gate = take_thread(2 * kPanelRows * 32 * 4);
+    up = take_thread(2 * kPanelRows * 32 * 4);
     slot_rows = take_thread(k * 8);
     thread_bytes = t;
     per_thread = off;
@@ -402,6 +408,54 @@ void stream_to_l2(const uint16_t* p, int64_t bytes) {
   for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(c + off, _MM_HINT_T1);
 }
 
+// Stage 1's epilogue of one gemm pair (rows x 32 gate and up sums) as row work: activated row r goes
+// to dst + r * stride bytes of ic1.
+struct ActivateRows {
+  const ExpertKernels* kn;
+  const ActivationParams* act;
+  DType dtype;
+  const float *gate, *up;
+  int count;
+  unsigned char* dst;
+  int64_t stride;
+  static void run(const void* ctx, int r) {
+    const ActivateRows& w = *static_cast<const ActivateRows*>(ctx);
+    w.kn->activate(w.gate + r * 32, w.up + r * 32, w.count, *w.act, w.dtype, w.kn->panel, w.dst + r * w.stride);
+  }
+};
+
+// Stage 2's epilogue of one gemm (rows x 32 sums d of output block nb for the sorted slots slots[0..rows))
+// as row work: round(w * d) into each slot's ic2 row, or the shared expert's output row.
+struct StoreRows {
+  const Problem* pb;
+  const float* d;
+  const int32_t* slots;
+  const float* wts;
+  uint16_t* ic2;
+  int64_t ldy, nb;
+  int count;
+  static void run(const void* ctx, int r) {
+    const StoreRows& w = *static_cast<const StoreRows*>(ctx);
+    const Problem& pb = *w.pb;
+    const int64_t i = w.slots[r], K = pb.ops.K;
+    const float* d = w.d + r * 32;
+    if (pb.shared) {
+      uint16_t* o = pb.out + i * K + w.nb * 32;
+      const uint16_t* f = pb.shared_routed ? pb.shared_routed + i * K + w.nb * 32 : nullptr;
+      for (int n = 0; n < w.count; ++n) o[n] = encode(f ? d[n] + decode(f[n], pb.dtype) * pb.rsf : d[n], pb.dtype);
+    } else {
+      pb.kernels->weighted_round(d, w.wts[i], w.count, pb.dtype, w.ic2 + i * w.ldy + w.nb * 32);
+    }
+  }
+};
+
+// The AMX path requests the x row it gathers kGatherAhead rows later into L1 while it copies one.
+constexpr int64_t kGatherAhead = 2;
+void prefetch_row(const uint16_t* row, int64_t K) {
+  const char* c = reinterpret_cast<const char*>(row);
+  for (int64_t off = 0; off < K * 2; off += 64) _mm_prefetch(c + off, _MM_HINT_T0);
+}
+
 // Runs the stages on routing already normalised into the workspace (ids int32, weights fp32).
 void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
   const ExpertKernels& kn = *pb.kernels;
@@ -440,7 +494,8 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
   const int64_t pair_blocks = n_pad / 32, out_blocks = k_pad / 32;
   const int64_t rows1 = kn.next_in_slices ? stage1_rows_amx(K) : stage1_rows(K);
   const ItemSplit s1 = split_items(seg, touched, n_touched, rows1, pair_blocks, pb.threads, prefix1);
-  const ItemSplit s2 = split_items(seg, touched, n_touched, stage2_rows(N, elem), out_blocks, pb.threads, prefix2);
+  const int64_t rows2 = stage2_rows(N, elem, kn.next_in_slices ? kAmxStage2MaxRows : kStage2MaxRows);
+  const ItemSplit s2 = split_items(seg, touched, n_touched, rows2, out_blocks, pb.threads, prefix2);
   const int rows_max = kn.max_rows;
   const int64_t w13_bytes = pb.ops.w13.block_elems * 2, w2_bytes = pb.ops.w2.block_elems * 2;
   if (prof) wall[0] = omp_get_wtime() - mark;
@@ -450,8 +505,15 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
     const int tid = omp_get_thread_num();
     unsigned char* mine = base + ws.per_thread + ws.thread_bytes * tid;
     unsigned char* panel = mine;
-    float* cg = reinterpret_cast<float*>(mine + ws.gate);
-    float* cu = reinterpret_cast<float*>(mine + ws.up);
+    float* const cg2 = reinterpret_cast<float*>(mine + ws.gate);
+    float* const cu2 = reinterpret_cast<float*>(mine + ws.up);
+    float* cg = cg2;
+    float* cu = cu2;
+    // gemm_with_rows: each call writes the buffer the pending epilogue does not read.
+    int buf = 0;
+    RowWork pending;
+    ActivateRows act_rows{&kn, &pb.act, pb.dtype, nullptr, nullptr, 0, nullptr, 0};
+    StoreRows store_rows{&pb, nullptr, sorted, wts, ic2, ldy, 0, 0};
     const uint16_t** slot_rows = reinterpret_cast<const uint16_t**>(mine + ws.slot_rows);
     ThreadTimes* tt = prof ? &times[tid] : nullptr;
     auto clock = [&] { return prof ? omp_get_wtime() : 0.0; };
@@ -465,6 +527,7 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
       const int64_t groups = (it.end - it.begin + rows_max - 1) / rows_max;
       double t0 = clock();
       for (int64_t g = it.begin; g < it.end; ++g) {
+        if (kn.next_in_slices && g + kGatherAhead < it.end) prefetch_row(pb.x + (sorted[g + kGatherAhead] / k) * K, K);
         load_panel_row(pb.x + (sorted[g] / k) * K, K, k_pad, pb.dtype, kn.panel, panel + (g - it.begin) * lda * elem);
         if (kn.next_in_slices) {
           const int64_t r = g - it.begin, n = it.end - it.begin;
@@ -485,6 +548,29 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
           const int rows = static_cast<int>(std::min<int64_t>(rows_max, it.end - g));
           const unsigned char* a = panel + (g - it.begin) * lda * elem;
           const double t1 = clock();
+          if (kn.gemm_with_rows) {
+            // This group's activation becomes pending and runs during the next group's gemms.
+            const int64_t r = (g - it.begin) / rows_max;
+            const Slice sg = slice_of(wg_next, w13_bytes, r, groups), su = slice_of(wu_next, w13_bytes, r, groups);
+            cg = cg2 + buf * kPanelRows * 32;
+            cu = cu2 + buf * kPanelRows * 32;
+            kn.gemm_with_rows(a, lda, rows, wg, k_pad / 2, cg, sg.at, sg.bytes, &pending);
+            kn.gemm_with_rows(a, lda, rows, wu, k_pad / 2, cu, su.at, su.bytes, &pending);
+            const double t2 = clock();
+            pending.finish();
+            act_rows.gate = cg;
+            act_rows.up = cu;
+            act_rows.count = count;
+            act_rows.dst = ic1 + (g * ldc + j * 32) * elem;
+            act_rows.stride = ldc * elem;
+            pending = RowWork{ActivateRows::run, &act_rows, rows, 0};
+            buf ^= 1;
+            if (prof) {
+              tt->gemm1 += t2 - t1;
+              tt->act += clock() - t2;
+            }
+            continue;
+          }
           if (kn.next_in_slices) {
             const int64_t r = (g - it.begin) / rows_max;
             const Slice sg = slice_of(wg_next, w13_bytes, r, groups), su = slice_of(wu_next, w13_bytes, r, groups);
@@ -506,6 +592,7 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
           }
         }
       }
+      pending.finish();
       if (prof) tt->busy1 += clock() - t0;
     }
 #pragma omp master
@@ -530,6 +617,24 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
           // The next block: a slice per call, or all of it to the first call (kernels.h).
           const Slice sn = kn.next_in_slices ? slice_of(next, w2_bytes, (g - it.begin) / rows_max, groups)
                                              : Slice{g == it.begin ? next : nullptr, w2_bytes};
+          if (kn.gemm_with_rows) {
+            // This call's stores become pending and run during the next call.
+            float* d = cg2 + buf * kPanelRows * 32;
+            kn.gemm_with_rows(ic1 + g * ldc * elem, ldc, rows, w, n_pad / 2, d, sn.at, sn.bytes, &pending);
+            const double t2 = clock();
+            pending.finish();
+            store_rows.d = d;
+            store_rows.slots = sorted + g;
+            store_rows.nb = nb;
+            store_rows.count = count;
+            pending = RowWork{StoreRows::run, &store_rows, rows, 0};
+            buf ^= 1;
+            if (prof) {
+              tt->gemm2 += t2 - t1;
+              tt->store += clock() - t2;
+            }
+            continue;
+          }
           kn.gemm(ic1 + g * ldc * elem, ldc, rows, w, n_pad / 2, cg, sn.at, sn.bytes);
           const double t2 = clock();
           for (int r = 0; r < rows; ++r) {
@@ -549,6 +654,7 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
           }
         }
       }
+      pending.finish();
       _mm_sfence();  // the slot rows may have been written with non-temporal stores (AMX path)
       if (prof) tt->busy2 += clock() - t0;
     }

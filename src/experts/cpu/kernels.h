@@ -16,6 +16,18 @@
 
 namespace moekit::cpu {
 
+// Epilogue rows of an earlier gemm call (activation, weighted rounding) that a later call may run
+// between its own tile instructions: run(ctx, r) for r in [done, rows). finish() runs what is left,
+// so a call that does not take any stays correct.
+struct RowWork {
+  void (*run)(const void* ctx, int r) = nullptr;
+  const void* ctx = nullptr;
+  int rows = 0, done = 0;
+  void finish() {
+    for (; done < rows; ++done) run(ctx, done);
+  }
+};
+
 struct ActivationParams {
   Activation kind = Activation::kSiluAndMul;
   float alpha = 0.f, limit = 0.f;
@@ -58,6 +70,11 @@ struct ExpertKernels {
   // max_rows rows), so that every call reads its block from L2 (AMX: the tile loads stall on
   // misses, and the row groups after the first would otherwise wait for the first's DRAM reads).
   bool next_in_slices = false;
+  // Optional (AMX): gemm that also runs `pending`'s rows (may be null) in equal shares over its K
+  // steps. The caller hands each call the epilogue of the call before (writing c into the other of two
+  // buffers), so the vector epilogue runs while the tile unit multiplies.
+  void (*gemm_with_rows)(const void* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+                         const uint16_t* next_w, int64_t next_bytes, RowWork* pending) = nullptr;
 };
 
 // The kernels of `isa` for activations/weights of `dtype` (bf16 or fp16). Paths without a kernel

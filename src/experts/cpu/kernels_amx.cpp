@@ -23,8 +23,15 @@
 // qwen3-30b-a3b, 4096 tokens, both interleaved in one process: 230 -> 183 ms with 2 threads, 33.4 ->
 // 27.6 ms with 16; without the non-temporal stores the gain is gone (229 ms with 2 threads). A
 // reciprocal estimate instead of the activation's division and streaming W2 / W13 blocks two or three
-// ahead instead of one gained nothing there, and running the epilogue rows between the next call's
-// tile instructions made the tile work slower by as much as it hid (stage 2 slower overall).
+// ahead instead of one gained nothing there.
+// gemm_with_rows runs the caller's pending epilogue rows (the call before's) in shares between its K
+// steps: the epilogue time goes (2 threads, 4096 tokens: activation 10 -> 1.2 ms, slot stores 9.6 ->
+// 2.4 ms) while the tile work slows by most of it; net 3-9% faster over 1024 / 4096 tokens and 2 / 16
+// threads in one process (with the 512-row stage-2 items and the gather prefetch, 06:55 UTC run; the
+// 04:30 run of the same scheme alone had read as a wash). Tried and dropped (06:35 UTC run): K walked
+// in chunks over two to eight blocks against the same A rows, C tiles stored and reloaded between
+// chunks, so the A chunk is read from L2 once per chunk (the L2-bandwidth hypothesis): 6-16% slower
+// in stage 1, within noise in stage 2.
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* values
 // (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -80,21 +87,45 @@ class NextStream {
   int64_t per_step_;
 };
 
-void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
-          const uint16_t* next_w, int64_t next_bytes) {
+// The caller's pending epilogue rows, run in equal shares over the K steps of one call: after step s
+// (of `steps`), rows up to first + (s + 1) * left / steps are done.
+class PendingRows {
+ public:
+  PendingRows(RowWork* pending, int64_t steps)
+      : work_(pending && pending->done < pending->rows ? pending : nullptr),
+        first_(work_ ? work_->done : 0),
+        left_(work_ ? work_->rows - work_->done : 0),
+        steps_(steps) {}
+  inline void step(int64_t s) {
+    if (!work_) return;
+    const int want = first_ + static_cast<int>((s + 1) * left_ / steps_);
+    for (; work_->done < want; ++work_->done) work_->run(work_->ctx, work_->done);
+  }
+
+ private:
+  RowWork* work_;
+  int first_;
+  int64_t left_, steps_;
+};
+
+__attribute__((always_inline)) inline void gemm_tiles(const void* a_panel, int64_t lda, int rows, const uint16_t* w,
+                                                      int64_t kpairs, float* c, const uint16_t* next_w,
+                                                      int64_t next_bytes, RowWork* pending) {
   const uint16_t* a = static_cast<const uint16_t*>(a_panel);
   const int64_t stride = lda * 2;
   NextStream next(next_w, next_bytes, kpairs);
+  PendingRows work(pending, kpairs / 16);
   _tile_zero(0);
   _tile_zero(1);
   if (rows <= 16) {
-    for (int64_t p = 0; p < kpairs; p += 16) {
+    for (int64_t p = 0, s = 0; p < kpairs; p += 16, ++s) {
       _tile_loadd(4, a + 2 * p, stride);
       _tile_loadd(6, w + p * 64, 128);
       _tile_loadd(7, w + p * 64 + 32, 128);
       _tile_dpbf16ps(0, 4, 6);
       _tile_dpbf16ps(1, 4, 7);
       next.step();
+      work.step(s);
     }
     _tile_stored(0, c, 128);
     _tile_stored(1, c + 16, 128);
@@ -103,7 +134,7 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
   const uint16_t* a1 = a + 16 * lda;
   _tile_zero(2);
   _tile_zero(3);
-  for (int64_t p = 0; p < kpairs; p += 16) {
+  for (int64_t p = 0, s = 0; p < kpairs; p += 16, ++s) {
     _tile_loadd(4, a + 2 * p, stride);
     _tile_loadd(6, w + p * 64, 128);
     _tile_loadd(7, w + p * 64 + 32, 128);
@@ -113,11 +144,22 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
     next.step();
+    work.step(s);
   }
   _tile_stored(0, c, 128);
   _tile_stored(1, c + 16, 128);
   _tile_stored(2, c + 16 * 32, 128);
   _tile_stored(3, c + 16 * 32 + 16, 128);
+}
+
+void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+          const uint16_t* next_w, int64_t next_bytes) {
+  gemm_tiles(a_panel, lda, rows, w, kpairs, c, next_w, next_bytes, nullptr);
+}
+
+void gemm_with_rows(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+                    const uint16_t* next_w, int64_t next_bytes, RowWork* pending) {
+  gemm_tiles(a_panel, lda, rows, w, kpairs, c, next_w, next_bytes, pending);
 }
 
 // Epilogues: the values of the avx512bf16 ones, rounded to bf16 by VCVTNE2PS2BF16 (RNE, 32 values
@@ -181,6 +223,7 @@ const ExpertKernels* amx_expert_kernels(DType dtype) {
     k.thread_begin = configure_tiles;
     k.thread_end = release_tiles;
     k.next_in_slices = true;
+    k.gemm_with_rows = gemm_with_rows;
     return k;
   }();
   return &kernels;
