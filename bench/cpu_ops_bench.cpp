@@ -8,6 +8,9 @@
 // Inputs stay the same from call to call (hot caches at decode sizes, as after the previous op);
 // at 16384 tokens the inputs of the memory-bound ops exceed the caches anyway.
 // bytes = the op's compulsory traffic (inputs read once + outputs written once); GB/s = bytes / time.
+// apply_shuffle_mul_sum runs twice: on the permutation prepare_moe_input builds for random routing
+// (perm=routed, what the op gets in a MoE layer) and on a uniformly random one (perm=random, every
+// 4 KiB row a page walk of its own: the TLB's worst case).
 //
 //   moekit_cpu_ops_bench [--op SUBSTRING] [--tokens 1,16,64,16384] [--csv PATH]
 // Threads and ISA path: MOEKIT_CPU_THREADS, MOEKIT_CPU_ISA (as every CPU op).
@@ -274,13 +277,42 @@ Case build_moe_sum_reduce(int64_t M, std::mt19937_64& rng) {
   return c;
 }
 
-Case build_apply_shuffle_mul_sum(int64_t M, std::mt19937_64& rng) {
-  Case c = rows_case("apply_shuffle_mul_sum", M, rng);
+Case apply_shuffle_mul_sum_case(Case c, int64_t M) {
   c.keep.emplace_back(DType::kBFloat16, std::initializer_list<int64_t>{M, kH});
   TensorView in = c.keep[0].view, perm = c.keep[1].view, f = c.keep[2].view, out = c.keep[3].view;
   c.bytes = in.nbytes() + perm.nbytes() + f.nbytes() + out.nbytes();
   c.call = [=] { apply_shuffle_mul_sum(in, out, perm, f); };
   return c;
+}
+
+// The permutation of the pipeline: prepare_moe_input's output_permutation (c_map) for random top-8
+// routing (8 distinct experts of 128 per token). Within an expert the slots follow the tokens, so
+// consecutive tokens read nearby rows of each expert's block (shared pages and TLB entries).
+Case build_apply_shuffle_mul_sum(int64_t M, std::mt19937_64& rng) {
+  Case c = rows_case("apply_shuffle_mul_sum", M, rng);
+  c.shape += " perm=routed";
+  Buffer ids(DType::kInt32, {M, kTopk}), offsets(DType::kInt32, {kE + 1}), sizes1(DType::kInt32, {kE, 3}),
+      sizes2(DType::kInt32, {kE, 3}), in_perm(DType::kInt32, {M * kTopk});
+  int32_t* id = ids.view.ptr<int32_t>();
+  std::vector<int32_t> experts(kE);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t e = 0; e < kE; ++e) experts[e] = static_cast<int32_t>(e);
+    for (int64_t j = 0; j < kTopk; ++j) {
+      std::swap(experts[j], experts[j + static_cast<int64_t>(rng() % (kE - j))]);
+      id[m * kTopk + j] = experts[j];
+    }
+  }
+  prepare_moe_input(ids.view, offsets.view, {}, sizes1.view, sizes2.view, in_perm.view, c.keep[1].view, kE,
+                    768, kH);
+  return apply_shuffle_mul_sum_case(std::move(c), M);
+}
+
+// A uniformly random permutation: every row on its own pages in random order, the worst case for
+// the TLB (no pipeline produces it).
+Case build_apply_shuffle_mul_sum_random(int64_t M, std::mt19937_64& rng) {
+  Case c = rows_case("apply_shuffle_mul_sum", M, rng);
+  c.shape += " perm=random";
+  return apply_shuffle_mul_sum_case(std::move(c), M);
 }
 
 Case build_qk_norm_rope(int64_t M, std::mt19937_64& rng) {
@@ -323,6 +355,7 @@ const OpSpec kOps[] = {
     {"moe_sum", build_moe_sum, true},
     {"moe_sum_reduce", build_moe_sum_reduce, true},
     {"apply_shuffle_mul_sum", build_apply_shuffle_mul_sum, true},
+    {"apply_shuffle_mul_sum", build_apply_shuffle_mul_sum_random, true},
     {"fused_qk_norm_rope", build_qk_norm_rope, true},
 };
 
