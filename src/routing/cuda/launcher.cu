@@ -22,12 +22,12 @@ struct RouterShape {
 constexpr int64_t kTeamRowsMax = 1024;
 
 // The one heuristic. A team holds at most 4 experts per lane (1 warp up to 128 experts, 2 up to
-// 256, 4 up to 512); a single warp holds ceil(E / 32) rounded up to an instantiated size. The fused
-// one-CTA launch uses teams only while every team gets at most one row (its warps are all there
-// is, so beyond that the cheaper single-warp rows win).
+// 256, 3 up to 384, 4 up to 512); a single warp holds ceil(E / 32) rounded up to an instantiated
+// size. The fused one-CTA launch uses teams only while every team gets at most one row (its warps
+// are all there is, so beyond that the cheaper single-warp rows win).
 RouterShape router_shape(int64_t M, int E, bool fused) {
   const int per_warp = (E + 31) / 32;
-  const int team_warps = per_warp <= 4 ? 1 : per_warp <= 8 ? 2 : 4;
+  const int team_warps = per_warp <= 4 ? 1 : per_warp <= 8 ? 2 : per_warp <= 12 ? 3 : 4;
   const bool team = fused ? M * team_warps <= fused_warps<4>() : M <= kTeamRowsMax;
   if (team || per_warp <= 4) {
     if (team_warps > 1) return {team_warps, 4};
@@ -61,6 +61,7 @@ using Shape = std::integer_sequence<int, kVPT, kW>;
 template <typename Launch>
 void with_shape(RouterShape s, const Launch& launch_for) {
   if (s.warps_per_row == 4) launch_for(Shape<4, 4>{});
+  else if (s.warps_per_row == 3) launch_for(Shape<4, 3>{});
   else if (s.warps_per_row == 2) launch_for(Shape<4, 2>{});
   else if (s.slots_per_lane == 1) launch_for(Shape<1, 1>{});
   else if (s.slots_per_lane == 2) launch_for(Shape<2, 1>{});

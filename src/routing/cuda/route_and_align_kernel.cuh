@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(fused_warps<kVPT>() * 32)
   float bias[kVPT];
   load_bias<kVPT, kW>(p, rank, lane, bias);
   int parity = 0;
-  for (int64_t row = team; row < p.M; row += kTeams, parity ^= 1) {
+  for (int64_t row = team; team < kTeams && row < p.M; row += kTeams, parity ^= 1) {  // 3-warp teams: warp 15 idles
     int id = route_row<kVPT, kW, kScore>(p, row, rank, lane, bias, scratch[team], 1 + team, parity);
     if (rank == 0 && lane < slots) s_ids[row * slots + lane] = static_cast<int16_t>(id);
   }
