@@ -19,21 +19,35 @@ __device__ __forceinline__ void allow_dependent_launch() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 
-// Launches `kernel` with the PDL attribute (a plain launch when `overlap` is false).
+// Launches `kernel` with the PDL attribute (a plain launch when `overlap` is false) and, when
+// cluster_x > 0, in thread-block clusters of cluster_x CTAs along x.
 template <typename Kernel, typename... Args>
-void launch_dependent(Kernel kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                      bool overlap, const Args&... args) {
+void launch_with_attributes(Kernel kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                            bool overlap, unsigned cluster_x, const Args&... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attribute[2];
+  unsigned n = 0;
+  if (overlap) {
+    attribute[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_x > 0) {
+    attribute[n].id = cudaLaunchAttributeClusterDimension;
+    attribute[n++].val.clusterDim = {cluster_x, 1, 1};
+  }
   config.attrs = attribute;
-  config.numAttrs = overlap ? 1 : 0;
+  config.numAttrs = n;
   MOEKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
+}
+
+template <typename Kernel, typename... Args>
+void launch_dependent(Kernel kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                      bool overlap, const Args&... args) {
+  launch_with_attributes(kernel, grid, block, smem, stream, overlap, 0u, args...);
 }
 
 }  // namespace moekit::cuda

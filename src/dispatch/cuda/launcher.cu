@@ -71,21 +71,8 @@ void launch_cluster(Kernel kernel, const BucketLaunch& l, cudaStream_t stream, c
   if (l.smem_bytes > 48 * 1024)  // per device and function; cheap, and legal during capture
     MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(l.smem_bytes)));
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(l.ctas, 1, 1);
-  config.blockDim = dim3(l.warps * 32, 1, 1);
-  config.dynamicSmemBytes = l.smem_bytes;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[2];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = l.ctas;
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  attribute[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[1].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = 2;
-  MOEKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, arg));
+  launch_with_attributes(kernel, dim3(l.ctas), dim3(l.warps * 32), l.smem_bytes, stream, true,
+                         static_cast<unsigned>(l.ctas), arg);
 }
 
 // The align launch: the one-CTA small path where it fits (after_router: see
