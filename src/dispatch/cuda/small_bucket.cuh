@@ -2,7 +2,7 @@
 // cluster launch: at these sizes the cluster launch alone costs more than the whole job.
 //
 // Thread i owns pair i (its id is loaded once, into a register). Then:
-//   1. rank in the warp: __match_any_sync groups the warp's lanes by bucket; a lane's rank is the
+//   1. rank in the warp: warp_bucket_peers groups the warp's lanes by bucket; a lane's rank is the
 //      number of lower lanes of its bucket, and the lowest lane stores the warp's count of the
 //      bucket in a [warps][nb] table (16-bit: at most blockDim.x pairs);
 //   2. per bucket (a contiguous run of buckets per thread): the table column becomes the exclusive
@@ -53,6 +53,22 @@ struct SmallBucketPair {
 
 __device__ __forceinline__ int32_t round_up_to(int32_t c, int32_t block) {
   return (c + block - 1) / block * block;
+}
+
+// The lanes of the warp whose bucket equals this lane's b (b in [0, nb); b < 0: none, and then
+// only the lane itself): __match_any_sync's result from one ballot per bit of the bucket index, as
+// CUB's MatchAny ranks radix digits. MATCH.ANY took ~0.2 us more in the align kernel behind the
+// router at 512 pairs (H200: moe_align_block_size M=64 deepseek-v3 3.38 -> 3.19 us, bench/RESULTS.md).
+__device__ __forceinline__ unsigned warp_bucket_peers(int b, int nb, int lane) {
+  const int bits = 32 - __clz(max(nb - 1, 1));
+  unsigned peers = __ballot_sync(0xffffffffu, b >= 0);
+#pragma unroll 4
+  for (int bit = 0; bit < bits; ++bit) {
+    const bool one = (b >> bit) & 1;
+    const unsigned set = __ballot_sync(0xffffffffu, one);
+    peers &= one ? set : ~set;
+  }
+  return b >= 0 ? peers : 1u << lane;
 }
 
 // Inclusive scan of two values over a full warp.
@@ -106,9 +122,7 @@ __device__ SmallBucketPair small_bucket(const SmallBucketSmem& s, int nb, int n,
 
   int rank = 0;
   if (warp < pair_warps) {
-    // Lanes without a bucket get a key no other lane has.
-    const unsigned key = b >= 0 ? unsigned(b) : 0x80000000u | unsigned(lane);
-    const unsigned peers = __match_any_sync(0xffffffffu, key);
+    const unsigned peers = warp_bucket_peers(b, nb, lane);
     rank = __popc(peers & ((1u << lane) - 1u));
     if (b >= 0 && rank == 0) s.table[warp * nb + b] = static_cast<uint16_t>(__popc(peers));
   }
@@ -160,7 +174,7 @@ __device__ SmallBucketPair small_bucket(const SmallBucketSmem& s, int nb, int n,
 // sizes): small_bucket's result without its table clearing barrier, block scan and starts barrier.
 // The caller clears the shared memory (chunk_bucket_clear) and passes one barrier before
 // chunk_bucket(), which then needs a single barrier of its own:
-//   1. as in small_bucket, __match_any_sync ranks a pair among its warp's lanes of the same bucket
+//   1. as in small_bucket, a pair ranks among its warp's lanes of the same bucket (warp_bucket_peers)
 //      and the lowest such lane stores the warp's count in a [warps][nb] table; it also adds that
 //      count to count[b] (shared atomics: the sums and the masks below do not depend on the order)
 //      and to chunk_blocks[b / 32] the blocks it adds to the bucket, ceil(new / block) -
@@ -171,6 +185,8 @@ __device__ SmallBucketPair small_bucket(const SmallBucketSmem& s, int nb, int n,
 //      plus the extra blocks of its chunk's lower buckets of more than one block (rare at decode
 //      sizes: a loop over their bits); its slot adds the counts of earlier warps (<= 31 table
 //      reads) and its rank in the warp. Ascending pair index inside each bucket, as small_bucket.
+// (Deriving the chunk sums and masks from count[] after the barrier instead, a warp sum and two
+// ballots per chunk of 32 buckets in every warp, took 0.6-1.0 us more on an H200: bench/RESULTS.md.)
 inline constexpr int kChunkBucketMaxBuckets = 1024;
 
 __host__ __device__ inline int64_t chunk_bucket_table_words(int64_t n, int64_t nb) {
@@ -226,8 +242,7 @@ __device__ __forceinline__ ChunkBucketPair chunk_bucket(const ChunkBucketSmem& s
   const int pair_warps = (n + 31) / 32;
   int rank = 0;
   if (warp < pair_warps) {
-    const unsigned key = b >= 0 ? unsigned(b) : 0x80000000u | unsigned(lane);  // unique when none
-    const unsigned peers = __match_any_sync(0xffffffffu, key);
+    const unsigned peers = warp_bucket_peers(b, nb, lane);
     rank = __popc(peers & ((1u << lane) - 1u));
     if (b >= 0 && rank == 0) {
       const int32_t c = __popc(peers);

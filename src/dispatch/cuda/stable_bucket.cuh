@@ -9,7 +9,7 @@
 //      a block scan of the (padded) totals gives the bucket starts; each warp's write cursor per
 //      bucket = start + earlier CTAs + earlier warps of this CTA;
 //   3. scatter: each warp walks its sub-chunk in ascending order, 32 pairs a round; the rank of a
-//      pair among equal buckets of the round comes from __match_any_sync, so the slot of pair i is
+//      pair among equal buckets of the round comes from warp_bucket_peers, so the slot of pair i is
 //      start + (number of pairs of its bucket before i): ascending i inside every bucket, the same
 //      result on every run, no atomics on global memory.
 // The caller ends with cluster.sync() so that no CTA exits while another still reads its counts.
@@ -194,9 +194,7 @@ __device__ void scatter_buckets(const BucketSmem& s, int nb, int64_t n, const So
 #pragma unroll
     for (int r = 0; r < kBucketBatch; ++r) {
       const int64_t i = base + r * 32 + lane;
-      // Lanes without a bucket get a key no other lane has.
-      const unsigned key = b[r] >= 0 ? unsigned(b[r]) : 0x80000000u | unsigned(lane);
-      const unsigned peers = __match_any_sync(0xffffffffu, key);
+      const unsigned peers = warp_bucket_peers(b[r], nb, lane);
       int32_t slot = 0;
       if (b[r] >= 0) slot = cursor[b[r]] + __popc(peers & lanes_below);
       __syncwarp();

@@ -26,15 +26,14 @@ constexpr int fused_warps() {
 inline constexpr int kWarpBucketMaxPairs = 32;
 
 // The outputs of small_bucket for n <= 32 pairs (ids[i] = bucket of pair i), computed by one warp:
-// pair i ranks among the lower lanes of its bucket (__match_any_sync), a bucket's leader (its
+// pair i ranks among the lower lanes of its bucket (warp_bucket_peers), a bucket's leader (its
 // lowest pair) holds its block count, and a bucket starts after the blocks of every lower bucket
 // (a sum over the n lanes' leaders). Writes the pairs' slots, the block experts and the total; the
 // pad fill is the caller's.
 __device__ __forceinline__ void warp_bucket(const detail::AlignProblem& a, const int16_t* ids, int n,
                                             int lane) {
   const int b = lane < n ? ids[lane] : -1;
-  const unsigned key = b >= 0 ? unsigned(b) : 0x80000000u | unsigned(lane);  // unique when none
-  const unsigned peers = __match_any_sync(kFullMask, key);
+  const unsigned peers = warp_bucket_peers(b, a.num_experts, lane);
   const int rank = __popc(peers & ((1u << lane) - 1u));
   const int blocks = b >= 0 && rank == 0 ? (__popc(peers) + a.block_size - 1) / a.block_size : 0;
   int before = 0;  // blocks of the buckets below b
