@@ -107,13 +107,14 @@ TEST(RouteAndAlignCuda, MatchesComposedOracles) {
   check(Case{Router::kTopkSoftmax, 64, 256, 64, 8, false, DType::kFloat16}, rng);
 }
 
-// The one-CTA team shapes (two warps a row for 256 experts, four for 384) with one warp bucketing
-// (<= 32 pairs) and with small_bucket: few cases, so that compute-sanitizer runs them quickly.
+// The one-CTA team shapes (two warps a row for 256 experts, three for 300 and 384: five teams and
+// an idle warp) with one warp bucketing (<= 32 pairs) and with chunk_bucket: few cases, so that
+// compute-sanitizer runs them quickly.
 TEST(RouteAndAlignCuda, TeamShapesOneCta) {
   MOEKIT_REQUIRE_GPU();
   auto rng = fresh_rng();
   for (Router r : {Router::kMoeFusedGate, Router::kTopkSoftmax})
-    for (int64_t E : {256, 384})
+    for (int64_t E : {256, 300, 384})
       for (int64_t M : {1, 3, 7}) check(Case{r, M, E, 16, 8, M != 3}, rng);
 }
 

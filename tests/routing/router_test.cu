@@ -67,6 +67,16 @@ TEST_P(RouterCuda, SoftmaxAndSigmoidMatchOracle) {
   c.op = RouterOp::kSoftmax;
   c.renormalize = true;
   check_cuda(c, GetParam(), 16384, 128, true, 1.0, rng);
+  // Teams of three warps (257-384 experts), partial last warp included.
+  for (int64_t E : {300, 384})
+    for (int64_t M : {1, 7, 64})
+      for (RouterOp op : {RouterOp::kSoftmax, RouterOp::kSigmoid}) {
+        c.op = op;
+        c.topk = M == 7 ? 16 : 8;
+        c.bias_mode = RouterBiasMode::kLogit;
+        check_cuda(c, GetParam(), M, E, true, 1.0, rng);
+      }
+  c.topk = 8;
   // Above 1024 rows one warp routes a row (up to 16 experts per lane); below, teams of warps do.
   for (int64_t E : {160, 384, 512})
     for (RouterOp op : {RouterOp::kSoftmax, RouterOp::kSigmoid}) {
@@ -107,7 +117,8 @@ TEST_P(RouterCuda, GroupedGatesMatchOracle) {
       }
   // Unusual group shapes: one expert per group, 32 groups, groups wider than a warp.
   for (auto [E, G, tg, k] : std::vector<std::tuple<int, int, int, int>>{
-           {64, 64, 40, 16}, {64, 64, 3, 3}, {512, 32, 4, 16}, {384, 2, 1, 8}, {160, 16, 9, 12}}) {
+           {64, 64, 40, 16}, {64, 64, 3, 3}, {512, 32, 4, 16}, {384, 2, 1, 8}, {160, 16, 9, 12},
+           {384, 12, 4, 8}, {288, 9, 3, 8}}) {
     RouterCall c;
     c.op = RouterOp::kFusedGate;
     c.topk = k;
