@@ -4,16 +4,17 @@
 #include "combine/cuda/moe_sum.cuh"
 #include "combine/cuda/shuffle_mul_sum.cuh"
 #include "common/cuda_check.h"
+#include "common/device_info.h"
 #include "common/dependent_launch.cuh"
 
 namespace moekit::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-// Packs of a grid that one wave covers (132 SMs x 1024 threads): at or below it moe_sum loads up to
-// 8 input packs per thread at once (one round trip at decode sizes); above it 4 (more threads
+// Packs of a grid that one wave covers (1024 threads an SM): at or below it moe_sum loads up to 8
+// input packs per thread at once (one round trip at decode sizes); above it 4 (more threads
 // resident, the same bytes in flight).
-constexpr int64_t kOneWavePacks = int64_t{132} * 1024;
+constexpr int64_t kOneWaveThreadsPerSm = 1024;
 
 // Calls launch(std::integral_constant<int, V>) for the pack width `vec` (only widths of at most
 // 16 bytes are instantiated).
@@ -39,7 +40,7 @@ void launch_moe_sum(const TensorView& input, const TensorView& output, double sc
   const T* in = static_cast<const T*>(input.data);
   T* out = static_cast<T*>(output.data);
   const Acc s = static_cast<Acc>(scale);
-  const bool wide = M * (H / vec) <= kOneWavePacks && k > 4;
+  const bool wide = k > 4 && M * (H / vec) <= current_device_sm_count() * kOneWaveThreadsPerSm;
   with_pack_width<T>(vec, [&](auto width) {
     constexpr int kVec = decltype(width)::value;
     if (wide)

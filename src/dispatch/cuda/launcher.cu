@@ -3,6 +3,7 @@
 
 #include "common/cuda_check.h"
 #include "common/dependent_launch.cuh"
+#include "common/device_info.h"
 #include "dispatch/cuda/align.cuh"
 #include "dispatch/cuda/launcher.h"
 #include "dispatch/cuda/prepare.cuh"
@@ -127,8 +128,8 @@ void prepare_moe_input(const detail::PrepareProblem& p, Stream stream) {
 }
 
 // ---- shuffle_rows: a warp per row, the widest copy unit the row pitch and pointers allow; one
-// unit per thread while the whole copy fits one wave (132 SMs x 2048 threads) ----
-constexpr int64_t kShuffleFlatMaxPieces = int64_t{132} * 2048;
+// unit per thread while the whole copy fits one wave (2048 threads an SM) ----
+constexpr int64_t kShuffleFlatThreadsPerSm = 2048;
 
 void shuffle_rows(const detail::ShuffleRowsProblem& p, Stream stream) {
   const uint64_t align_bits = static_cast<uint64_t>(p.row_bytes) |
@@ -138,10 +139,11 @@ void shuffle_rows(const detail::ShuffleRowsProblem& p, Stream stream) {
   const int64_t blocks = std::clamp<int64_t>((p.dst_rows + kWarpsPerBlock - 1) / kWarpsPerBlock, 1,
                                              int64_t{1} << 20);
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
+  const int64_t flat_max_pieces = current_device_sm_count() * kShuffleFlatThreadsPerSm;
   auto run = [&](auto bytes) {
     constexpr int kBytes = decltype(bytes)::value;
     const int64_t pieces = p.dst_rows * (p.row_bytes / kBytes);
-    if (pieces <= kShuffleFlatMaxPieces) {
+    if (pieces <= flat_max_pieces) {
       const int64_t flat_blocks = std::max<int64_t>((pieces + kThreads - 1) / kThreads, 1);
       launch_dependent(shuffle_rows_flat_kernel<kBytes>, dim3(static_cast<unsigned>(flat_blocks)),
                        dim3(kThreads), 0, s, true, p.input, p.src_rows, p.dst2src_map, p.output,
