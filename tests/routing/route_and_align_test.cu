@@ -204,7 +204,7 @@ TEST(RouteAndAlignCudaTiming, LaunchShapes) {
     int64_t E;
   };
   for (Config cfg : {Config{Router::kTopkSoftmax, 128}, Config{Router::kMoeFusedGate, 256},
-                     Config{Router::kTopkSoftmax, 384}})
+                     Config{Router::kTopkSoftmax, 384}, Config{Router::kTopkSoftmax, 512}})
     for (int64_t M : {1, 2, 4, 8, 12, 16, 32, 64, 128}) {
       RouteAndAlignOptions o;
       o.router = cfg.router;

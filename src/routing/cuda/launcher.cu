@@ -46,11 +46,18 @@ RouterShape router_shape(int64_t M, int E, bool fused) {
 // one CTA vs router + align: 128 experts 3.68-4.33 vs 4.22-4.45 us at 1-8 rows, 4.58 vs 4.48 at 12;
 // the 256-expert gate 4.67-5.19 vs 5.15-5.30 at 1-4 rows, 6.09 vs 5.19 at 8; 384 experts 4.70-5.01
 // vs 5.35-5.48 at 1-2 rows, 5.82 vs 5.48 at 4 (teams), 7.00 vs 5.32 at 8 (single warps, 12 a lane).
+// Up to kOneCtaWarpBucketMaxRowWarps while one warp buckets the pairs (no barrier after the
+// routing): 384 experts x 4 rows on teams of 3 warps took 5.15 us in one CTA vs 5.42 for router +
+// align, while 512 experts x 4 rows (16 row-warps) took 5.99 vs 5.66 (H200, 2026-11-26 06:59 UTC).
 constexpr int64_t kOneCtaMaxRowWarps = 8;
+constexpr int64_t kOneCtaWarpBucketMaxRowWarps = 12;
 
-bool one_cta_route_and_align(int64_t M, int E) {
+bool one_cta_route_and_align(int64_t M, int E, int slots) {
   const RouterShape shape = router_shape(M, E, true);
-  return M * shape.warps_per_row <= kOneCtaMaxRowWarps &&
+  const int64_t row_warps = M * shape.warps_per_row;
+  const bool warp_bucket = M * slots <= kWarpBucketMaxPairs;
+  return (row_warps <= kOneCtaMaxRowWarps ||
+          (warp_bucket && row_warps <= kOneCtaWarpBucketMaxRowWarps)) &&
          (shape.warps_per_row > 1 || shape.slots_per_lane <= 4);
 }
 
@@ -119,7 +126,7 @@ void route(const routing::RouterProblem& p, Stream stream) {
 void route_and_align(const detail::RouteAndAlignProblem& p, Stream stream, RouteAlignLaunch how) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
   if (how == RouteAlignLaunch::kAuto)
-    how = one_cta_route_and_align(p.route.M, p.route.E) ? RouteAlignLaunch::kOneCta
+    how = one_cta_route_and_align(p.route.M, p.route.E, p.route.slots()) ? RouteAlignLaunch::kOneCta
                                                         : RouteAlignLaunch::kRouterThenAlign;
   if (how == RouteAlignLaunch::kOneCta && fits_one_cta(p)) {
     with_shape(router_shape(p.route.M, p.route.E, true),
