@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "common/cuda_check.h"
+#include "common/device_info.h"
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
@@ -173,12 +174,9 @@ struct GroupedGemm {
                   cudaStream_t stream) {
     int device = 0;
     MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
-    static int sm_counts[64] = {};
-    int& sms = sm_counts[device & 63];
-    if (sms == 0) MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     cutlass::KernelHardwareInfo hw{};
     hw.device_id = device;
-    hw.sm_count = sms;
+    hw.sm_count = current_device_sm_count();
     typename Gemm::Arguments args{};
     args.mode = cutlass::gemm::GemmUniversalMode::kGrouped;
     args.problem_shape = {groups, arr.shapes, nullptr};  // shapes live on the device only
@@ -349,12 +347,6 @@ __global__ void grouped_act_kernel(const float* __restrict__ gate_up, const int*
   }
 }
 
-inline unsigned grid_for(int64_t items, int threads) {
-  int64_t blocks = (items + threads - 1) / threads;
-  if (blocks > 132 * 16) blocks = 132 * 16;
-  return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
-}
-
 // GEMM 1 with the activation in its epilogue (interleaved w13): one tile, in its own translation
 // units (grouped_experts_gate_up_act_{bf16,fp16}.cu) to keep each unit's compile time down.
 template <typename T>
@@ -435,10 +427,8 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   GroupedEpilogueArgs epi2{};
   epi2.has_bias = a.w2_bias != nullptr;
   G2::run(g2, groups, epi2, ws + lay.gemm_scratch + kGroupedGemmScratchBytes, stream);
-  launch_dependent(combine_rows_kernel<T>, dim3(grid_for(a.M * (a.H / 8), threads)), dim3(threads),
-                   0, stream, pdl, static_cast<const T*>(down), g.pair_pos,
-                   static_cast<T*>(a.output), a.M, static_cast<int>(a.k), a.H,
-                   a.routed_scaling_factor);
+  launch_combine_rows(down, g.pair_pos, static_cast<T*>(a.output), a.M, a.k, a.H, a.routed_scaling_factor,
+                      pdl, stream);
 }
 
 template <typename T, int Id>

@@ -128,14 +128,9 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   g2.gate_up_interleaved = false;
   launch_expert_gemm<T>(plan.tile, g2, tile_bound, stream);
 
-  const int threads = 256;
-  const int64_t items = a.M * (a.H / 8);
-  int64_t blocks = (items + threads - 1) / threads;
-  if (blocks > 132 * 16) blocks = 132 * 16;
-  launch_dependent(combine_rows_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(threads), 0,
-                   stream, experts_pdl_enabled(), static_cast<const T*>(down_rows),
-                   static_cast<const int*>(pair_pos), static_cast<T*>(a.output), a.M,
-                   static_cast<int>(a.k), a.H, a.routed_scaling_factor);
+  launch_combine_rows(static_cast<const T*>(down_rows), static_cast<const int*>(pair_pos),
+                      static_cast<T*>(a.output), a.M, a.k, a.H, a.routed_scaling_factor, experts_pdl_enabled(),
+                      stream);
 }
 
 }  // namespace
