@@ -3,7 +3,9 @@
 #include <optional>
 
 #include "common/cuda_test_util.h"
+#include "dispatch/cuda/launcher.h"
 #include "dispatch/dispatch_test_util.h"
+#include "dispatch/validate.h"
 
 namespace moekit::test {
 namespace {
@@ -195,6 +197,40 @@ TEST(MoeAlignCuda, ExpertMap) {
     for (bool ignore : {false, true})
       EXPECT_TRUE(align_matches(ids, E, 16, true, ignore, &map)) << M << " " << ignore;
   }
+}
+
+// The align launched behind the router (route_and_align), called directly on router-like ids: rows
+// of row_length with distinct valid ids, -1 and out-of-range ids mixed in (ignored). Up to 64 rows
+// it buckets by row masks (buckets up to 1024), past that the small path; rows 64 / 65 and 1024
+// pairs are the switch points.
+TEST(MoeAlignCuda, AfterRouterRows) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {1, 8}, {7, 3},  {31, 16}, {32, 8},
+                                                {33, 8}, {63, 9}, {64, 8}, {64, 16}, {65, 8}};
+  for (int64_t E : {1, 8, 33, 256, 384, 512, 1000, 1024})
+    for (auto [M, len] : shapes)
+      for (int64_t bs : {1, 16, 64}) {
+        if (len > E) continue;  // a router's rows hold distinct experts
+        const int64_t variant = M + E + bs + len;
+        HostTensor ids = random_topk_ids(rng, M, len, E, variant % 2 ? 0.1 : 0.0, variant % 3 == 0);
+        const bool pad = variant % 4 < 2;
+        AlignBuffers want(M * len, E, bs), got(M * len, E, bs);
+        reference::moe_align_block_size_experts(ids.view(), E, bs, want.sorted.view(), want.experts.view(),
+                                                want.post_pad.view(), pad, true);
+        DeviceTensor d_ids(ids), d_sorted(got.sorted), d_experts(got.experts), d_post(got.post_pad);
+        const detail::AlignProblem p =
+            detail::validate_align(d_ids.view(), E, bs, d_sorted.view(), d_experts.view(), d_post.view(),
+                                   pad, true, TensorView{}, d_ids.view().device);
+        cuda::moe_align_block_size_after_router(p, len, Stream{});
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        SCOPED_TRACE("M " + std::to_string(M) + " len " + std::to_string(len) + " E " + std::to_string(E) +
+                     " bs " + std::to_string(bs) + " pad " + std::to_string(pad));
+        EXPECT_TRUE(d_post.to_host().bytes_equal(want.post_pad)) << d_post.to_host().get(0) << " vs "
+                                                                << want.post_pad.get(0);
+        EXPECT_TRUE(d_sorted.to_host().bytes_equal(want.sorted)) << "sorted_token_ids";
+        EXPECT_TRUE(d_experts.to_host().bytes_equal(want.experts)) << "experts_ids";
+      }
 }
 
 TEST(MoeAlignCudaGraph, CaptureAndReplayIsIdentical) {

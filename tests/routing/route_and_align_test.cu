@@ -134,11 +134,27 @@ TEST(RouteAndAlignCuda, OneCtaChunkBucketing) {
         }
 }
 
+// Behind the router the align buckets up to 64 rows by row masks, more rows on the small path:
+// rows 63 / 64 / 65, 1024 pairs (top-16), 256-512 experts (check() forces both launch shapes).
+TEST(RouteAndAlignCuda, RouterRowsSwitch) {
+  MOEKIT_REQUIRE_GPU();
+  auto rng = fresh_rng();
+  for (Router r : {Router::kMoeFusedGate, Router::kTopkSoftmax, Router::kTopkSigmoid})
+    for (int64_t E : {256, 384, 512})
+      for (auto [M, k] : {std::pair<int64_t, int>{63, 8}, {64, 8}, {65, 8}, {64, 16}, {33, 3}, {64, 1}}) {
+        const int64_t variant = M + E + k + static_cast<int>(r);
+        const int64_t bs = variant % 3 == 0 ? 1 : variant % 3 == 1 ? 16 : 64;
+        check(Case{r, M, E, bs, k, variant % 2 == 0}, rng);
+      }
+}
+
 TEST(RouteAndAlignCudaGraph, CaptureAndReplayIsIdentical) {
   MOEKIT_REQUIRE_GPU();
   auto rng = fresh_rng();
-  // 4 rows: the one-CTA launch; 32 rows: router then align (programmatic dependent launch).
-  for (int64_t M : {4, 32}) {
+  // 4 rows: the one-CTA launch; 32 and 64 rows: router then align (programmatic dependent launch,
+  // row-mask bucketing), 100 rows: router then the small align. Replayed twice, outputs poisoned in
+  // between.
+  for (int64_t M : {4, 32, 64, 100}) {
     Case c{Router::kMoeFusedGate, M, 256, 64, 8, true};
     RouteAndAlignOptions o = options_for(c);
     HostTensor x(DType::kFloat32, {c.M, c.E}), bias(DType::kFloat32, {c.E});
@@ -157,13 +173,18 @@ TEST(RouteAndAlignCudaGraph, CaptureAndReplayIsIdentical) {
     route_and_align_block_size(dx.view(), db.view(), gw.view(), gi.view(), gs.view(), ge.view(), gt.view(), o, Stream{stream});
     ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
     ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-    EXPECT_TRUE(gw.to_host().bytes_equal(ew.to_host()));
-    EXPECT_TRUE(gi.to_host().bytes_equal(ei.to_host()));
-    EXPECT_TRUE(gs.to_host().bytes_equal(es.to_host()));
-    EXPECT_TRUE(ge.to_host().bytes_equal(ee.to_host()));
-    EXPECT_TRUE(gt.to_host().bytes_equal(et.to_host()));
+    for (int replay = 0; replay < 2; ++replay) {
+      SCOPED_TRACE("M " + std::to_string(M) + " replay " + std::to_string(replay));
+      for (DeviceTensor* t : {&gw, &gi, &gs, &ge, &gt})
+        ASSERT_EQ(cudaMemsetAsync(t->view().data, 0x7F, t->view().nbytes(), stream), cudaSuccess);
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      EXPECT_TRUE(gw.to_host().bytes_equal(ew.to_host()));
+      EXPECT_TRUE(gi.to_host().bytes_equal(ei.to_host()));
+      EXPECT_TRUE(gs.to_host().bytes_equal(es.to_host()));
+      EXPECT_TRUE(ge.to_host().bytes_equal(ee.to_host()));
+      EXPECT_TRUE(gt.to_host().bytes_equal(et.to_host()));
+    }
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
     cudaStreamDestroy(stream);

@@ -124,4 +124,32 @@ __global__ void __launch_bounds__(kSmallBucketMaxThreads)
   if (threadIdx.x == 0) p.num_tokens_post_pad[0] = total;
 }
 
+
+// route_and_align's align behind the router for at most kRowMaskMaxRows rows of row_length pairs
+// (int32 ids, no expert map, invalid ids ignored; a row's valid ids are distinct): the small
+// kernel's outputs from row_mask_bucket, one barrier after the id loads. The launch contract of
+// the small kernels with kAfterRouter: the table clearing and the pad fill run while the router does.
+__global__ void __launch_bounds__(kSmallBucketMaxThreads)
+    moe_align_block_size_router_rows_kernel(detail::AlignProblem p, int32_t row_length) {
+  extern __shared__ int32_t smem_words[];
+  const int nb = p.num_experts, n = static_cast<int>(p.numel);
+  const RowMaskSmem s(smem_words, nb);
+  row_mask_prepare(s, p.block_size);
+  if (p.pad_sorted_token_ids) block_fill_int32(p.sorted_token_ids, p.sorted_capacity, n);
+  __syncthreads();  // the masks are clear
+  wait_for_preceding_grid();
+  allow_dependent_launch();
+  const int tid = threadIdx.x, row = tid / row_length;
+  const int b = tid < n ? detail::local_expert(static_cast<const int32_t*>(p.topk_ids)[tid], nb, nullptr, 0) : -1;
+  row_mask_add(s, b, row);
+  __syncthreads();  // every row is marked; the pad fill is done
+
+  if (tid / 32 * 32 >= n && tid >= 32) return;  // a warp without pairs (warp 0 writes the total)
+  int32_t total;
+  const ChunkBucketPair pair = row_mask_bucket(s, nb, b, row, p.block_size, total);
+  if (pair.bucket >= 0) p.sorted_token_ids[pair.slot] = tid;
+  for (int32_t j = 0; j < pair.blocks; ++j) p.experts_ids[pair.first_block + j] = pair.bucket;
+  if (tid == 0) p.num_tokens_post_pad[0] = total;
+}
+
 }  // namespace moekit::cuda

@@ -36,9 +36,9 @@ SmallLaunch choose_small_launch(int64_t numel, int nb) {
 
 // A plain one-CTA launch that may overlap the preceding kernel's tail (programmatic dependent
 // launch; the kernel waits for that grid before reading anything).
-template <typename Kernel, typename Arg>
-void launch_small(Kernel kernel, const SmallLaunch& l, cudaStream_t stream, const Arg& arg) {
-  launch_dependent(kernel, dim3(1), dim3(l.threads), l.smem_bytes, stream, true, arg);
+template <typename Kernel, typename... Args>
+void launch_small(Kernel kernel, const SmallLaunch& l, cudaStream_t stream, const Args&... args) {
+  launch_dependent(kernel, dim3(1), dim3(l.threads), l.smem_bytes, stream, true, args...);
 }
 
 constexpr int kMaxClusterCtas = 8;            // the portable cluster limit
@@ -76,10 +76,28 @@ void launch_cluster(Kernel kernel, const BucketLaunch& l, cudaStream_t stream, c
                          static_cast<unsigned>(l.ctas), arg);
 }
 
-// The align launch: the one-CTA small path where it fits (after_router: see
-// moe_align_block_size_after_router), else the cluster.
-void align(const detail::AlignProblem& p, Stream stream, bool after_router) {
+// Behind the router (route_and_align) with at most kRowMaskMaxRows rows: row-mask bucketing.
+bool use_router_rows(const detail::AlignProblem& p, int64_t row_length) {
+  return row_length > 0 && !p.ids_int64 && p.expert_map == nullptr && p.ignore_invalid_expert &&
+         p.numel <= kSmallBucketMaxThreads && p.numel <= row_length * kRowMaskMaxRows &&
+         p.num_experts <= kRowMaskMaxBuckets;
+}
+
+// The align launch: behind the router the row-mask kernel where it applies, else the one-CTA
+// small path where it fits (after_router: see moe_align_block_size_after_router), else the cluster.
+// row_length > 0: launched behind the router, whose rows of row_length ids hold distinct valid ids.
+void align(const detail::AlignProblem& p, Stream stream, int64_t row_length) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);
+  const bool after_router = row_length > 0;
+  if (use_router_rows(p, row_length)) {
+    SmallLaunch rows;
+    rows.use = true;
+    rows.threads = static_cast<int>(std::clamp<int64_t>((p.numel + 31) / 32 * 32, kSmallPathMinThreads,
+                                                        kSmallBucketMaxThreads));
+    rows.smem_bytes = static_cast<size_t>(row_mask_smem_words(p.num_experts)) * 4;
+    launch_small(moe_align_block_size_router_rows_kernel, rows, s, p, static_cast<int32_t>(row_length));
+    return;
+  }
   const SmallLaunch small = choose_small_launch(p.numel, p.num_buckets());
   if (small.use && p.num_buckets() <= kChunkBucketMaxBuckets) {
     SmallLaunch chunk = small;
@@ -110,10 +128,11 @@ void align(const detail::AlignProblem& p, Stream stream, bool after_router) {
 
 }  // namespace
 
-void moe_align_block_size(const detail::AlignProblem& p, Stream stream) { align(p, stream, false); }
+void moe_align_block_size(const detail::AlignProblem& p, Stream stream) { align(p, stream, 0); }
 
-void moe_align_block_size_after_router(const detail::AlignProblem& p, Stream stream) {
-  align(p, stream, true);
+void moe_align_block_size_after_router(const detail::AlignProblem& p, int64_t row_length,
+                                       Stream stream) {
+  align(p, stream, row_length);
 }
 
 void prepare_moe_input(const detail::PrepareProblem& p, Stream stream) {

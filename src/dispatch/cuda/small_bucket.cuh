@@ -287,6 +287,97 @@ __device__ __forceinline__ ChunkBucketPair chunk_bucket(const ChunkBucketSmem& s
   return pair;
 }
 
+// Bucketing of the pairs of at most kRowMaskMaxRows rows of a router's output (route_and_align's
+// align behind the router): the valid ids of a row are distinct, so pair (row r, bucket b) ranks
+// after exactly the rows below r that have a pair in b. Each bucket keeps a 64-bit mask of its rows
+// (one shared atomicOr per pair, on mostly distinct words: order-free, deterministic); after one
+// barrier, a pair's rank is a popcount of its bucket's mask below its row, and its bucket's first
+// block the blocks of every lower bucket: lane l of each warp sums buckets [l * per, (l + 1) * per)
+// (per = ceil(nb / 32)), one warp scan, plus the lower buckets of the range holding the pair's
+// bucket. No per-warp count table, no returning atomics, no same-address atomics on 32-bucket chunk
+// words (chunk_bucket's; its cost grows with the pairs: moe_align_block_size M=16 -> 64 took ~1 us
+// more on an H200). Masks are stored transposed, bucket l * per + i at word pair i * 32 + l, so
+// that a warp's lanes read consecutive words.
+inline constexpr int kRowMaskMaxRows = 64;
+inline constexpr int kRowMaskMaxBuckets = 1024;
+
+// Shared memory (int32 words): the masks [32 * per][2], then blocks_of(c, block) for c = 0..64.
+__host__ __device__ inline int64_t row_mask_smem_words(int64_t nb) {
+  return 2 * 32 * ((nb + 31) / 32) + kRowMaskMaxRows + 1;
+}
+
+struct RowMaskSmem {
+  uint2* masks;     // [32 * per]: rows of bucket b (bit r of x | y << 32) at word(b)
+  int32_t* blocks;  // [kRowMaskMaxRows + 1]: blocks_of(c, block)
+  int per;          // buckets a lane sums: ceil(nb / 32) <= 32
+  uint32_t magic;   // b / per = (b * magic) >> 16 for b < 1024: ceil(2^16 / per), exact as b * (per - 1) < 2^16
+  __device__ RowMaskSmem(int32_t* base, int nb) {
+    per = (nb + 31) / 32;
+    magic = (65536u + per - 1) / per;
+    masks = reinterpret_cast<uint2*>(base);
+    blocks = base + 2 * 32 * per;
+  }
+  __device__ int lane_of(int b) const { return static_cast<int>((static_cast<uint32_t>(b) * magic) >> 16); }
+  __device__ int word(int b) const {
+    const int l = lane_of(b);
+    return (b - l * per) * 32 + l;
+  }
+  __device__ int32_t blocks_at(int w) const {
+    const uint2 m = masks[w];
+    return blocks[__popc(m.x) + __popc(m.y)];
+  }
+};
+
+// Zeroes the masks and writes the blocks table (every thread calls it); a barrier must follow
+// before row_mask_add().
+__device__ __forceinline__ void row_mask_prepare(const RowMaskSmem& s, int32_t block) {
+  int32_t* words = reinterpret_cast<int32_t*>(s.masks);
+  for (int x = threadIdx.x; x < 2 * 32 * s.per; x += blockDim.x) words[x] = 0;
+  for (int c = threadIdx.x; c <= kRowMaskMaxRows; c += blockDim.x)
+    s.blocks[c] = c == 0 ? 0 : (c - 1) / block + 1;
+}
+
+// Marks row `row` (< kRowMaskMaxRows) in bucket b (b < 0: none).
+__device__ __forceinline__ void row_mask_add(const RowMaskSmem& s, int b, int row) {
+  if (b >= 0) atomicOr(reinterpret_cast<uint32_t*>(&s.masks[s.word(b)]) + (row >> 5), 1u << (row & 31));
+}
+
+// After row_mask_add() of every pair and a barrier; every lane of the warp calls it (b < 0: no
+// pair). Returns the pair as chunk_bucket does and, in total, the padded total.
+__device__ __forceinline__ ChunkBucketPair row_mask_bucket(const RowMaskSmem& s, int nb, int b, int row,
+                                                           int32_t block, int32_t& total) {
+  const int lane = threadIdx.x % 32, per = s.per;
+  const int count = min(per, max(nb - lane * per, 0));
+  const int owner = b >= 0 ? s.lane_of(b) : 0, at = b >= 0 ? b - owner * per : 0;
+  int32_t mine = 0;    // blocks of this lane's buckets
+  int32_t within = 0;  // blocks of the buckets of the owner's range below b
+#pragma unroll 4
+  for (int i = 0; i < per; ++i) {  // both sums' loads in flight together
+    if (i < count) mine += s.blocks_at(i * 32 + lane);
+    if (i < at) within += s.blocks_at(i * 32 + owner);
+  }
+  int32_t incl = mine;
+#pragma unroll
+  for (int d = 1; d < 32; d *= 2) {
+    const int32_t x = __shfl_up_sync(0xffffffffu, incl, d);
+    if (lane >= d) incl += x;
+  }
+  total = __shfl_sync(0xffffffffu, incl, 31) * block;
+  const int32_t first = __shfl_sync(0xffffffffu, incl - mine, owner) + within;
+  ChunkBucketPair pair{b, 0, 0, 0};
+  if (b < 0) return pair;
+  const uint2 m = s.masks[at * 32 + owner];
+  const uint32_t below_x = row < 32 ? (1u << row) - 1u : 0xffffffffu;
+  const uint32_t below_y = row < 32 ? 0u : (1u << (row - 32)) - 1u;
+  const int rank = __popc(m.x & below_x) + __popc(m.y & below_y);
+  pair.slot = first * block + rank;
+  if (rank == 0) {
+    pair.first_block = first;
+    pair.blocks = s.blocks[__popc(m.x) + __popc(m.y)];
+  }
+  return pair;
+}
+
 // Index of the bucket holding slot `pos`: the last b with start[b] <= pos (empty buckets skipped).
 __device__ __forceinline__ int bucket_of_slot(const int32_t* start, int nb, int64_t pos) {
   int lo = 0, hi = nb;  // answer in [lo, hi)

@@ -138,7 +138,7 @@ void route_and_align(const detail::RouteAndAlignProblem& p, Stream stream, Route
     return;
   }
   route(p.route, stream);
-  moe_align_block_size_after_router(p.align, stream);
+  moe_align_block_size_after_router(p.align, p.route.slots(), stream);
 }
 
 }  // namespace moekit::cuda
