@@ -201,8 +201,8 @@ TEST(MoeAlignCuda, ExpertMap) {
 
 // The align launched behind the router (route_and_align), called directly on router-like ids: rows
 // of row_length with distinct valid ids, -1 and out-of-range ids mixed in (ignored). Up to 64 rows
-// it buckets by row masks (buckets up to 1024), past that the small path; rows 64 / 65 and 1024
-// pairs are the switch points.
+// and 384 experts it buckets by row masks, past that the small path; rows 64 / 65, 384 / 512
+// experts and 1024 pairs are the switch points.
 TEST(MoeAlignCuda, AfterRouterRows) {
   MOEKIT_REQUIRE_GPU();
   auto rng = fresh_rng();

@@ -294,9 +294,9 @@ __device__ __forceinline__ ChunkBucketPair chunk_bucket(const ChunkBucketSmem& s
 // barrier, a pair's rank is a popcount of its bucket's mask below its row, and its bucket's first
 // block the blocks of every lower bucket: lane l of each warp sums buckets [l * per, (l + 1) * per)
 // (per = ceil(nb / 32)), one warp scan, plus the lower buckets of the range holding the pair's
-// bucket. No per-warp count table, no returning atomics, no same-address atomics on 32-bucket chunk
-// words (chunk_bucket's; its cost grows with the pairs: moe_align_block_size M=16 -> 64 took ~1 us
-// more on an H200). Masks are stored transposed, bucket l * per + i at word pair i * 32 + l, so
+// bucket. Unlike chunk_bucket: no per-warp count table, no returning atomics, no atomics on the
+// shared 32-bucket chunk words, but every warp sums all buckets (costly past ~384 buckets: the
+// launcher's limit). Masks are stored transposed, bucket l * per + i at word pair i * 32 + l, so
 // that a warp's lanes read consecutive words.
 inline constexpr int kRowMaskMaxRows = 64;
 inline constexpr int kRowMaskMaxBuckets = 1024;
