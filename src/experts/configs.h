@@ -21,7 +21,9 @@ struct GemmTile {
   const char* name;
 };
 
-enum class TileId : int { kDecode8 = 0, kDecode16, kSmall32, kMid64, kLarge128, kDecode8Narrow, kCount };
+enum class TileId : int {
+  kDecode8 = 0, kDecode16, kSmall32, kMid64, kLarge128, kDecode8Narrow, kDecode8x3, kDecode16x3, kCount
+};
 
 // Decode tiles stream weights (memory-bound): deep K stages, K split among warps so that 8 warps
 // keep many 16-byte loads in flight. Prefill tiles are square-ish for tensor-core reuse.
@@ -32,6 +34,10 @@ inline constexpr GemmTile kGemmTiles[] = {
     {128, 64, 64, 4, 2, 1, 4, 2, "mid64"},
     {128, 128, 64, 2, 4, 1, 3, 2, "large128"},
     {32, 8, 128, 1, 1, 8, 4, 1, "decode8narrow"},  // more, smaller CTAs: balance when few experts
+    // Three CTAs per SM (registers capped at 80; 74 / 61 KB of shared memory each): more weight
+    // bytes in flight, and one CTA's pipeline fill overlaps two others' streams.
+    {64, 8, 128, 2, 1, 4, 4, 3, "decode8x3"},
+    {64, 16, 128, 2, 1, 4, 3, 3, "decode16x3"},
 };
 
 inline constexpr int kMinTileTokens = 8;  // smallest bt: sizes the tile list in the workspace

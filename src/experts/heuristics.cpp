@@ -58,10 +58,19 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // an expert into a second tile, which would re-read its weights; part-filled tiles skip their
   // empty n8 blocks, so the larger tile costs little tensor work. Thresholds measured on H100
   // (bench/RESULTS_gpu_moe.md).
+  // The 64-row decode tiles run three CTAs per SM (x3) unless the 64-row CTAs of either GEMM, one
+  // token tile per expert, leave their last wave under 70% of the 3 x 132 slots (few experts with
+  // long rows). H200, 2026-11-26 (bench/RESULTS.md): x3 took 4-10% off qwen3-30b-a3b M = 4-64 and
+  // mixtral-8x7b M = 4, but added 4-6% at deepseek-v3 M = 1 and mixtral M = 16 (512 CTAs).
+  auto last_wave_fill = [](int64_t ctas) {
+    const int64_t slots = 3 * 132, waves = (ctas + slots - 1) / slots;
+    return waves > 0 ? double(ctas) / double(waves * slots) : 1.0;
+  };
+  const bool x3 = last_wave_fill(touched * (rows13 / 64)) >= 0.7 && last_wave_fill(touched * (H / 64)) >= 0.7;
   TileId tile = TileId::kLarge128;
   if (per_expert <= 4 && decode_ctas < 264) tile = TileId::kDecode8Narrow;
-  else if (per_expert <= 4) tile = TileId::kDecode8;
-  else if (per_expert <= 8) tile = TileId::kDecode16;
+  else if (per_expert <= 4) tile = x3 ? TileId::kDecode8x3 : TileId::kDecode8;
+  else if (per_expert <= 8) tile = x3 ? TileId::kDecode16x3 : TileId::kDecode16;
   else if (per_expert <= 16) tile = TileId::kSmall32;
   else if (per_expert <= (big_expert ? 48 : 96)) tile = TileId::kMid64;
   // Prefill: with tens of tokens per expert and more, tensor-core throughput decides, which the

@@ -355,6 +355,72 @@ INSTANTIATE_TEST_SUITE_P(Acts, FusedExpertsGpuOptions,
                                                               Activation::kGelu),
                                             ::testing::Values<int64_t>(2, 33, 600)));
 
+// Every tile of the tiled path against the reference: part-filled row tiles (H = 264, I = 200), K
+// not a multiple of the stage depth, gated with bias (halves and interleaved w13) and the no-mul
+// epilogue, one and several token tiles per expert.
+struct ForcedTile {
+  explicit ForcedTile(const char* tile) { cuda::force_experts_tile(tile); }
+  ~ForcedTile() { cuda::force_experts_tile(nullptr); }
+};
+
+// w13 (or its bias, cols = 1) with rows 2j = gate_j, 2j+1 = up_j, from the halves layout.
+HostTensor interleave_rows(const HostTensor& t, int64_t E, int64_t I, int64_t cols) {
+  HostTensor out(t.dtype(), cols == 1 ? std::vector<int64_t>{E, 2 * I} : std::vector<int64_t>{E, 2 * I, cols});
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t j = 0; j < 2 * I; ++j) {
+      const int64_t from = e * 2 * I + (j % 2 ? I + j / 2 : j / 2);
+      for (int64_t c = 0; c < cols; ++c) out.set((e * 2 * I + j) * cols + c, t.get(from * cols + c));
+    }
+  return out;
+}
+
+// Runs `each` for the layer in both w13 layouts (gated) or the one (no-mul): a device layer and
+// the options to call fused_experts with.
+template <typename Each>
+void for_each_w13_layout(const Layer& L, const Inputs& in, Each each) {
+  for (bool interleaved : {false, true}) {
+    if (interleaved && !gated(L.act)) continue;
+    Inputs run_in = in;
+    if (interleaved) {
+      run_in.w13 = interleave_rows(in.w13, L.E, L.I, L.H);
+      run_in.b13 = interleave_rows(in.b13, L.E, L.I, 1);
+    }
+    DeviceLayer d(L, run_in);
+    FusedExpertsOptions o = options_of(L);
+    o.gate_up_interleaved = interleaved;
+    each(d, o, interleaved);
+  }
+}
+
+class FusedExpertsGpuTiles : public ::testing::TestWithParam<int> {};
+
+TEST_P(FusedExpertsGpuTiles, MatchesReference) {
+  MOEKIT_REQUIRE_GPU();
+  const char* tile = cuda::kGemmTiles[GetParam()].name;
+  for (int64_t M : {int64_t(1), int64_t(37), int64_t(300)}) {
+    for (Activation act : {Activation::kSiluAndMul, Activation::kGelu}) {
+      Layer L{M, 7, 2, 264, 200, M == 37 ? DType::kFloat16 : DType::kBFloat16, act, 1.5, true};
+      auto rng = fresh_rng();
+      const Inputs in = make_inputs(L, M == 37 ? Routing::kDropped : Routing::kUniform, rng);
+      const HostTensor want = gpu_reference(L, in);
+      for_each_w13_layout(L, in, [&](DeviceLayer& d, const FusedExpertsOptions& o, bool interleaved) {
+        ForcedTile force(tile);
+        ASSERT_EQ(cudaMemset(d.out.data(), 0xFF, size_t(L.M * L.H) * 2), cudaSuccess);  // NaN
+        fused_experts(d.x.view(), d.ew13, d.ew2, d.tw.view(), d.ids.view(), d.out.view(), d.ws.view(), o);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        SCOPED_TRACE(::testing::Message() << tile << " M=" << M << " act=" << int(act)
+                                          << " interleaved=" << interleaved);
+        expect_close(d.out.to_host(), want, "forced tile");
+      });
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiled, FusedExpertsGpuTiles, ::testing::Range(0, int(cuda::TileId::kCount)),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(cuda::kGemmTiles[info.param].name);
+                         });
+
 TEST(FusedExpertsGpuInPlace, OutputAliasesHidden) {
   MOEKIT_REQUIRE_GPU();
   Layer L{100, 32, 4, 256, 128, DType::kBFloat16};

@@ -79,6 +79,12 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool 
   const int bytes = valid ? 16 : 0;  // 0 source bytes: the 16 destination bytes are zero-filled
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
 }
+// The same with the L2::256B prefetch hint: a 64-deep stage reads 128 bytes of each weight row,
+// the hint brings the next stage's 128 bytes into L2 with them.
+__device__ __forceinline__ void cp_async_16_l2_256(uint32_t dst, const void* src, bool valid) {
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -252,7 +258,8 @@ __global__ void __launch_bounds__(WN * WT * WK * 32, MIN_BLOCKS)
     for (int c = 0; c < G::kAChunks; ++c) {
       const int kc = (tid + c * G::kThreads) % G::kChunksK;
       const bool ok = a_ok[c] && k0 + kc * 8 < p.K;
-      cp_async_16(sbase + a_soff[c] * 2, ok ? a_ptr[c] + k0 : a_ptr[c], ok);
+      if constexpr (BK == 64) cp_async_16_l2_256(sbase + a_soff[c] * 2, ok ? a_ptr[c] + k0 : a_ptr[c], ok);
+      else cp_async_16(sbase + a_soff[c] * 2, ok ? a_ptr[c] + k0 : a_ptr[c], ok);
     }
   };
   auto load_b = [&](int stage, int kt) {

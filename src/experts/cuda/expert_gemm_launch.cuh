@@ -29,18 +29,20 @@ void launch_tile(const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t s) 
   launch_gemm<T, c.bn, c.bt, c.bk, c.wn, c.wt, c.wk, c.stages, c.min_blocks>(p, tile_bound, s);
 }
 
+// Each table entry is one instantiation; the id picks it at run time.
+template <typename T, int Id = 0>
+void dispatch_tile(TileId id, const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t s) {
+  if constexpr (Id < int(TileId::kCount)) {
+    if (int(id) == Id) launch_tile<T, Id>(p, tile_bound, s);
+    else dispatch_tile<T, Id + 1>(id, p, tile_bound, s);
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void launch_expert_gemm(TileId id, const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t s) {
-  switch (id) {
-    case TileId::kDecode8: launch_tile<T, int(TileId::kDecode8)>(p, tile_bound, s); break;
-    case TileId::kDecode16: launch_tile<T, int(TileId::kDecode16)>(p, tile_bound, s); break;
-    case TileId::kSmall32: launch_tile<T, int(TileId::kSmall32)>(p, tile_bound, s); break;
-    case TileId::kMid64: launch_tile<T, int(TileId::kMid64)>(p, tile_bound, s); break;
-    case TileId::kDecode8Narrow: launch_tile<T, int(TileId::kDecode8Narrow)>(p, tile_bound, s); break;
-    default: launch_tile<T, int(TileId::kLarge128)>(p, tile_bound, s); break;
-  }
+  dispatch_tile<T>(id, p, tile_bound, s);
 }
 
 }  // namespace moekit::cuda
