@@ -80,22 +80,17 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, false};
   plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
                  pairs < (int64_t(1) << 30);
-  // Grouped tile and where the activation runs, from the H200 tables of 2026-11-26 (bench/RESULTS.md):
+  // Grouped tile and where the activation runs (bench/RESULTS.md):
   // - shallow K (H <= 2048) or under 128 tokens per expert (one token tile each, weights streamed
-  //   once): pingpong with the activation in GEMM 1. 06:52, with the fused epilogue's stores after
-  //   its subtile loop: qwen3 M = 1024 / 4096 / 8192 384.8 / 764.8 / 1309.7 us vs 407.6 / 805.7 /
-  //   1404.8 with the activation kernel; mixtral M = 256 785 us (791 before);
-  // - deep K: cooperative; the fused GEMM 1 only for wide intermediates with many tokens per
-  //   expert (mixtral M = 4096 / 8192: 4795 / 9068 vs 4914 / 9813 at 04:40, with the earlier
-  //   epilogue), where the fp32 gate/up round trip is largest; it lost at mixtral M = 1024 (1637 vs
-  //   1481) and deepseek M = 4096 (9293 vs 8219).
-  bool fused = false;
-  if (per_expert < 128 || H <= 2048) {
-    plan.grouped_tile = GroupedTileId::kPingpong128;
-    fused = true;
-  } else {
-    fused = I >= 8192 && per_expert >= 512;
-  }
+  //   once): pingpong with the activation in GEMM 1. H200 06:52: qwen3 M = 1024 / 4096 / 8192
+  //   384.8 / 764.8 / 1309.7 us vs 407.6 / 805.7 / 1404.8 with the activation kernel; H100 08:13:
+  //   529.4 / 854.9 / 1455.1 vs 570.0 / 957.0 / 1648.0 (cooperative, activation kernel);
+  // - deep K: cooperative with fp32 gate/up rows and the activation kernel. The fused GEMM 1 (on
+  //   pingpong) won on the H200 at mixtral M = 4096 / 8192 (4795 / 9068 vs 5127 / 9887 us) but
+  //   lost by more on the H100 the anchors were measured on (08:03-08:13: 6192 / 11820 vs 5112 /
+  //   9552), and lost at deepseek-v3 M = 4096 / 8192 on both (H100: 12610 / 20073 vs 12101 / 17652).
+  const bool fused = per_expert < 128 || H <= 2048;
+  if (fused) plan.grouped_tile = GroupedTileId::kPingpong128;
   if (const char* forced = forced_tile_name()) {
     for (int t = 0; t < int(TileId::kCount); ++t)
       if (std::strcmp(forced, kGemmTiles[t].name) == 0) {
@@ -108,8 +103,8 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
         plan.grouped = pairs < (int64_t(1) << 30);
       }
   }
-  if (forced_fused_act() >= 0) fused = forced_fused_act() != 0;
-  plan.fused_act = plan.grouped && gated && gate_up_interleaved && fused;
+  const bool fuse = forced_fused_act() >= 0 ? forced_fused_act() != 0 : fused;
+  plan.fused_act = plan.grouped && gated && gate_up_interleaved && fuse;
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");
     return v && *v && *v != '0';
