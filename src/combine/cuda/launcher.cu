@@ -4,18 +4,12 @@
 #include "combine/cuda/moe_sum.cuh"
 #include "combine/cuda/shuffle_mul_sum.cuh"
 #include "common/cuda_check.h"
-#include "common/device_info.h"
 #include "common/dependent_launch.cuh"
 
 namespace moekit::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-// Packs of a grid that one wave covers (1024 threads an SM): at or below it moe_sum loads up to 8
-// input packs per thread at once (one round trip at decode sizes); above it 4 (more threads
-// resident, the same bytes in flight).
-constexpr int64_t kOneWaveThreadsPerSm = 1024;
-
 // Calls launch(std::integral_constant<int, V>) for the pack width `vec` (only widths of at most
 // 16 bytes are instantiated).
 template <typename T, typename Launch>
@@ -40,10 +34,12 @@ void launch_moe_sum(const TensorView& input, const TensorView& output, double sc
   const T* in = static_cast<const T*>(input.data);
   T* out = static_cast<T*>(output.data);
   const Acc s = static_cast<Acc>(scale);
-  const bool wide = k > 4 && M * (H / vec) <= current_device_sm_count() * kOneWaveThreadsPerSm;
+  // All k <= 8 input packs of a thread in flight at once, at every size: at decode sizes one round
+  // trip instead of two; at 16384 x top-8 x 2048 (bf16) 202 vs 220 us with 4 at a time (H100
+  // 2026-11-26 08:30 UTC, bench/RESULTS.md: 91% -> 99% of copy, torch's sum takes 213).
   with_pack_width<T>(vec, [&](auto width) {
     constexpr int kVec = decltype(width)::value;
-    if (wide)
+    if (k > 4)
       launch_dependent(moe_sum_kernel<T, kVec, 8>, dim3(grid), dim3(kThreads), 0, stream, true, in, out, M, k, H, s);
     else
       launch_dependent(moe_sum_kernel<T, kVec, 4>, dim3(grid), dim3(kThreads), 0, stream, true, in, out, M, k, H, s);
