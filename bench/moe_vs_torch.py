@@ -47,30 +47,36 @@ def flush_l2():
     _flush.zero_()
 
 
-def time_cold(fn, replays):
-    """Median milliseconds of one replay of fn() captured into a CUDA graph, L2 flushed before
-    each replay (the flush is outside the timed interval)."""
+def time_cold(fns, replays):
+    """Median milliseconds of one replay of each fn() captured into its own CUDA graph, L2 flushed
+    before each replay (the flush is outside the timed interval). The graphs take turns replay by
+    replay, so that clock and temperature drift during the run reach every fn alike."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        for _ in range(2):
-            fn()
+        for fn in fns:
+            for _ in range(2):
+                fn()
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(replays):
-        flush_l2()
-        start.record()
+    graphs = []
+    for fn in fns:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
         graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+        graphs.append(graph)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = [[] for _ in graphs]
+    for _ in range(replays):
+        for graph, t in zip(graphs, times):
+            flush_l2()
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            t.append(start.elapsed_time(end))
+    return [statistics.median(t) for t in times]
 
 
 def measure_ceilings():
@@ -181,17 +187,19 @@ def main():
             def run_torch():
                 out["torch"] = torch_moe(x, w13, w2, topk_weights, topk_ids)
 
-            t_torch = time_cold(run_torch, args.replays)
-            row = [preset, M, f"{floor_ms * 1e3:.1f}", f"{t_torch * 1e3:.1f}",
-                   f"{t_torch / floor_ms:.2f}", "", "", "", f"{copy_bw / 1e9:.0f}",
-                   f"{peak / 1e12:.0f}"]
-            line = f"{preset:<16}{M:>6}{floor_ms * 1e3:>10.1f}{t_torch * 1e3:>10.1f}{t_torch / floor_ms:>8.2f}"
             if has_moekit:
                 def run_moekit():
                     out["moekit"] = torch.ops.moekit.fused_experts(x, w13_moekit, w2, topk_weights, topk_ids,
                                                                    **moekit_kwargs)
 
-                t_mk = time_cold(run_moekit, args.replays)
+                t_torch, t_mk = time_cold([run_torch, run_moekit], args.replays)
+            else:
+                (t_torch,) = time_cold([run_torch], args.replays)
+            row = [preset, M, f"{floor_ms * 1e3:.1f}", f"{t_torch * 1e3:.1f}",
+                   f"{t_torch / floor_ms:.2f}", "", "", "", f"{copy_bw / 1e9:.0f}",
+                   f"{peak / 1e12:.0f}"]
+            line = f"{preset:<16}{M:>6}{floor_ms * 1e3:>10.1f}{t_torch * 1e3:>10.1f}{t_torch / floor_ms:>8.2f}"
+            if has_moekit:
                 run_torch()
                 run_moekit()
                 ref = out["torch"].float()
