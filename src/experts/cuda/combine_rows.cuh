@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "common/device_info.h"
 #include "experts/cuda/expert_gemm.cuh"
 
 namespace moekit::cuda {
@@ -56,11 +57,12 @@ __global__ void combine_rows_kernel(const T* __restrict__ down_rows, const int* 
   }
 }
 
-// CTAs of a grid-stride kernel over `items` threads' work (at least one, at most 16 of each SM's
-// worth on 132 SMs).
-inline unsigned grid_for(int64_t items, int threads) {
+// CTAs of a grid-stride kernel over `items` threads' work on the expert path: at least one, at most
+// 16 per SM of the current device.
+inline unsigned expert_rows_grid(int64_t items, int threads) {
   int64_t blocks = (items + threads - 1) / threads;
-  if (blocks > 132 * 16) blocks = 132 * 16;
+  const int64_t cap = int64_t(current_device_sm_count()) * 16;
+  if (blocks > cap) blocks = cap;
   return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
 }
 
@@ -69,7 +71,7 @@ template <typename T>
 void launch_combine_rows(const T* down_rows, const int* pair_pos, T* out, int64_t M, int64_t k, int64_t H,
                          float rsf, bool pdl, cudaStream_t stream) {
   constexpr int kThreads = 256;
-  launch_dependent(combine_rows_kernel<T>, dim3(grid_for(M * (H / 8), kThreads)), dim3(kThreads), 0, stream,
+  launch_dependent(combine_rows_kernel<T>, dim3(expert_rows_grid(M * (H / 8), kThreads)), dim3(kThreads), 0, stream,
                    pdl, down_rows, pair_pos, out, M, static_cast<int>(k), H, rsf);
 }
 

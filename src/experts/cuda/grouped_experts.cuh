@@ -407,7 +407,7 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   int64_t prep_items = P * 32;  // a warp per pair row
   if (prep_items < groups) prep_items = groups;
   const bool pdl = experts_pdl_enabled();
-  launch_dependent(grouped_prep_kernel<T, Out1>, dim3(grid_for(prep_items, threads)), dim3(threads), 0,
+  launch_dependent(grouped_prep_kernel<T, Out1>, dim3(expert_rows_grid(prep_items, threads)), dim3(threads), 0,
                    stream, pdl, pp, g1, g2);
 
   GroupedEpilogueArgs epi1{};
@@ -419,7 +419,7 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
     run_grouped_gate_up_act_gemm<T>(g1, groups, epi1, ws + lay.gemm_scratch, stream);
   } else {
     GroupedGemm<T, Id, GroupedEpilogue::kFp32Rows>::run(g1, groups, epi1, ws + lay.gemm_scratch, stream);
-    launch_dependent(grouped_act_kernel<T>, dim3(grid_for(P * 32, threads)), dim3(threads), 0, stream,
+    launch_dependent(grouped_act_kernel<T>, dim3(expert_rows_grid(P * 32, threads)), dim3(threads), 0, stream,
                      pdl, static_cast<const float*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
                      a.I, R13, a.gated, a.gate_up_interleaved, g.act, a.swiglu_alpha, a.swiglu_limit,
                      act);

@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "common/cuda_check.h"
+#include "common/device_info.h"
 #include "rope/cuda/launcher.h"
 #include "rope/cuda/qk_norm_rope_kernel.cuh"
 
@@ -9,15 +10,11 @@ namespace {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-// Warps wanted in all before units grow past one warp row: about 16 per SM of an H100 / H200 (132
-// SMs), so that decode sizes spread over the GPU; at large T each unit takes kMaxUnitRows rows
-// (16-byte loads in flight per lane). H200, qwen3 shape at 16384 tokens, 1 / 2 / 3 / 4 rows a unit:
-// 124 / 99 / 91 / 89 us (tests/rope perf test, 2026-11-26).
-constexpr int64_t kRopeTargetWarps = 16 * 132;
-
-// At most one wave of CTAs (kRopeMinCtasPerSm on each of 132 SMs): warps then loop over a run of
-// units with the next unit's loads in flight instead of exiting and being relaunched.
-constexpr int64_t kRopeMaxCtas = int64_t{kRopeMinCtasPerSm} * 132;
+// Warps wanted in all before units grow past one warp row: about 16 per SM, so that decode sizes
+// spread over the GPU; at large T each unit takes kMaxUnitRows rows (16-byte loads in flight per
+// lane). H200, qwen3 shape at 16384 tokens, 1 / 2 / 3 / 4 rows a unit: 124 / 99 / 91 / 89 us
+// (tests/rope perf test, 2026-11-26).
+constexpr int64_t kRopeTargetWarpsPerSm = 16;
 
 struct RopeLaunchShape {
   int unit_rows;        // warp rows per unit
@@ -26,12 +23,13 @@ struct RopeLaunchShape {
 };
 
 // The one heuristic: the largest unit (up to kMaxUnitRows warp rows) that still leaves about
-// kRopeTargetWarps units, evened out over the token's rows (unit_rows_override > 0: that many rows,
-// for tests and timings).
-RopeLaunchShape rope_launch_shape(int64_t tokens, int64_t heads, int64_t lanes_per_head,
+// kRopeTargetWarpsPerSm units on each of `sms` SMs, evened out over the token's rows
+// (unit_rows_override > 0: that many rows, for tests and timings).
+RopeLaunchShape rope_launch_shape(int64_t tokens, int64_t heads, int64_t lanes_per_head, int sms,
                                   int unit_rows_override) {
   const int64_t rows = std::max<int64_t>((heads * lanes_per_head + 31) / 32, 1);
-  int64_t unit_rows = std::clamp<int64_t>(tokens * rows / kRopeTargetWarps, 1, kMaxUnitRows);
+  const int64_t target_warps = kRopeTargetWarpsPerSm * sms;
+  int64_t unit_rows = std::clamp<int64_t>(tokens * rows / target_warps, 1, kMaxUnitRows);
   if (unit_rows_override > 0) unit_rows = std::min<int64_t>(unit_rows_override, kMaxUnitRows);
   RopeLaunchShape shape;
   shape.units_per_token = static_cast<int>((rows + unit_rows - 1) / unit_rows);
@@ -42,12 +40,16 @@ RopeLaunchShape rope_launch_shape(int64_t tokens, int64_t heads, int64_t lanes_p
 
 template <typename T, typename Pos, int kHeadDim>
 void launch(QkNormRopeParams p, int unit_rows_override, cudaStream_t stream) {
+  const int sms = current_device_sm_count();
   const RopeLaunchShape shape = rope_launch_shape(p.num_tokens, p.num_heads_q + p.num_heads_k,
-                                                  kHeadDim / kRopeValuesPerLane, unit_rows_override);
+                                                  kHeadDim / kRopeValuesPerLane, sms, unit_rows_override);
   p.unit_rows = shape.unit_rows;
   p.units_per_token = shape.units_per_token;
   p.units = shape.units;
-  const int64_t ctas = std::min<int64_t>((shape.units + kRopeWarpsPerCta - 1) / kRopeWarpsPerCta, kRopeMaxCtas);
+  // At most one wave of CTAs (kRopeMinCtasPerSm on each SM): warps then loop over a run of units
+  // with the next unit's loads in flight instead of exiting and being relaunched.
+  const int64_t max_ctas = int64_t{kRopeMinCtasPerSm} * sms;
+  const int64_t ctas = std::min<int64_t>((shape.units + kRopeWarpsPerCta - 1) / kRopeWarpsPerCta, max_ctas);
   const int64_t warps = ctas * kRopeWarpsPerCta;
   p.units_per_warp = (shape.units + warps - 1) / warps;
   const dim3 grid(static_cast<unsigned>(ctas));
