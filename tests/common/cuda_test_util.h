@@ -22,6 +22,16 @@ class DeviceTensor {
       EXPECT_EQ(cudaMemcpy(data_, host.data(), bytes_, cudaMemcpyHostToDevice), cudaSuccess);
     }
   }
+  // Uninitialised device memory of that shape with every byte set to `fill_byte` (no host copy:
+  // for tensors too large to stage on the host).
+  DeviceTensor(DType dtype, std::vector<int64_t> shape, int fill_byte) : host_shape_(std::move(shape)), dtype_(dtype) {
+    bytes_ = dtype_size(dtype);
+    for (int64_t d : host_shape_) bytes_ *= static_cast<size_t>(d);
+    if (bytes_) {
+      EXPECT_EQ(cudaMalloc(&data_, bytes_), cudaSuccess);
+      EXPECT_EQ(cudaMemset(data_, fill_byte, bytes_), cudaSuccess);
+    }
+  }
   DeviceTensor(const DeviceTensor&) = delete;
   DeviceTensor& operator=(const DeviceTensor&) = delete;
   DeviceTensor(DeviceTensor&& o) noexcept { *this = std::move(o); }

@@ -632,6 +632,92 @@ TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
               cuda::choose_experts_plan(M, 8, 256, 7168, 2048, true, false).grouped);
 }
 
+// Hidden values from a hash of the element index, in [-1, 1), written on the device (no host copy).
+__global__ void fill_hashed_bf16(__nv_bfloat16* p, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ uint32_t(i >> 32) * 40503u;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[i] = __float2bfloat16(float(h & 0xffffu) / 32768.f - 1.f);
+  }
+}
+
+// More than 2^31 elements in the hidden states and the output (and twice that in the gathered and
+// down rows): every offset where rows meet strides must be 64-bit. Rows on both sides of element
+// 2^31 (and the first and last rows) are compared with the reference run on those rows alone: a
+// token's output depends only on its own row and routing. `tile`: a forced tile, or null for the
+// plan (the grouped path where the build has it).
+void expect_rows_past_int32_offsets(const char* tile) {
+  const int64_t E = 4, k = 2, H = 4096, I = 64;
+  const int64_t boundary_row = (int64_t{1} << 31) / H;  // its first element is element 2^31
+  const int64_t M = boundary_row + 129;
+  Layer L{M, E, k, H, I, DType::kBFloat16};
+  auto rng = fresh_rng();
+  HostTensor w13_h(L.dtype, {E, 2 * I, H}), w2_h(L.dtype, {E, H, I});
+  w13_h.fill_normal(rng, 0.0, 1.0 / std::sqrt(double(H)));
+  w2_h.fill_normal(rng, 0.0, 1.0 / std::sqrt(double(I)));
+  HostTensor tw_h(DType::kFloat32, {M, k}), ids_h(DType::kInt32, {M, k});
+  tw_h.fill_uniform(rng, 0.05, 1.0);
+  for (int64_t m = 0; m < M; ++m) {  // two distinct experts per token, every pairing
+    const int64_t e0 = m % E;
+    ids_h.set(m * k, double(e0));
+    ids_h.set(m * k + 1, double((e0 + 1 + (m / E) % (E - 1)) % E));
+  }
+  DeviceTensor x(L.dtype, {M, H}, 0), out(L.dtype, {M, H}, 0xFF);  // output poisoned (NaN)
+  DeviceTensor w13(w13_h), w2(w2_h), tw(tw_h), ids(ids_h);
+  fill_hashed_bf16<<<132 * 16, 256>>>(static_cast<__nv_bfloat16*>(x.data()), M * H);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpertWeights ew13, ew2;
+  ew13.weight = w13.view();
+  ew2.weight = w2.view();
+  const size_t ws_bytes = fused_experts_workspace_size(x.view(), ew13, ew2, ids.view(), options_of(L));
+  size_t free_bytes = 0, total_bytes = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
+  if (free_bytes < ws_bytes + (size_t(1) << 30))
+    GTEST_SKIP() << "needs " << (ws_bytes >> 20) << " MiB of workspace, " << (free_bytes >> 20) << " MiB free";
+  DeviceTensor ws(DType::kUInt8, {int64_t(ws_bytes)}, 0x7F);
+  {
+    ForcedTile forced(tile);
+    fused_experts(x.view(), ew13, ew2, tw.view(), ids.view(), out.view(), ws.view(), options_of(L));
+  }
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+  const std::vector<int64_t> rows = {0, 1, boundary_row - 1, boundary_row, boundary_row + 1, M - 2, M - 1};
+  const int64_t n = int64_t(rows.size());
+  Layer S{n, E, k, H, I, DType::kBFloat16};
+  Inputs in;
+  in.x = HostTensor(L.dtype, {n, H});
+  in.w13 = std::move(w13_h);
+  in.w2 = std::move(w2_h);
+  in.tw = HostTensor(DType::kFloat32, {n, k});
+  in.ids = HostTensor(DType::kInt32, {n, k});
+  HostTensor got(L.dtype, {n, H});
+  const size_t row_bytes = size_t(H) * dtype_size(L.dtype);
+  for (int64_t r = 0; r < n; ++r) {
+    const size_t offset = size_t(rows[r]) * row_bytes;
+    ASSERT_EQ(cudaMemcpy(static_cast<char*>(in.x.data()) + r * row_bytes, static_cast<char*>(x.data()) + offset,
+                         row_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(static_cast<char*>(got.data()) + r * row_bytes, static_cast<char*>(out.data()) + offset,
+                         row_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (int64_t t = 0; t < k; ++t) {
+      in.tw.set(r * k + t, tw_h.get(rows[r] * k + t));
+      in.ids.set(r * k + t, ids_h.get(rows[r] * k + t));
+    }
+  }
+  expect_close(got, gpu_reference(S, in), tile ? tile : "plan");
+}
+
+TEST(FusedExpertsGpuLarge, OffsetsPastInt32Plan) {
+  MOEKIT_REQUIRE_GPU();
+  expect_rows_past_int32_offsets(nullptr);
+}
+
+TEST(FusedExpertsGpuLarge, OffsetsPastInt32TiledPath) {
+  MOEKIT_REQUIRE_GPU();
+  expect_rows_past_int32_offsets("large128");
+}
+
 TEST(FusedExpertsGpuErrors, WorkspaceTooSmall) {
   MOEKIT_REQUIRE_GPU();
   Layer L{16, 8, 2, 64, 32, DType::kBFloat16};
