@@ -1,6 +1,8 @@
 // CUDA moe_sum_reduce and apply_shuffle_mul_sum vs the oracle; graph capture per op.
+
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "common/cuda_test_util.h"
 #include "moekit/combine.h"
@@ -115,6 +117,73 @@ TEST(ApplyShuffleMulSumCuda, ManyRows) {
   apply_shuffle_mul_sum(d_in.view(), d_out.view(), d_perm.view(), d_f.view());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_ALLCLOSE(d_out.to_host(), expected, 8e-3, 8e-3);
+}
+
+// Copies row `row` ([row_bytes]) of a device tensor into row `at` of a host tensor.
+void copy_row(const DeviceTensor& d, int64_t row, size_t row_bytes, HostTensor& h, int64_t at) {
+  ASSERT_EQ(cudaMemcpy(static_cast<char*>(h.data()) + size_t(at) * row_bytes,
+                       static_cast<const char*>(d.data()) + size_t(row) * row_bytes, row_bytes,
+                       cudaMemcpyDeviceToHost),
+            cudaSuccess);
+}
+
+bool device_has_free_bytes(size_t bytes) {
+  size_t free_bytes = 0, total_bytes = 0;
+  return cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess && free_bytes > bytes + (size_t(1) << 30);
+}
+
+// More than 2^31 elements in the output and twice that in the input: offsets must be 64-bit. The
+// rows where the input and where the output pass element 2^31, and the ends, against the oracle run
+// on those rows alone.
+TEST(MoeSumReduceCuda, OffsetsPastInt32) {
+  MOEKIT_REQUIRE_GPU();
+  const int64_t k = 2, H = 4096, out_boundary = (int64_t{1} << 31) / H, M = out_boundary + 65;
+  const int64_t in_boundary = (int64_t{1} << 31) / (k * H);
+  if (!device_has_free_bytes(size_t(M) * (k + 1) * H * 2)) GTEST_SKIP() << "not enough device memory";
+  DeviceTensor d_in(DType::kBFloat16, {M, k, H}, 0), d_out(DType::kBFloat16, {M, H}, 0xFF);
+  fill_hashed_bf16(d_in.data(), M * k * H);
+  moe_sum_reduce(d_in.view(), d_out.view(), 2.0);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<int64_t> rows = {0, in_boundary - 1, in_boundary, out_boundary - 1, out_boundary, M - 1};
+  const int64_t n = int64_t(rows.size());
+  HostTensor in(DType::kBFloat16, {n, k, H}), got(DType::kBFloat16, {n, H}), expected(DType::kBFloat16, {n, H});
+  for (int64_t r = 0; r < n; ++r) {
+    copy_row(d_in, rows[r], size_t(k * H) * 2, in, r);
+    copy_row(d_out, rows[r], size_t(H) * 2, got, r);
+  }
+  reference::moe_sum_reduce(in.view(), expected.view(), 2.0);
+  EXPECT_ALLCLOSE(got, expected, 8e-3, 8e-3);
+}
+
+// The same for apply_shuffle_mul_sum: input and output rows past element 2^31, a reversing
+// permutation (the last output rows read the first input rows and the other way round).
+TEST(ApplyShuffleMulSumCuda, OffsetsPastInt32) {
+  MOEKIT_REQUIRE_GPU();
+  const int64_t k = 2, H = 4096, out_boundary = (int64_t{1} << 31) / H, M = out_boundary + 65, R = M * k;
+  if (!device_has_free_bytes(size_t(M) * (k + 1) * H * 2)) GTEST_SKIP() << "not enough device memory";
+  auto rng = fresh_rng();
+  HostTensor perm(DType::kInt32, {R}), f(DType::kFloat32, {R});
+  for (int64_t i = 0; i < R; ++i) perm.set(i, static_cast<double>(R - 1 - i));
+  f.fill_uniform(rng, 0, 1);
+  DeviceTensor d_in(DType::kBFloat16, {R, H}, 0), d_out(DType::kBFloat16, {M, H}, 0xFF), d_perm(perm), d_f(f);
+  fill_hashed_bf16(d_in.data(), R * H);
+  apply_shuffle_mul_sum(d_in.view(), d_out.view(), d_perm.view(), d_f.view());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<int64_t> rows = {0, 1, out_boundary - 1, out_boundary, M - 1};
+  const int64_t n = int64_t(rows.size());
+  HostTensor in(DType::kBFloat16, {n * k, H}), got(DType::kBFloat16, {n, H}), expected(DType::kBFloat16, {n, H});
+  HostTensor sub_perm(DType::kInt32, {n * k}), sub_f(DType::kFloat32, {n * k});
+  for (int64_t r = 0; r < n; ++r) {
+    copy_row(d_out, rows[r], size_t(H) * 2, got, r);
+    for (int64_t t = 0; t < k; ++t) {
+      const int64_t pair = rows[r] * k + t;
+      copy_row(d_in, int64_t(perm.get(pair)), size_t(H) * 2, in, r * k + t);
+      sub_perm.set(r * k + t, static_cast<double>(r * k + t));
+      sub_f.set(r * k + t, f.get(pair));
+    }
+  }
+  reference::apply_shuffle_mul_sum(in.view(), expected.view(), sub_perm.view(), sub_f.view());
+  EXPECT_ALLCLOSE(got, expected, 8e-3, 8e-3);
 }
 
 HostTensor random_permutation(std::mt19937_64& rng, int64_t M, int64_t k, bool mark_invalid) {

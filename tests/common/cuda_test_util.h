@@ -64,4 +64,8 @@ class DeviceTensor {
   DType dtype_ = DType::kFloat32;
 };
 
+// Fills n bf16 values at `data` (device memory) from a hash of each element's index, in [-1, 1),
+// and waits: inputs of several GB without a host copy.
+void fill_hashed_bf16(void* data, int64_t n);
+
 }  // namespace moekit::test
