@@ -60,8 +60,9 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // (bench/RESULTS_gpu_moe.md).
   // The 64-row decode tiles run three CTAs per SM (x3) unless the 64-row CTAs of either GEMM, one
   // token tile per expert, leave their last wave under 70% of the 3 x 132 slots (few experts with
-  // long rows). H200, 2026-11-26 (bench/RESULTS.md): x3 took 4-10% off qwen3-30b-a3b M = 4-64 and
-  // mixtral-8x7b M = 4, but added 4-6% at deepseek-v3 M = 1 and mixtral M = 16 (512 CTAs).
+  // long rows). 2026-11-26 (bench/RESULTS.md): x3 took 4-10% off qwen3-30b-a3b M = 4-64 and
+  // mixtral-8x7b M = 4 on an H200 (1-2% on an H100), but added 4-6% at deepseek-v3 M = 1 and
+  // mixtral M = 16 (512 CTAs), which the rule keeps on two CTAs per SM.
   auto last_wave_fill = [](int64_t ctas) {
     const int64_t slots = 3 * 132, waves = (ctas + slots - 1) / slots;
     return waves > 0 ? double(ctas) / double(waves * slots) : 1.0;
