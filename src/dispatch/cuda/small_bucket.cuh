@@ -71,6 +71,16 @@ __device__ __forceinline__ unsigned warp_bucket_peers(int b, int nb, int lane) {
   return b >= 0 ? peers : 1u << lane;
 }
 
+// Inclusive scan of one value over a full warp.
+__device__ __forceinline__ int32_t warp_inclusive_scan(int32_t v, int lane) {
+#pragma unroll
+  for (int d = 1; d < 32; d *= 2) {
+    const int32_t x = __shfl_up_sync(0xffffffffu, v, d);
+    if (lane >= d) v += x;
+  }
+  return v;
+}
+
 // Inclusive scan of two values over a full warp.
 __device__ __forceinline__ int2 warp_inclusive_scan2(int2 v, int lane) {
 #pragma unroll
@@ -260,12 +270,7 @@ __device__ __forceinline__ ChunkBucketPair chunk_bucket(const ChunkBucketSmem& s
   // Blocks before each chunk: lane c holds chunk c's (every warp computes them).
   const int chunks = (nb + 31) / 32;
   const int32_t mine = lane < chunks ? s.chunk_blocks[lane] : 0;
-  int32_t incl = mine;
-#pragma unroll
-  for (int d = 1; d < 32; d *= 2) {
-    const int32_t x = __shfl_up_sync(0xffffffffu, incl, d);
-    if (lane >= d) incl += x;
-  }
+  const int32_t incl = warp_inclusive_scan(mine, lane);
   total = __shfl_sync(0xffffffffu, incl, 31) * block;
   const int chunk = b >= 0 ? b >> 5 : 0;
   const int32_t chunk_start = __shfl_sync(0xffffffffu, incl - mine, chunk);
@@ -356,12 +361,7 @@ __device__ __forceinline__ ChunkBucketPair row_mask_bucket(const RowMaskSmem& s,
     if (i < count) mine += s.blocks_at(i * 32 + lane);
     if (i < at) within += s.blocks_at(i * 32 + owner);
   }
-  int32_t incl = mine;
-#pragma unroll
-  for (int d = 1; d < 32; d *= 2) {
-    const int32_t x = __shfl_up_sync(0xffffffffu, incl, d);
-    if (lane >= d) incl += x;
-  }
+  const int32_t incl = warp_inclusive_scan(mine, lane);
   total = __shfl_sync(0xffffffffu, incl, 31) * block;
   const int32_t first = __shfl_sync(0xffffffffu, incl - mine, owner) + within;
   ChunkBucketPair pair{b, 0, 0, 0};
