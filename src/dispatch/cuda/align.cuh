@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kSmallBucketMaxThreads)
 
 // route_and_align's align behind the router for at most kRowMaskMaxRows rows of row_length pairs
 // (int32 ids, no expert map, invalid ids ignored; a row's valid ids are distinct): the small
-// kernel's outputs from row_mask_bucket, one barrier after the id loads. The launch contract of
+// kernel's outputs from row_mask_bucket, two barriers after the id loads. The launch contract of
 // the small kernels with kAfterRouter: the table clearing and the pad fill run while the router does.
 __global__ void __launch_bounds__(kSmallBucketMaxThreads)
     moe_align_block_size_router_rows_kernel(detail::AlignProblem p, int32_t row_length) {
@@ -143,10 +143,12 @@ __global__ void __launch_bounds__(kSmallBucketMaxThreads)
   const int b = tid < n ? detail::local_expert(static_cast<const int32_t*>(p.topk_ids)[tid], nb, nullptr, 0) : -1;
   row_mask_add(s, b, row);
   __syncthreads();  // every row is marked; the pad fill is done
+  row_mask_scan_chunks(s);
+  __syncthreads();  // the chunk prefixes and sums are written
 
   if (tid / 32 * 32 >= n && tid >= 32) return;  // a warp without pairs (warp 0 writes the total)
   int32_t total;
-  const ChunkBucketPair pair = row_mask_bucket(s, nb, b, row, p.block_size, total);
+  const ChunkBucketPair pair = row_mask_bucket(s, b, row, p.block_size, total);
   if (pair.bucket >= 0) p.sorted_token_ids[pair.slot] = tid;
   for (int32_t j = 0; j < pair.blocks; ++j) p.experts_ids[pair.first_block + j] = pair.bucket;
   if (tid == 0) p.num_tokens_post_pad[0] = total;

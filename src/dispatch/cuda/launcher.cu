@@ -76,19 +76,12 @@ void launch_cluster(Kernel kernel, const BucketLaunch& l, cudaStream_t stream, c
                          static_cast<unsigned>(l.ctas), arg);
 }
 
-// Behind the router (route_and_align) with at most kRowMaskMaxRows rows: row-mask bucketing, up
-// to kRouterRowsMaxExperts experts. Every warp of pairs sums all the buckets (ceil(E / 32) a lane),
-// so the gain shrinks as the experts grow: route_and_align router + align, block size 16, top-8,
-// H200 2026-11-26 (RouteAndAlignCudaTiming.LaunchShapes, chunk kernel -> row masks, same binary):
-// 128 experts M=64 5.19 -> 4.65 us, the 256-expert gate 6.32 -> 5.83, 384 experts 6.26 -> 6.21,
-// 512 experts 6.50 -> 6.72 (and M=4 5.56 -> 5.67), so 512 keeps the chunk kernel.
-constexpr int kRouterRowsMaxExperts = 384;
-
+// Behind the router (route_and_align) with at most kRowMaskMaxRows rows: row-mask bucketing for
+// every expert count the ops take (<= 512 < kRowMaskMaxBuckets).
 bool use_router_rows(const detail::AlignProblem& p, int64_t row_length) {
-  static_assert(kRouterRowsMaxExperts <= kRowMaskMaxBuckets);
   return row_length > 0 && !p.ids_int64 && p.expert_map == nullptr && p.ignore_invalid_expert &&
          p.numel <= kSmallBucketMaxThreads && p.numel <= row_length * kRowMaskMaxRows &&
-         p.num_experts <= kRouterRowsMaxExperts;
+         p.num_experts <= kRowMaskMaxBuckets;
 }
 
 // The align launch: behind the router the row-mask kernel where it applies, else the one-CTA

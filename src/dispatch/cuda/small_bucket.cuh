@@ -295,85 +295,91 @@ __device__ __forceinline__ ChunkBucketPair chunk_bucket(const ChunkBucketSmem& s
 // Bucketing of the pairs of at most kRowMaskMaxRows rows of a router's output (route_and_align's
 // align behind the router): the valid ids of a row are distinct, so pair (row r, bucket b) ranks
 // after exactly the rows below r that have a pair in b. Each bucket keeps a 64-bit mask of its rows
-// (one shared atomicOr per pair, on mostly distinct words: order-free, deterministic); after one
-// barrier, a pair's rank is a popcount of its bucket's mask below its row, and its bucket's first
-// block the blocks of every lower bucket: lane l of each warp sums buckets [l * per, (l + 1) * per)
-// (per = ceil(nb / 32)), one warp scan, plus the lower buckets of the range holding the pair's
-// bucket. Unlike chunk_bucket: no per-warp count table, no returning atomics, no atomics on the
-// shared 32-bucket chunk words, but every warp sums all buckets (costly past ~384 buckets: the
-// launcher's limit). Masks are stored transposed, bucket l * per + i at word pair i * 32 + l, so
-// that a warp's lanes read consecutive words.
+// (one shared atomicOr per pair, on mostly distinct words: order-free, deterministic); a pair's rank
+// is a popcount of its bucket's mask below its row. The bucket sums are done once per CTA: after
+// the barrier that follows the atomicOrs, one warp per chunk of 32 buckets scans its chunk's blocks
+// (each bucket's blocks below it in the chunk, and the chunk's sum); after one more barrier a pair's
+// first block is a warp scan of the <= 32 chunk sums plus its bucket's in-chunk prefix: 4 shared
+// loads a lane, where summing every bucket in every warp took 4 * ceil(nb / 32) (route_and_align
+// M=64 on an H100, 2026-11-26: 256-expert gate 6.11 -> 5.64 us, 384 experts 6.51 -> 5.76, 512
+// experts 6.62 -> 5.78 in RouteAndAlignCudaTiming.LaunchShapes, where the chunk kernel had won).
 inline constexpr int kRowMaskMaxRows = 64;
 inline constexpr int kRowMaskMaxBuckets = 1024;
 
-// Shared memory (int32 words): the masks [32 * per][2], then blocks_of(c, block) for c = 0..64.
+// Shared memory (int32 words): the masks [32 * chunks][2], the in-chunk prefixes [32 * chunks], the
+// chunk sums [32], then blocks_of(c, block) for c = 0..64.
 __host__ __device__ inline int64_t row_mask_smem_words(int64_t nb) {
-  return 2 * 32 * ((nb + 31) / 32) + kRowMaskMaxRows + 1;
+  const int64_t slots = 32 * ((nb + 31) / 32);
+  return 3 * slots + 32 + kRowMaskMaxRows + 1;
 }
 
 struct RowMaskSmem {
-  uint2* masks;     // [32 * per]: rows of bucket b (bit r of x | y << 32) at word(b)
-  int32_t* blocks;  // [kRowMaskMaxRows + 1]: blocks_of(c, block)
-  int per;          // buckets a lane sums: ceil(nb / 32) <= 32
-  uint32_t magic;   // b / per = (b * magic) >> 16 for b < 1024: ceil(2^16 / per), exact as b * (per - 1) < 2^16
+  uint2* masks;           // [32 * chunks]: rows of bucket b (bit r of x | y << 32)
+  int32_t* prefix;        // [32 * chunks]: blocks of the buckets of b's chunk below b
+  int32_t* chunk_blocks;  // [32]: blocks of the buckets 32c .. 32c + 31
+  int32_t* blocks;        // [kRowMaskMaxRows + 1]: blocks_of(c, block)
+  int chunks;             // ceil(nb / 32) <= 32
   __device__ RowMaskSmem(int32_t* base, int nb) {
-    per = (nb + 31) / 32;
-    magic = (65536u + per - 1) / per;
+    chunks = (nb + 31) / 32;
     masks = reinterpret_cast<uint2*>(base);
-    blocks = base + 2 * 32 * per;
-  }
-  __device__ int lane_of(int b) const { return static_cast<int>((static_cast<uint32_t>(b) * magic) >> 16); }
-  __device__ int word(int b) const {
-    const int l = lane_of(b);
-    return (b - l * per) * 32 + l;
-  }
-  __device__ int32_t blocks_at(int w) const {
-    const uint2 m = masks[w];
-    return blocks[__popc(m.x) + __popc(m.y)];
+    prefix = base + 2 * 32 * chunks;
+    chunk_blocks = prefix + 32 * chunks;
+    blocks = chunk_blocks + 32;
   }
 };
 
-// Zeroes the masks and writes the blocks table (every thread calls it); a barrier must follow
-// before row_mask_add().
+// Zeroes the masks (the buckets past nb stay empty) and writes the blocks table (every thread calls
+// it); a barrier must follow before row_mask_add().
 __device__ __forceinline__ void row_mask_prepare(const RowMaskSmem& s, int32_t block) {
   int32_t* words = reinterpret_cast<int32_t*>(s.masks);
-  for (int x = threadIdx.x; x < 2 * 32 * s.per; x += blockDim.x) words[x] = 0;
+  for (int x = threadIdx.x; x < 2 * 32 * s.chunks; x += blockDim.x) words[x] = 0;
   for (int c = threadIdx.x; c <= kRowMaskMaxRows; c += blockDim.x)
     s.blocks[c] = c == 0 ? 0 : (c - 1) / block + 1;
 }
 
 // Marks row `row` (< kRowMaskMaxRows) in bucket b (b < 0: none).
 __device__ __forceinline__ void row_mask_add(const RowMaskSmem& s, int b, int row) {
-  if (b >= 0) atomicOr(reinterpret_cast<uint32_t*>(&s.masks[s.word(b)]) + (row >> 5), 1u << (row & 31));
+  if (b >= 0) atomicOr(reinterpret_cast<uint32_t*>(&s.masks[b]) + (row >> 5), 1u << (row & 31));
 }
 
-// After row_mask_add() of every pair and a barrier; every lane of the warp calls it (b < 0: no
-// pair). Returns the pair as chunk_bucket does and, in total, the padded total.
-__device__ __forceinline__ ChunkBucketPair row_mask_bucket(const RowMaskSmem& s, int nb, int b, int row,
-                                                           int32_t block, int32_t& total) {
-  const int lane = threadIdx.x % 32, per = s.per;
-  const int count = min(per, max(nb - lane * per, 0));
-  const int owner = b >= 0 ? s.lane_of(b) : 0, at = b >= 0 ? b - owner * per : 0;
-  int32_t mine = 0;    // blocks of this lane's buckets
-  int32_t within = 0;  // blocks of the buckets of the owner's range below b
-#pragma unroll 4
-  for (int i = 0; i < per; ++i) {  // both sums' loads in flight together
-    if (i < count) mine += s.blocks_at(i * 32 + lane);
-    if (i < at) within += s.blocks_at(i * 32 + owner);
+// After row_mask_add() of every pair and a barrier, every thread calls it: warp w scans chunks
+// w, w + warps, ...; a barrier must follow before row_mask_bucket().
+__device__ __forceinline__ void row_mask_scan_chunks(const RowMaskSmem& s) {
+  const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int c = threadIdx.x / 32; c < s.chunks; c += warps) {
+    const int b = c * 32 + lane;
+    const uint2 m = s.masks[b];
+    const int32_t mine = s.blocks[__popc(m.x) + __popc(m.y)];
+    const int32_t incl = warp_inclusive_scan(mine, lane);
+    s.prefix[b] = incl - mine;
+    if (lane == 31) s.chunk_blocks[c] = incl;
   }
+}
+
+// After row_mask_scan_chunks() and a barrier; every lane of the warp calls it (b < 0: no pair).
+// Returns the pair as chunk_bucket does and, in total, the padded total.
+__device__ __forceinline__ ChunkBucketPair row_mask_bucket(const RowMaskSmem& s, int b, int row, int32_t block,
+                                                           int32_t& total) {
+  const int lane = threadIdx.x % 32;
+  // Every lane ranks (lanes without a pair on bucket 0, row 0), so the mask and table loads issue
+  // before the scan and their latency hides behind the shuffles.
+  const int at = b >= 0 ? b : 0, r = b >= 0 ? row : 0;
+  const uint2 m = s.masks[at];
+  const int32_t within = s.prefix[at];
+  const int32_t mine = lane < s.chunks ? s.chunk_blocks[lane] : 0;
+  const uint32_t below_x = r < 32 ? (1u << r) - 1u : 0xffffffffu;
+  const uint32_t below_y = r < 32 ? 0u : (1u << (r - 32)) - 1u;
+  const int rank = __popc(m.x & below_x) + __popc(m.y & below_y);
+  const int32_t blocks = s.blocks[__popc(m.x) + __popc(m.y)];
   const int32_t incl = warp_inclusive_scan(mine, lane);
   total = __shfl_sync(0xffffffffu, incl, 31) * block;
-  const int32_t first = __shfl_sync(0xffffffffu, incl - mine, owner) + within;
+  const int32_t first = __shfl_sync(0xffffffffu, incl - mine, at >> 5) + within;
   ChunkBucketPair pair{b, 0, 0, 0};
   if (b < 0) return pair;
-  const uint2 m = s.masks[at * 32 + owner];
-  const uint32_t below_x = row < 32 ? (1u << row) - 1u : 0xffffffffu;
-  const uint32_t below_y = row < 32 ? 0u : (1u << (row - 32)) - 1u;
-  const int rank = __popc(m.x & below_x) + __popc(m.y & below_y);
   pair.slot = first * block + rank;
   if (rank == 0) {
     pair.first_block = first;
-    pair.blocks = s.blocks[__popc(m.x) + __popc(m.y)];
+    pair.blocks = blocks;
   }
   return pair;
 }
