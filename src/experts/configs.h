@@ -46,24 +46,31 @@ inline constexpr int kMinTileTokens = 8;  // smallest bt: sizes the tile list in
 // (TMA + wgmma, warp-specialised, persistent; one group per expert, problem shapes and pointers
 // written on the device). Token rows are the GEMM's M side, weight rows its N side.
 //   bm, bn, bk    CTA tile (tokens, weight rows, depth)
+//   cluster_m     CTAs along M (token tiles of one expert) sharing each weight tile by TMA multicast
 //   cluster_n     CTAs along N sharing each token tile by TMA multicast
 //   pingpong      two consumer warp groups on alternate tiles (epilogue hidden behind the other's
 //                 main loop) rather than both on one tile (cooperative)
 struct GroupedTile {
-  int bm, bn, bk, cluster_n;
+  int bm, bn, bk, cluster_m, cluster_n;
   bool pingpong;
   const char* name;
 };
 
-enum class GroupedTileId : int { kCoop128 = 0, kPingpong128, kCount };
+enum class GroupedTileId : int { kCoop128M2 = 0, kPingpong128, kCount };
 
 // H200, 2026-11-26 (bench/RESULTS.md): pingpong 128x128 hides each tile's epilogue behind the other
 // warp group's main loop (qwen3-30b-a3b M = 4096: GEMM 1 411 vs 426 us, GEMM 2 225 vs 230 us) but
 // pulls a third more operand bytes through L2 per flop than cooperative 128x256, which loses with
 // deep K (deepseek-v3 M = 8192: 15.8 vs 12.6 ms). A 64x256 pingpong tile was slower everywhere.
+// The cooperative tile's cluster runs along M: two token tiles of one expert share each weight tile
+// (per 64-deep step a CTA pulls 16 + 16 KB through L2 instead of 8 + 32 KB with the token tile
+// shared along N), and an expert's second, part-filled token tile no longer re-reads its weights
+// from DRAM. H100, 2026-11-26 10:29 (exp-cluster-ab, unfused, cluster 2x1 vs 1x2): deepseek-v3
+// M = 4096 / 8192 9833 / 14087 vs 12118 / 17852 us, mixtral-8x7b M = 1024 / 4096 / 8192 1757 /
+// 4914 / 9404 vs 1803 / 5121 / 9544; sharing both operands (2x2) lost everywhere.
 inline constexpr GroupedTile kGroupedTiles[] = {
-    {128, 256, 64, 2, false, "grouped128"},
-    {128, 128, 64, 2, true, "grouped128pp"},
+    {128, 256, 64, 2, 1, false, "grouped128m2"},
+    {128, 128, 64, 1, 2, true, "grouped128pp"},
 };
 
 // The one tile of the grouped GEMM 1 with the activation in its epilogue (interleaved w13, see

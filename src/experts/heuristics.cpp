@@ -78,7 +78,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // TMA/wgmma grouped GEMMs are built for; below, padding each expert to 128 token rows wastes more
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32
   // offsets).
-  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, false};
+  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128M2, false};
   plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
                  pairs < (int64_t(1) << 30);
   // Grouped tile and where the activation runs (bench/RESULTS.md):
@@ -86,10 +86,11 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   //   once): pingpong with the activation in GEMM 1. H200 06:52: qwen3 M = 1024 / 4096 / 8192
   //   384.8 / 764.8 / 1309.7 us vs 407.6 / 805.7 / 1404.8 with the activation kernel; H100 08:13:
   //   529.4 / 854.9 / 1455.1 vs 570.0 / 957.0 / 1648.0 (cooperative, activation kernel);
-  // - deep K: cooperative with fp32 gate/up rows and the activation kernel. The fused GEMM 1 (on
-  //   pingpong) won on the H200 at mixtral M = 4096 / 8192 (4795 / 9068 vs 5127 / 9887 us) but
-  //   lost by more on the H100 the anchors were measured on (08:03-08:13: 6192 / 11820 vs 5112 /
-  //   9552), and lost at deepseek-v3 M = 4096 / 8192 on both (H100: 12610 / 20073 vs 12101 / 17652).
+  // - deep K: cooperative (cluster along M, see kGroupedTiles) with fp32 gate/up rows and the
+  //   activation kernel. The fused GEMM 1 (on pingpong) won on the H200 at mixtral M = 4096 / 8192
+  //   (4795 / 9068 vs 5127 / 9887 us) but lost by more on the H100 the anchors were measured on
+  //   (08:03-08:13: 6192 / 11820 vs 5112 / 9552, cooperative with the cluster along N), and lost
+  //   at deepseek-v3 M = 4096 / 8192 on both (H100: 12610 / 20073 vs 12101 / 17652).
   const bool fused = per_expert < 128 || H <= 2048;
   if (fused) plan.grouped_tile = GroupedTileId::kPingpong128;
   if (const char* forced = forced_tile_name()) {

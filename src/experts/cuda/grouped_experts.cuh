@@ -122,7 +122,7 @@ struct GroupedGemm {
   using Arrays = GroupArrays<T, OutT>;
   using ProblemShape = cutlass::gemm::GroupProblemShape<GroupShape>;
   using TileShape = cute::Shape<cute::Int<kTile.bm>, cute::Int<kTile.bn>, cute::Int<kTile.bk>>;
-  using ClusterShape = cute::Shape<cute::_1, cute::Int<kTile.cluster_n>, cute::_1>;
+  using ClusterShape = cute::Shape<cute::Int<kTile.cluster_m>, cute::Int<kTile.cluster_n>, cute::_1>;
   using KernelSchedule =
       std::conditional_t<kTile.pingpong, cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
                          cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative>;
@@ -441,7 +441,7 @@ template <typename T>
 void run_grouped_experts(const GroupedExpertsArgs& g, cudaStream_t stream) {
   switch (g.tile) {
     case GroupedTileId::kPingpong128: run_grouped_tile<T, int(GroupedTileId::kPingpong128)>(g, stream); break;
-    default: run_grouped_tile<T, int(GroupedTileId::kCoop128)>(g, stream); break;
+    default: run_grouped_tile<T, int(GroupedTileId::kCoop128M2)>(g, stream); break;
   }
 }
 
