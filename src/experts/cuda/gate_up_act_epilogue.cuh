@@ -45,6 +45,62 @@ constexpr bool threads_start_even() {
   return true;
 }
 
+// Whether the four threads of each quad (lanes 4i .. 4i+3) start in one row at columns 2q of one
+// 8-column block (q = lane % 4), as in the wgmma accumulator layout: then a quad's values of one
+// row and block are four adjacent act values, which end() turns into 8-byte stores.
+template <class TiledCopy>
+constexpr bool quads_share_blocks() {
+  using TV = typename TiledCopy::TiledLayout_TV;
+  using Tiler = typename TiledCopy::Tiler_MN;
+  constexpr int tile_m = int(cute::size(cute::get<0>(Tiler{})));
+  for (int t = 0; t < int(cute::size<0>(TV{})); ++t) {
+    const int index = int(TV{}(t, 0)), lead = int(TV{}(t - t % 4, 0));
+    const int m = int(cute::get<0>(Tiler{})(index % tile_m)), n = int(cute::get<1>(Tiler{})(index / tile_m));
+    const int lead_m = int(cute::get<0>(Tiler{})(lead % tile_m));
+    const int lead_n = int(cute::get<1>(Tiler{})(lead / tile_m));
+    if (m != lead_m || n % 8 != 2 * (t % 4) || n - lead_n != 2 * (t % 4)) return false;
+  }
+  return true;
+}
+
+// Groups of four pairs of one row at columns n, n + 8, n + 16, n + 24 (n % 32 == 0, relative to the
+// thread's first value) of a thread's (CPY, CPY_M, CPY_N, EPI_M, EPI_N) -> (m, n) value layout,
+// covering every pair (pair i = values 2i, 2i + 1): group g's pairs are member[g][0..3]; ok is false
+// when the layout has no such cover (or an odd number of groups, which end() takes two at a time).
+template <int Groups>
+struct QuadGroups {
+  int member[Groups > 0 ? Groups : 1][4] = {};
+  bool ok = false;
+};
+
+template <int Groups, class Layout>
+constexpr QuadGroups<Groups> quad_groups(Layout layout) {
+  constexpr int kPairs = int(cute::size(Layout{})) / 2;
+  int m[kPairs] = {}, n[kPairs] = {};
+  for (int i = 0; i < kPairs; ++i) {  // one layout evaluation per pair (nvcc caps constexpr work)
+    const auto c = layout(2 * i);
+    m[i] = int(cute::get<0>(c));
+    n[i] = int(cute::get<1>(c));
+  }
+  QuadGroups<Groups> q;
+  int g = 0;
+  for (int i = 0; i < kPairs; ++i) {
+    if (n[i] % 8 != 0) return q;
+    if (n[i] % 32 != 0) continue;
+    if (g == Groups) return q;
+    for (int s = 0; s < 4; ++s) {
+      int found = -1;
+      for (int j = 0; j < kPairs; ++j)
+        if (m[j] == m[i] && n[j] == n[i] + 8 * s) found = j;
+      if (found < 0) return q;
+      q.member[g][s] = found;
+    }
+    ++g;
+  }
+  q.ok = Groups > 0 && g == Groups && Groups % 2 == 0;
+  return q;
+}
+
 }  // namespace gate_up_detail
 
 // Element: the CUTLASS output type (cutlass::bfloat16_t / half_t); T its CUDA counterpart.
@@ -104,13 +160,21 @@ struct GateUpActStore {
   // does not use); the fence waits for the thread's outstanding global stores, so stores issued
   // inside `visit` cost a memory round trip per subtile (ncu, H200, qwen3 M = 4096: GEMM 1 547 us,
   // warps stalled at that barrier on the store scoreboard, against 418 us with fp32 rows).
-  template <class CoordTensor, class Residue>
+  //
+  // With the wgmma layout (QuadLayout), a quad holds, per row, the pairs of four adjacent 8-column
+  // blocks one pair per thread and block: `end` transposes them across the quad (four shuffles per two
+  // groups) so that each thread stores the four adjacent act values of one block in one 8-byte store,
+  // a quarter of the store instructions of one 2-byte store per value.
+  template <class CoordTensor, class Residue, bool QuadLayout>
   struct ConsumerStoreCallbacks : cutlass::epilogue::fusion::detail::EmptyConsumerStoreCallbacks {
     using CoordLayout = typename CoordTensor::layout_type;
     static constexpr int kValues = int(cute::size(CoordLayout{}));                  // the thread's tile
     static constexpr int kSubtileValues = int(cute::size(cute::take<0, 3>(CoordLayout{})));
     static constexpr int kEpiM = int(cute::size<3>(CoordLayout{}));
     static_assert(kValues % 4 == 0 && kSubtileValues % 4 == 0, "act values are kept two per word");
+
+    static constexpr int kGroups = kValues / 8;
+    static constexpr bool kQuadStores = QuadLayout && gate_up_detail::quad_groups<kGroups>(CoordLayout{}).ok;
 
     CUTLASS_DEVICE ConsumerStoreCallbacks(CoordTensor tCcD_, Residue residue_, T* act_, const float* bias_,
                                           int64_t ld_, Params const* params_)
@@ -173,7 +237,50 @@ struct GateUpActStore {
       return frg_acc;  // feeds the void D: discarded
     }
 
+    CUTLASS_DEVICE uint32_t value(int i) const { return (packed[i / 2] >> (16 * (i % 2))) & 0xffffu; }
+
     CUTLASS_DEVICE void end() {
+      if constexpr (kQuadStores) {
+        constexpr auto kQuad = gate_up_detail::quad_groups<kGroups>(CoordLayout{});  // local: device code
+        const int q = int(threadIdx.x % 4), quad_lane0 = int(threadIdx.x % 32) & ~3;
+        const int rows = int(cute::get<0>(residue)), cols = int(cute::get<1>(residue));
+        // Uniform over a quad: 8-byte stores need the quad's first act value 8-byte aligned.
+        const bool aligned = ld % 4 == 0 && reinterpret_cast<uintptr_t>(act - q) % 8 == 0;
+        CUTLASS_PRAGMA_UNROLL
+        for (int g = 0; g < kGroups; g += 2) {
+          // Block s of groups g / g + 1 in halves 0 / 1 of v[s]; thread q ends with block q's four
+          // values of the quad (one per thread j: act column 4q + j of the quad's group) in w[j].
+          uint32_t v[4], w[4];
+          CUTLASS_PRAGMA_UNROLL
+          for (int s = 0; s < 4; ++s) v[s] = value(kQuad.member[g][s]) | (value(kQuad.member[g + 1][s]) << 16);
+          CUTLASS_PRAGMA_UNROLL
+          for (int s = 0; s < 4; ++s) {
+            const int give = (q + s) % 4, from = (q + 4 - s) % 4;
+            const uint32_t send = give == 0 ? v[0] : give == 1 ? v[1] : give == 2 ? v[2] : v[3];
+            const uint32_t got = __shfl_sync(0xffffffffu, send, quad_lane0 + from);
+            CUTLASS_PRAGMA_UNROLL
+            for (int j = 0; j < 4; ++j) w[j] = from == j ? got : w[j];
+          }
+          CUTLASS_PRAGMA_UNROLL
+          for (int h = 0; h < 2; ++h) {
+            const auto c = tCcD(2 * kQuad.member[g + h][0]);
+            const int row = int(cute::get<0>(c)), n = int(cute::get<1>(c)) + 6 * q;  // gate column of act 4q
+            if (row >= rows) continue;
+            T* dst = act + int64_t(row) * ld + n / 2;
+            uint32_t x[4];
+            CUTLASS_PRAGMA_UNROLL
+            for (int j = 0; j < 4; ++j) x[j] = h ? w[j] >> 16 : w[j] & 0xffffu;
+            if (aligned && n + 6 < cols) {
+              *reinterpret_cast<uint2*>(dst) = make_uint2(x[0] | (x[1] << 16), x[2] | (x[3] << 16));
+            } else {
+              CUTLASS_PRAGMA_UNROLL
+              for (int j = 0; j < 4; ++j)
+                if (n + 2 * j < cols) dst[j] = from_bits(static_cast<uint16_t>(x[j]));
+            }
+          }
+        }
+        return;
+      }
       CUTLASS_PRAGMA_UNROLL
       for (int i = 0; i < kValues / 2; ++i) {
         const auto c = tCcD(2 * i);
@@ -214,7 +321,8 @@ struct GateUpActStore {
     const int64_t ld = int64_t(N) / 2;
     T* act = params_ptr->act[group] + int64_t(row0) * ld + col0 / 2;
     const float* bias = params_ptr->bias ? params_ptr->bias[group] + col0 : nullptr;
-    return ConsumerStoreCallbacks<decltype(args.tCcD), decltype(args.residue_tCcD)>(
+    return ConsumerStoreCallbacks<decltype(args.tCcD), decltype(args.residue_tCcD),
+                                  gate_up_detail::quads_share_blocks<TiledCopy>()>(
         args.tCcD, args.residue_tCcD, act, bias, ld, params_ptr);
   }
 };
