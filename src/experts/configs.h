@@ -73,11 +73,6 @@ inline constexpr GroupedTile kGroupedTiles[] = {
     {128, 128, 64, 1, 2, true, "grouped128pp"},
 };
 
-// The one tile of the grouped GEMM 1 with the activation in its epilogue (interleaved w13, see
-// grouped_experts.h); GEMM 2 then runs on the plan's tile. H200, 2026-11-26 06:52: the fused GEMM 1
-// on the cooperative tile lost everywhere to it (qwen3-30b-a3b M = 4096: 835 vs 765 us; mixtral-8x7b
-// M = 8192: 9977 vs 9271 with both GEMMs pingpong; deepseek-v3 M = 8192: 13767 vs 12743 unfused).
-inline constexpr GroupedTileId kGroupedGateUpActTile = GroupedTileId::kPingpong128;
 
 // Test hook for the plan's `fused_act`: 1 / 0 force it on / off for interleaved gated layers on the
 // grouped path, -1 returns to the choice (MOEKIT_GROUPED_FUSED_ACT=0/1 overrides it too).
@@ -101,7 +96,7 @@ struct ExpertsPlan {
   bool grouped;    // prefill path; `grouped_tile` then applies and `tile` is unused
   GroupedTileId grouped_tile;
   bool fused_act;  // grouped, gated and interleaved w13: GEMM 1 applies the activation in its
-                   // epilogue (kGroupedGateUpActTile) instead of fp32 gate/up rows + act kernel
+                   // epilogue (on the plan's tile) instead of fp32 gate/up rows + act kernel
 };
 
 // Deterministic choice from shapes only (M tokens, k slots, E experts, H, I, w13 layout). Whether

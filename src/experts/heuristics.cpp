@@ -81,18 +81,18 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128M2, false};
   plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
                  pairs < (int64_t(1) << 30);
-  // Grouped tile and where the activation runs (bench/RESULTS.md):
+  // Grouped tile (bench/RESULTS.md), with the activation in GEMM 1's epilogue wherever w13 is
+  // interleaved (gated):
   // - shallow K (H <= 2048) or under 128 tokens per expert (one token tile each, weights streamed
-  //   once): pingpong with the activation in GEMM 1. H200 06:52: qwen3 M = 1024 / 4096 / 8192
-  //   384.8 / 764.8 / 1309.7 us vs 407.6 / 805.7 / 1404.8 with the activation kernel; H100 08:13:
-  //   529.4 / 854.9 / 1455.1 vs 570.0 / 957.0 / 1648.0 (cooperative, activation kernel);
-  // - deep K: cooperative (cluster along M, see kGroupedTiles) with fp32 gate/up rows and the
-  //   activation kernel. The fused GEMM 1 (on pingpong) won on the H200 at mixtral M = 4096 / 8192
-  //   (4795 / 9068 vs 5127 / 9887 us) but lost by more on the H100 the anchors were measured on
-  //   (08:03-08:13: 6192 / 11820 vs 5112 / 9552, cooperative with the cluster along N), and lost
-  //   at deepseek-v3 M = 4096 / 8192 on both (H100: 12610 / 20073 vs 12101 / 17652).
-  const bool fused = per_expert < 128 || H <= 2048;
-  if (fused) plan.grouped_tile = GroupedTileId::kPingpong128;
+  //   once): pingpong, its epilogue behind the other warp group's main loop. H200 06:52: qwen3
+  //   M = 1024 / 4096 / 8192 384.8 / 764.8 / 1309.7 us vs 407.6 / 805.7 / 1404.8 with the activation
+  //   kernel; H100 08:13: 529.4 / 854.9 / 1455.1 vs 570.0 / 957.0 / 1648.0 (cooperative, act kernel);
+  // - deep K: cooperative with the cluster along M (fewer L2 bytes per flop; pingpong lost 17-37%
+  //   at mixtral M >= 4096 on the H100). Its fused GEMM 1 lost to the activation kernel while the
+  //   epilogue stored 2-byte act values; with 8-byte stores it wins. H100 2026-11-26 11:08
+  //   (exp2-ab, fused vs act kernel): mixtral-8x7b M = 1024 / 4096 / 8192 1673 / 4724 / 9450 vs
+  //   1773 / 4971 / 9520 us, deepseek-v3 M = 4096 / 8192 9736 / 13749 vs 9837 / 14359.
+  if (per_expert < 128 || H <= 2048) plan.grouped_tile = GroupedTileId::kPingpong128;
   if (const char* forced = forced_tile_name()) {
     for (int t = 0; t < int(TileId::kCount); ++t)
       if (std::strcmp(forced, kGemmTiles[t].name) == 0) {
@@ -105,8 +105,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
         plan.grouped = pairs < (int64_t(1) << 30);
       }
   }
-  const bool fuse = forced_fused_act() >= 0 ? forced_fused_act() != 0 : fused;
-  plan.fused_act = plan.grouped && gated && gate_up_interleaved && fuse;
+  plan.fused_act = plan.grouped && gated && gate_up_interleaved && forced_fused_act() != 0;  // -1: the choice
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");
     return v && *v && *v != '0';

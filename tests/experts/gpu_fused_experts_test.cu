@@ -616,16 +616,19 @@ TEST(FusedExpertsGpuGroupedPath, ChosenForPrefill) {
 // with one token tile per expert or shallow K, or wide intermediates with many tokens per expert.
 TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
-  // qwen3-30b-a3b at 1024 / 4096 tokens, mixtral-8x7b at 1024 / 8192, deepseek-v3 at 2048.
+  // qwen3-30b-a3b at 1024 / 4096 tokens, mixtral-8x7b at 8192, deepseek-v3 at 2048.
   EXPECT_TRUE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, true).fused_act);
   EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, false).fused_act);
   EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, false, true).fused_act);
   EXPECT_TRUE(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true).fused_act);
-  EXPECT_FALSE(cuda::choose_experts_plan(1024, 2, 8, 4096, 14336, true, true).fused_act);
-  // Deep K runs cooperative with the activation kernel at any token count (H100 2026-11-26).
-  EXPECT_FALSE(cuda::choose_experts_plan(8192, 2, 8, 4096, 14336, true, true).fused_act);
+  // Deep K with 128+ tokens per expert: the cooperative tile, the activation still in GEMM 1.
+  const cuda::ExpertsPlan mx = cuda::choose_experts_plan(8192, 2, 8, 4096, 14336, true, true);
+  EXPECT_TRUE(mx.grouped && mx.fused_act);
+  EXPECT_EQ(mx.grouped_tile, cuda::GroupedTileId::kCoop128M2);
+  EXPECT_FALSE(cuda::choose_experts_plan(8192, 2, 8, 4096, 14336, false, true).fused_act);
   const cuda::ExpertsPlan ds = cuda::choose_experts_plan(2048, 8, 256, 7168, 2048, true, true);
   EXPECT_TRUE(ds.grouped && ds.fused_act);
+  EXPECT_EQ(ds.grouped_tile, cuda::GroupedTileId::kPingpong128);
   // The layout never changes whether the grouped path (and its workspace) is taken.
   for (int64_t M : {1, 64, 512, 1024, 4096})
     EXPECT_EQ(cuda::choose_experts_plan(M, 8, 256, 7168, 2048, true, true).grouped,

@@ -347,19 +347,20 @@ __global__ void grouped_act_kernel(const float* __restrict__ gate_up, const int*
   }
 }
 
-// GEMM 1 with the activation in its epilogue (interleaved w13): one tile, in its own translation
-// units (grouped_experts_gate_up_act_{bf16,fp16}.cu) to keep each unit's compile time down.
-template <typename T>
+// GEMM 1 with the activation in its epilogue (interleaved w13) on grouped tile Id, in its own
+// translation units (grouped_experts_gate_up_act_{bf16,fp16}.cu) to keep each unit's compile time down.
+template <typename T, int Id>
 void run_grouped_gate_up_act_gemm(const GroupArrays<T, T>& arr, int groups, const GroupedEpilogueArgs& epi,
                                   void* scratch, cudaStream_t stream) {
-  GroupedGemm<T, int(kGroupedGateUpActTile), GroupedEpilogue::kGateUpAct>::run(arr, groups, epi, scratch,
-                                                                              stream);
+  GroupedGemm<T, Id, GroupedEpilogue::kGateUpAct>::run(arr, groups, epi, scratch, stream);
 }
-extern template void run_grouped_gate_up_act_gemm<__nv_bfloat16>(const GroupArrays<__nv_bfloat16, __nv_bfloat16>&,
-                                                                 int, const GroupedEpilogueArgs&, void*,
-                                                                 cudaStream_t);
-extern template void run_grouped_gate_up_act_gemm<__half>(const GroupArrays<__half, __half>&, int,
-                                                          const GroupedEpilogueArgs&, void*, cudaStream_t);
+#define MOEKIT_GATE_UP_ACT_GEMM(T, Id)                                                    \
+  template void run_grouped_gate_up_act_gemm<T, int(Id)>(const GroupArrays<T, T>&, int, \
+                                                         const GroupedEpilogueArgs&, void*, cudaStream_t)
+extern MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kCoop128M2);
+extern MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kPingpong128);
+extern MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kCoop128M2);
+extern MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kPingpong128);
 
 // Gathers, GEMM 1 into `out1` (Out1 = float: the gate/up rows, then the activation kernel; Out1 = T:
 // the act rows directly), GEMM 2, combine.
@@ -416,7 +417,7 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   epi1.alpha = a.swiglu_alpha;
   epi1.limit = a.swiglu_limit;
   if constexpr (kGateUpAct) {
-    run_grouped_gate_up_act_gemm<T>(g1, groups, epi1, ws + lay.gemm_scratch, stream);
+    run_grouped_gate_up_act_gemm<T, Id>(g1, groups, epi1, ws + lay.gemm_scratch, stream);
   } else {
     GroupedGemm<T, Id, GroupedEpilogue::kFp32Rows>::run(g1, groups, epi1, ws + lay.gemm_scratch, stream);
     launch_dependent(grouped_act_kernel<T>, dim3(expert_rows_grid(P * 32, threads)), dim3(threads), 0, stream,

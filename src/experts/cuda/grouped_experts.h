@@ -31,7 +31,7 @@ struct GroupedExpertsArgs {
   const int4* groups;    // route_prep's list with one tile per non-empty expert: (e, first, rows)
   const int* num_groups; // non-empty experts
   GroupedTileId tile;
-  bool fused_act;  // plan.fused_act: GEMM 1 (kGroupedGateUpActTile) writes the act rows itself
+  bool fused_act;  // plan.fused_act: GEMM 1 (on `tile`) writes the act rows itself
   ActKind act;
 };
 

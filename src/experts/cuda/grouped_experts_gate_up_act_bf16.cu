@@ -4,7 +4,7 @@
 #include "experts/cuda/grouped_experts.cuh"
 
 namespace moekit::cuda {
-template void run_grouped_gate_up_act_gemm<__nv_bfloat16>(const GroupArrays<__nv_bfloat16, __nv_bfloat16>&, int,
-                                               const GroupedEpilogueArgs&, void*, cudaStream_t);
+MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kCoop128M2);
+MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kPingpong128);
 }  // namespace moekit::cuda
 #endif

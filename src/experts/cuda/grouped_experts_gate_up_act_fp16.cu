@@ -4,7 +4,7 @@
 #include "experts/cuda/grouped_experts.cuh"
 
 namespace moekit::cuda {
-template void run_grouped_gate_up_act_gemm<__half>(const GroupArrays<__half, __half>&, int,
-                                               const GroupedEpilogueArgs&, void*, cudaStream_t);
+MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kCoop128M2);
+MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kPingpong128);
 }  // namespace moekit::cuda
 #endif
