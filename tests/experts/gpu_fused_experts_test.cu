@@ -620,8 +620,12 @@ TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
   EXPECT_TRUE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, true).fused_act);
   EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, false).fused_act);
   EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, false, true).fused_act);
-  EXPECT_TRUE(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true).fused_act);
-  // Deep K with 128+ tokens per expert: the cooperative tile, the activation still in GEMM 1.
+  const cuda::ExpertsPlan qw = cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true);
+  EXPECT_TRUE(qw.grouped && qw.fused_act);
+  EXPECT_EQ(qw.grouped_tile, cuda::GroupedTileId::kCoop128M2);
+  EXPECT_EQ(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, true).grouped_tile,
+            cuda::GroupedTileId::kPingpong128);
+  // 128+ tokens per expert: the cooperative tile, the activation still in GEMM 1.
   const cuda::ExpertsPlan mx = cuda::choose_experts_plan(8192, 2, 8, 4096, 14336, true, true);
   EXPECT_TRUE(mx.grouped && mx.fused_act);
   EXPECT_EQ(mx.grouped_tile, cuda::GroupedTileId::kCoop128M2);
