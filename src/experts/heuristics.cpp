@@ -83,18 +83,18 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
                  pairs < (int64_t(1) << 30);
   // Grouped tile (bench/RESULTS.md), with the activation in GEMM 1's epilogue wherever w13 is
   // interleaved (gated):
-  // - under 128 tokens per expert (one token tile each, weights streamed once): pingpong, its
-  //   epilogue behind the other warp group's main loop. H100 11:33: qwen3 M = 1024 532 us vs 618
-  //   on the cooperative tile (whose cluster would pair each token tile with an empty one);
-  // - from 128 tokens per expert: cooperative with the cluster along M (fewer L2 bytes per flop,
-  //   an expert's token tiles share its weight tiles). H100 2026-11-26 11:33 (two rounds, one
-  //   build): qwen3 M = 4096 / 8192 880 / 1451 us vs 911 / 1578 on pingpong; 10:29: deepseek-v3
-  //   M = 4096 / 8192 9833 / 14087 vs 12118 / 17852 with the cluster along N; pingpong lost
-  //   17-37% at mixtral M >= 4096 on the H100 (08:13). Its fused GEMM 1 lost to the activation
+  // - cooperative with the cluster along M (fewer L2 bytes per flop; an expert's token tiles share
+  //   its weight tiles) from 128 tokens per expert with deep K (H > 2048), from 384 with shallow K.
+  //   H100 2026-11-26: deepseek-v3 M = 4096 / 8192 9833 / 14087 vs 12118 / 17852 us with the
+  //   cluster along N (10:29); pingpong lost 17-37% at mixtral M >= 4096 (08:13); qwen3-30b-a3b
+  //   M = 8192 (512 per expert) 1438 / 1433 vs 1468 / 1479 on pingpong (11:36, two rounds; 1451 vs
+  //   1578 on another H100 at 11:33), but M = 4096 (256 per expert) 878 / 882 vs 848 / 849 there
+  //   (880 vs 911 at 11:33), and M = 1024 (64) 618 vs 532. Its fused GEMM 1 lost to the activation
   //   kernel while the epilogue stored 2-byte act values; with 8-byte stores it wins (11:08, fused
   //   vs act kernel): mixtral-8x7b M = 1024 / 4096 / 8192 1673 / 4724 / 9450 vs 1773 / 4971 /
-  //   9520 us, deepseek-v3 M = 4096 / 8192 9736 / 13749 vs 9837 / 14359.
-  if (per_expert < 128) plan.grouped_tile = GroupedTileId::kPingpong128;
+  //   9520 us, deepseek-v3 M = 4096 / 8192 9736 / 13749 vs 9837 / 14359;
+  // - else pingpong, its epilogue behind the other warp group's main loop.
+  if (per_expert < (H > 2048 ? 128 : 384)) plan.grouped_tile = GroupedTileId::kPingpong128;
   if (const char* forced = forced_tile_name()) {
     for (int t = 0; t < int(TileId::kCount); ++t)
       if (std::strcmp(forced, kGemmTiles[t].name) == 0) {

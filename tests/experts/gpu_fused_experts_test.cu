@@ -612,20 +612,21 @@ TEST(FusedExpertsGpuGroupedPath, ChosenForPrefill) {
   EXPECT_FALSE(cuda::choose_experts_plan(4, 8, 128, 2048, 768, true).grouped);
 }
 
-// Where the grouped path runs the activation in GEMM 1's epilogue: interleaved gated layers only,
-// with one token tile per expert or shallow K, or wide intermediates with many tokens per expert.
+// The grouped path runs the activation in GEMM 1's epilogue for interleaved gated layers only, on
+// the cooperative tile from 128 tokens per expert with deep K (384 with shallow K), else pingpong.
 TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
-  // qwen3-30b-a3b at 1024 / 4096 tokens, mixtral-8x7b at 8192, deepseek-v3 at 2048.
+  // qwen3-30b-a3b at 1024 / 4096 / 8192 tokens, mixtral-8x7b at 8192, deepseek-v3 at 2048.
   EXPECT_TRUE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, true).fused_act);
   EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, false).fused_act);
   EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, false, true).fused_act);
-  const cuda::ExpertsPlan qw = cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true);
+  EXPECT_TRUE(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true).fused_act);
+  EXPECT_EQ(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true).grouped_tile,
+            cuda::GroupedTileId::kPingpong128);
+  const cuda::ExpertsPlan qw = cuda::choose_experts_plan(8192, 8, 128, 2048, 768, true, true);
   EXPECT_TRUE(qw.grouped && qw.fused_act);
   EXPECT_EQ(qw.grouped_tile, cuda::GroupedTileId::kCoop128M2);
-  EXPECT_EQ(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, true).grouped_tile,
-            cuda::GroupedTileId::kPingpong128);
-  // 128+ tokens per expert: the cooperative tile, the activation still in GEMM 1.
+  // Deep K with 128+ tokens per expert: the cooperative tile, the activation still in GEMM 1.
   const cuda::ExpertsPlan mx = cuda::choose_experts_plan(8192, 2, 8, 4096, 14336, true, true);
   EXPECT_TRUE(mx.grouped && mx.fused_act);
   EXPECT_EQ(mx.grouped_tile, cuda::GroupedTileId::kCoop128M2);
