@@ -73,7 +73,6 @@ inline constexpr GroupedTile kGroupedTiles[] = {
     {128, 128, 64, 1, 2, true, "grouped128pp"},
 };
 
-
 // Test hook for the plan's `fused_act`: 1 / 0 force it on / off for interleaved gated layers on the
 // grouped path, -1 returns to the choice (MOEKIT_GROUPED_FUSED_ACT=0/1 overrides it too).
 void force_grouped_fused_act(int mode);
