@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdint>
 
 #include "common/cuda_check.h"
 
@@ -26,6 +27,14 @@ inline int current_device_sm_count() {
   MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   if (cacheable) cached[device].store(sms, std::memory_order_relaxed);
   return sms;
+}
+
+// CTAs of a grid-stride kernel over `items` threads' work: at least one, at most ctas_per_sm on
+// each SM of the current device (the threads then loop instead of more CTAs being launched).
+inline unsigned grid_stride_ctas(int64_t items, int threads, int ctas_per_sm) {
+  const int64_t blocks = (items + threads - 1) / threads;
+  const int64_t cap = int64_t(current_device_sm_count()) * ctas_per_sm;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
 }
 
 }  // namespace moekit::cuda

@@ -1,6 +1,7 @@
 // moe_sum / moe_sum_reduce kernel: each thread owns one pack (16 bytes) of one output row, loads
 // the k input packs of that column kBatch at a time (several 16-byte loads in flight; the launcher
-// takes kBatch = 8 for k > 4, so one round of loads covers top-8), accumulates in ascending j in fp32 (fp64 for fp64), scales once and rounds once.
+// takes kBatch = 8 for k > 4, so one round of loads covers top-8), accumulates in ascending j in
+// fp32 (fp64 for fp64), scales once and rounds once.
 // A grid-stride loop covers any M; the pack width is chosen so that H needs no tail. Launched with
 // programmatic dependent launch: it waits for the preceding grid before its first load.
 #pragma once

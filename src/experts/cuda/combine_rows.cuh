@@ -59,12 +59,7 @@ __global__ void combine_rows_kernel(const T* __restrict__ down_rows, const int* 
 
 // CTAs of a grid-stride kernel over `items` threads' work on the expert path: at least one, at most
 // 16 per SM of the current device.
-inline unsigned expert_rows_grid(int64_t items, int threads) {
-  int64_t blocks = (items + threads - 1) / threads;
-  const int64_t cap = int64_t(current_device_sm_count()) * 16;
-  if (blocks > cap) blocks = cap;
-  return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
-}
+inline unsigned expert_rows_grid(int64_t items, int threads) { return grid_stride_ctas(items, threads, 16); }
 
 // The layer's combine, after GEMM 2 (PDL where `pdl`), on either expert path.
 template <typename T>

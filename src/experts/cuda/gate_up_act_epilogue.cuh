@@ -30,18 +30,28 @@ constexpr bool holds_column_pairs(Layout layout) {
   return true;
 }
 
-// Whether every thread of `TiledCopy` starts at an even column (then, with the pairs above and even
-// tile and subtile widths, each pair starts at an even absolute column). Its thread-value layout
-// maps (thread, value) to an index into the (M tiler) x (N tiler) block, M fastest.
+// (m, n) in the (M tiler) x (N tiler) block of thread t's first value in `TiledCopy`, whose
+// thread-value layout maps (thread, value) to an index into that block, M fastest.
 template <class TiledCopy>
-constexpr bool threads_start_even() {
+constexpr cute::tuple<int, int> first_value_mn(int t) {
   using TV = typename TiledCopy::TiledLayout_TV;
   using Tiler = typename TiledCopy::Tiler_MN;
   constexpr int tile_m = int(cute::size(cute::get<0>(Tiler{})));
-  for (int t = 0; t < int(cute::size<0>(TV{})); ++t) {
-    const int index = int(TV{}(t, 0));
-    if (int(cute::get<1>(Tiler{})(index / tile_m)) % 2 != 0) return false;
-  }
+  const int index = int(TV{}(t, 0));
+  return {int(cute::get<0>(Tiler{})(index % tile_m)), int(cute::get<1>(Tiler{})(index / tile_m))};
+}
+
+template <class TiledCopy>
+constexpr int copy_threads() {
+  return int(cute::size<0>(typename TiledCopy::TiledLayout_TV{}));
+}
+
+// Whether every thread of `TiledCopy` starts at an even column (then, with the pairs above and even
+// tile and subtile widths, each pair starts at an even absolute column).
+template <class TiledCopy>
+constexpr bool threads_start_even() {
+  for (int t = 0; t < copy_threads<TiledCopy>(); ++t)
+    if (cute::get<1>(first_value_mn<TiledCopy>(t)) % 2 != 0) return false;
   return true;
 }
 
@@ -50,15 +60,11 @@ constexpr bool threads_start_even() {
 // row and block are four adjacent act values, which end() turns into 8-byte stores.
 template <class TiledCopy>
 constexpr bool quads_share_blocks() {
-  using TV = typename TiledCopy::TiledLayout_TV;
-  using Tiler = typename TiledCopy::Tiler_MN;
-  constexpr int tile_m = int(cute::size(cute::get<0>(Tiler{})));
-  for (int t = 0; t < int(cute::size<0>(TV{})); ++t) {
-    const int index = int(TV{}(t, 0)), lead = int(TV{}(t - t % 4, 0));
-    const int m = int(cute::get<0>(Tiler{})(index % tile_m)), n = int(cute::get<1>(Tiler{})(index / tile_m));
-    const int lead_m = int(cute::get<0>(Tiler{})(lead % tile_m));
-    const int lead_n = int(cute::get<1>(Tiler{})(lead / tile_m));
-    if (m != lead_m || n % 8 != 2 * (t % 4) || n - lead_n != 2 * (t % 4)) return false;
+  for (int t = 0; t < copy_threads<TiledCopy>(); ++t) {
+    const auto mine = first_value_mn<TiledCopy>(t), lead = first_value_mn<TiledCopy>(t - t % 4);
+    const int n = cute::get<1>(mine);
+    if (cute::get<0>(mine) != cute::get<0>(lead) || n % 8 != 2 * (t % 4) || n - cute::get<1>(lead) != 2 * (t % 4))
+      return false;
   }
   return true;
 }

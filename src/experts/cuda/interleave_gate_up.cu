@@ -27,10 +27,7 @@ void launch(const void* src, void* dst, int64_t rows, int64_t I, int64_t row_byt
   const int64_t row_words = row_bytes / int64_t(sizeof(Word));
   const int64_t total = rows * row_words;
   const int threads = 256;
-  int64_t blocks = (total + threads - 1) / threads;
-  const int64_t cap = int64_t(current_device_sm_count()) * 32;  // grid-stride beyond 32 CTAs an SM
-  if (blocks > cap) blocks = cap;
-  interleave_gate_up_kernel<Word><<<static_cast<unsigned>(blocks), threads, 0, s>>>(
+  interleave_gate_up_kernel<Word><<<grid_stride_ctas(total, threads, 32), threads, 0, s>>>(
       static_cast<const Word*>(src), static_cast<Word*>(dst), rows, I, row_words);
   MOEKIT_CUDA_CHECK_LAUNCH();
 }
