@@ -20,6 +20,7 @@ class DeviceTensor {
     if (bytes_) {
       EXPECT_EQ(cudaMalloc(&data_, bytes_), cudaSuccess);
       EXPECT_EQ(cudaMemcpy(data_, host.data(), bytes_, cudaMemcpyHostToDevice), cudaSuccess);
+      settle();
     }
   }
   // Uninitialised device memory of that shape with every byte set to `fill_byte` (no host copy:
@@ -30,6 +31,7 @@ class DeviceTensor {
     if (bytes_) {
       EXPECT_EQ(cudaMalloc(&data_, bytes_), cudaSuccess);
       EXPECT_EQ(cudaMemset(data_, fill_byte, bytes_), cudaSuccess);
+      settle();
     }
   }
   DeviceTensor(const DeviceTensor&) = delete;
@@ -58,6 +60,12 @@ class DeviceTensor {
   void* data() const { return data_; }
 
  private:
+  // A pageable cudaMemcpy may return before its DMA lands, and a memset is queued on the legacy
+  // stream: a test's non-blocking stream waits for neither. Without this wait, poison could land
+  // on a workspace after the op's prep kernel wrote its offsets (H100 2026-11-26 12:23: error 717
+  // in GpuInterleavedW13, sticky for the rest of the shard).
+  static void settle() { EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess); }
+
   void* data_ = nullptr;
   size_t bytes_ = 0;
   std::vector<int64_t> host_shape_;
