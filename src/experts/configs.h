@@ -68,9 +68,14 @@ enum class GroupedTileId : int { kCoop128M2 = 0, kPingpong128, kCount };
 // from DRAM. H100, 2026-11-26 10:29 (exp-cluster-ab, unfused, cluster 2x1 vs 1x2): deepseek-v3
 // M = 4096 / 8192 9833 / 14087 vs 12118 / 17852 us, mixtral-8x7b M = 1024 / 4096 / 8192 1757 /
 // 4914 / 9404 vs 1803 / 5121 / 9544; sharing both operands (2x2) lost everywhere.
+// The pingpong tile's stages are 128 deep (each weight row segment one 256-byte TMA box row, half
+// the barrier round trips per K): H100 2026-11-26 12:23 / 12:35 (exp4, 64 vs 128 deep) deepseek-v3
+// M = 2048 9039 / 9095 vs 8178 / 8172 us, mixtral-8x7b M = 256 1072 / 1077 vs 1029 / 1028,
+// qwen3-30b-a3b M = 1024 529 / 529 vs 516 / 518, M = 2048 / 4096 607 / 853 vs 604 / 855. A 64-row
+// pingpong tile (no half-empty MMA tiles at 64 tokens per expert) lost at every one of them.
 inline constexpr GroupedTile kGroupedTiles[] = {
     {128, 256, 64, 2, 1, false, "grouped128m2"},
-    {128, 128, 64, 1, 2, true, "grouped128pp"},
+    {128, 128, 128, 1, 2, true, "grouped128pp"},
 };
 
 // Test hook for the plan's `fused_act`: 1 / 0 force it on / off for interleaved gated layers on the
