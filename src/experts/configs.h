@@ -68,8 +68,8 @@ enum class GroupedTileId : int { kCoop128M2 = 0, kPingpong128, kCount };
 // from DRAM. H100, 2026-11-26 10:29 (exp-cluster-ab, unfused, cluster 2x1 vs 1x2): deepseek-v3
 // M = 4096 / 8192 9833 / 14087 vs 12118 / 17852 us, mixtral-8x7b M = 1024 / 4096 / 8192 1757 /
 // 4914 / 9404 vs 1803 / 5121 / 9544; sharing both operands (2x2) lost everywhere.
-// The pingpong tile's stages are 128 deep (each weight row segment one 256-byte TMA box row, half
-// the barrier round trips per K): H100 2026-11-26 12:23 / 12:35 (exp4, 64 vs 128 deep) deepseek-v3
+// The pingpong tile's stages are 128 deep (3 stages in place of 4, half the barrier round trips
+// per K; not profiled further): H100 2026-11-26 12:23 / 12:35 (exp4, 64 vs 128 deep) deepseek-v3
 // M = 2048 9039 / 9095 vs 8178 / 8172 us, mixtral-8x7b M = 256 1072 / 1077 vs 1029 / 1028,
 // qwen3-30b-a3b M = 1024 529 / 529 vs 516 / 518, M = 2048 / 4096 607 / 853 vs 604 / 855. A 64-row
 // pingpong tile (no half-empty MMA tiles at 64 tokens per expert) lost at every one of them.
