@@ -19,8 +19,7 @@ class DeviceTensor {
     bytes_ = host.nbytes();
     if (bytes_) {
       EXPECT_EQ(cudaMalloc(&data_, bytes_), cudaSuccess);
-      EXPECT_EQ(cudaMemcpy(data_, host.data(), bytes_, cudaMemcpyHostToDevice), cudaSuccess);
-      settle();
+      upload(host);
     }
   }
   // Uninitialised device memory of that shape with every byte set to `fill_byte` (no host copy:
@@ -58,6 +57,12 @@ class DeviceTensor {
     return h;
   }
   void* data() const { return data_; }
+  // Overwrites the device copy with `host` (same byte count) and waits until it has landed.
+  void upload(const HostTensor& host) {
+    EXPECT_EQ(host.nbytes(), bytes_);
+    EXPECT_EQ(cudaMemcpy(data_, host.data(), bytes_, cudaMemcpyHostToDevice), cudaSuccess);
+    settle();
+  }
 
  private:
   // A pageable cudaMemcpy may return before its DMA lands, and a memset is queued on the legacy

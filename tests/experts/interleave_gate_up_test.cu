@@ -88,10 +88,7 @@ TEST(InterleaveGateUpGpu, CaptureAndReplay) {
   cudaGraphExec_t exec;
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
   for (int replay = 0; replay < 2; ++replay) {
-    ASSERT_EQ(cudaMemcpy(dst.data(), poison.data(), poison.nbytes(), cudaMemcpyHostToDevice), cudaSuccess);
-    // A pageable cudaMemcpy may return before its DMA lands, and the non-blocking stream does not
-    // wait for the legacy stream: without this the poison could overwrite the replay's output.
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    dst.upload(poison);  // waits: the non-blocking stream does not wait for the legacy one
     ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
     EXPECT_TRUE(dst.to_host().bytes_equal(want)) << "replay " << replay;
