@@ -78,23 +78,24 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // TMA/wgmma grouped GEMMs are built for; below, padding each expert to 128 token rows wastes more
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32
   // offsets).
-  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128M2, false};
+  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128M1, false};
   plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
                  pairs < (int64_t(1) << 30);
-  // Grouped tile (bench/RESULTS.md), with the activation in GEMM 1's epilogue wherever w13 is
-  // interleaved (gated):
-  // - cooperative with the cluster along M (fewer L2 bytes per flop; an expert's token tiles share
-  //   its weight tiles) from 128 tokens per expert with deep K (H > 2048), from 384 with shallow K.
-  //   H100 2026-11-26: deepseek-v3 M = 4096 / 8192 9833 / 14087 vs 12118 / 17852 us with the
-  //   cluster along N (10:29); pingpong lost 17-37% at mixtral M >= 4096 (08:13); qwen3-30b-a3b
-  //   M = 8192 (512 per expert) 1438 / 1433 vs 1468 / 1479 on pingpong (11:36, two rounds; 1451 vs
-  //   1578 on another H100 at 11:33), but M = 4096 (256 per expert) 878 / 882 vs 848 / 849 there
-  //   (880 vs 911 at 11:33), and M = 1024 (64) 618 vs 532. Its fused GEMM 1 lost to the activation
-  //   kernel while the epilogue stored 2-byte act values; with 8-byte stores it wins (11:08, fused
-  //   vs act kernel): mixtral-8x7b M = 1024 / 4096 / 8192 1673 / 4724 / 9450 vs 1773 / 4971 /
-  //   9520 us, deepseek-v3 M = 4096 / 8192 9736 / 13749 vs 9837 / 14359;
-  // - else pingpong, its epilogue behind the other warp group's main loop.
-  if (per_expert < (H > 2048 ? 128 : 384)) plan.grouped_tile = GroupedTileId::kPingpong128;
+  // Grouped tile (bench/RESULTS.md; measurements in configs.h), the activation in GEMM 1's epilogue
+  // wherever w13 is interleaved (gated):
+  // - pingpong below 128 tokens per expert with deep K (H > 2048), below 192 with shallow K: it
+  //   hides each tile's epilogue, which a short K loop cannot amortise. H100 2026-11-26 14:22 (exp9),
+  //   pingpong vs m1 vs m2, us: qwen3-30b-a3b M = 1024 / 2048 (64 / 128 per expert) 517 / 605 vs
+  //   543 / 629 vs 618 / 668, M = 4096 (256) 865 vs 828 vs 886; mixtral-8x7b M = 256 (64) 1029 vs
+  //   1072 vs 1198, M = 512 (128) 1437 vs 1190 vs 1181; deepseek-v3 M = 2048 (64) 8178 vs 8759 vs
+  //   9165, M = 4096 (128) 9831 vs 9409 vs 9705;
+  // - cooperative without a cluster up to 2048 tokens per expert: no token tiles of MMA work
+  //   wasted to the cluster's rounding;
+  // - from 2048 tokens per expert (16+ token tiles, the rounding a few percent at most) the
+  //   cluster along M, whose multicast halves the weight bytes through L2: mixtral-8x7b M = 8192
+  //   9061 / 9220 vs 9276 / 9213 us (m2 vs m1, two calls; M = 6144: 6944 vs 6987).
+  if (per_expert < (H > 2048 ? 128 : 192)) plan.grouped_tile = GroupedTileId::kPingpong128;
+  else if (per_expert >= 2048) plan.grouped_tile = GroupedTileId::kCoop128M2;
   if (const char* forced = forced_tile_name()) {
     for (int t = 0; t < int(TileId::kCount); ++t)
       if (std::strcmp(forced, kGemmTiles[t].name) == 0) {

@@ -9,6 +9,7 @@
 
 #include "common/cuda_test_util.h"
 #include "experts/configs.h"
+#include "experts/cuda/launcher.h"
 #include "moekit/gpu_experts.h"
 
 namespace moekit::test {
@@ -316,6 +317,26 @@ TEST(FusedExpertsGpuLarge, SeventyThousandTokens) {
   }
 }
 
+// The multi-CTA route prep with fewer CTAs than chunks of pairs (as on a partitioned GPU), each
+// CTA counting and scattering several chunks: 4098 pairs (5 chunks) and 140000 (128) over 3 CTAs.
+TEST(FusedExpertsGpuLarge, RoutePrepSeveralChunksPerCta) {
+  MOEKIT_REQUIRE_GPU();
+  struct Cap {
+    Cap() { cuda::force_route_prep_ctas(3); }
+    ~Cap() { cuda::force_route_prep_ctas(0); }
+  } cap;
+  for (int64_t M : {2049, 70000})
+    for (Routing r : {Routing::kUniform, Routing::kDropped}) {
+      Layer L{M, 60, 2, 128, 64, DType::kBFloat16};
+      auto rng = fresh_rng();
+      Inputs in = make_inputs(L, r, rng);
+      DeviceLayer d(L, in);
+      d.run(L);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      expect_close(d.out.to_host(), gpu_reference(L, in), "route prep, 3 CTAs");
+    }
+}
+
 TEST(FusedExpertsGpuLarge, AllTokensOnOneExpert) {
   MOEKIT_REQUIRE_GPU();
   Layer L{5000, 16, 1, 512, 256, DType::kBFloat16};
@@ -613,23 +634,28 @@ TEST(FusedExpertsGpuGroupedPath, ChosenForPrefill) {
 }
 
 // The grouped path runs the activation in GEMM 1's epilogue for interleaved gated layers only, on
-// the cooperative tile from 128 tokens per expert with deep K (384 with shallow K), else pingpong.
+// every grouped tile: pingpong below 128 tokens per expert with deep K (192 with shallow K), the
+// cooperative tile without a cluster up to 2048, with the cluster along M from there.
 TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
-  // qwen3-30b-a3b at 1024 / 4096 / 8192 tokens, mixtral-8x7b at 8192, deepseek-v3 at 2048.
+  // qwen3-30b-a3b at 1024 / 2048 / 4096 / 8192 tokens, mixtral-8x7b at 8192 / 16384, deepseek-v3 at 2048.
   EXPECT_TRUE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, true).fused_act);
   EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, false).fused_act);
   EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, false, true).fused_act);
+  EXPECT_EQ(cuda::choose_experts_plan(2048, 8, 128, 2048, 768, true, true).grouped_tile,
+            cuda::GroupedTileId::kPingpong128);
   EXPECT_TRUE(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true).fused_act);
   EXPECT_EQ(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true).grouped_tile,
-            cuda::GroupedTileId::kPingpong128);
+            cuda::GroupedTileId::kCoop128M1);
   const cuda::ExpertsPlan qw = cuda::choose_experts_plan(8192, 8, 128, 2048, 768, true, true);
   EXPECT_TRUE(qw.grouped && qw.fused_act);
-  EXPECT_EQ(qw.grouped_tile, cuda::GroupedTileId::kCoop128M2);
-  // Deep K with 128+ tokens per expert: the cooperative tile, the activation still in GEMM 1.
+  EXPECT_EQ(qw.grouped_tile, cuda::GroupedTileId::kCoop128M1);
+  // Deep K with 128+ tokens per expert: a cooperative tile, the activation still in GEMM 1.
   const cuda::ExpertsPlan mx = cuda::choose_experts_plan(8192, 2, 8, 4096, 14336, true, true);
   EXPECT_TRUE(mx.grouped && mx.fused_act);
   EXPECT_EQ(mx.grouped_tile, cuda::GroupedTileId::kCoop128M2);
+  EXPECT_EQ(cuda::choose_experts_plan(4096, 2, 8, 4096, 14336, true, true).grouped_tile,
+            cuda::GroupedTileId::kCoop128M1);
   EXPECT_FALSE(cuda::choose_experts_plan(8192, 2, 8, 4096, 14336, false, true).fused_act);
   const cuda::ExpertsPlan ds = cuda::choose_experts_plan(2048, 8, 256, 7168, 2048, true, true);
   EXPECT_TRUE(ds.grouped && ds.fused_act);

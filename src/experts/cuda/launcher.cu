@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "common/cuda_check.h"
+#include "common/device_info.h"
 #include "experts/configs.h"
 #include "experts/cuda/combine_rows.cuh"
 #include "experts/cuda/expert_gemm_launch.h"
@@ -15,6 +16,7 @@
 
 namespace moekit::cuda {
 namespace {
+int g_route_prep_ctas = 0;
 
 ActKind act_kind(Activation a) {
   switch (a) {
@@ -61,27 +63,31 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
                                                                    num_tiles);
     MOEKIT_CUDA_CHECK_LAUNCH();
   } else {
-    const unsigned chunks = static_cast<unsigned>((P + chunk - 1) / chunk);
-    int* prep_counts = reinterpret_cast<int*>(ws + lay.prep_counts);
-    const size_t count_smem = size_t(E) * sizeof(int);
-    for (const void* k : {reinterpret_cast<const void*>(route_count_kernel),
-                          reinterpret_cast<const void*>(route_scatter_kernel)})
-      MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(count_smem)));
-    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(route_offsets_kernel,
+    const int64_t chunks = (P + chunk - 1) / chunk;
+    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(route_prep_grid_kernel,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(prep_smem)));
-    // The first launch waits for whatever wrote topk_ids (a plain launch); the next two overlap
-    // their start with the previous one's tail.
-    route_count_kernel<<<chunks, kRoutePrepThreads, count_smem, stream>>>(a.topk_ids, P, chunk, E,
-                                                                            prep_counts);
-    MOEKIT_CUDA_CHECK_LAUNCH();
-    const bool pdl = experts_pdl_enabled();
-    launch_dependent(route_offsets_kernel, dim3(1), dim3(kRoutePrepThreads), prep_smem, stream, pdl,
-                     static_cast<int>(chunks), E, tile_tokens, prep_counts, tiles, num_tiles);
-    launch_dependent(route_scatter_kernel, dim3(chunks), dim3(kRoutePrepThreads), count_smem, stream,
-                     pdl, a.topk_ids, P, chunk, E, static_cast<const int*>(prep_counts),
-                     sorted_pairs, pair_pos);
+    // A cooperative launch needs every CTA resident; past what fits (a MIG slice), CTAs take
+    // several chunks each. The occupancy query is host-side (legal during graph capture).
+    int per_sm = 0;
+    MOEKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, route_prep_grid_kernel,
+                                                                    kRoutePrepThreads, prep_smem));
+    int64_t resident = int64_t(per_sm > 0 ? per_sm : 1) * current_device_sm_count();
+    if (g_route_prep_ctas > 0 && g_route_prep_ctas < resident) resident = g_route_prep_ctas;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(static_cast<unsigned>(chunks < resident ? chunks : resident));
+    config.blockDim = dim3(kRoutePrepThreads);
+    config.dynamicSmemBytes = prep_smem;
+    config.stream = stream;
+    cudaLaunchAttribute cooperative;
+    cooperative.id = cudaLaunchAttributeCooperative;
+    cooperative.val.cooperative = 1;
+    config.attrs = &cooperative;
+    config.numAttrs = 1;
+    int* prep_counts = reinterpret_cast<int*>(ws + lay.prep_counts);
+    MOEKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, route_prep_grid_kernel, a.topk_ids, P, chunk, E,
+                                         tile_tokens, prep_counts, sorted_pairs, pair_pos, tiles,
+                                         num_tiles));
   }
 #if defined(MOEKIT_WITH_CUTLASS)
   if (plan.grouped) {
@@ -142,6 +148,8 @@ bool experts_pdl_enabled() {
   }();
   return enabled;
 }
+
+void force_route_prep_ctas(int ctas) { g_route_prep_ctas = ctas; }
 
 void fused_experts(const FusedExpertsArgs& args, Stream stream) {
   cudaStream_t s = detail::as_cuda_stream(stream.handle);

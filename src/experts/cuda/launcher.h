@@ -37,7 +37,7 @@ inline size_t align_up_256(size_t v) { return (v + 255) & ~size_t(255); }
 inline constexpr size_t kGroupArgBytes = 256;
 inline constexpr size_t kGroupedGemmScratchBytes = size_t(1) << 20;
 
-// route_prep runs in one CTA up to this many (token, slot) pairs, else as three launches over
+// route_prep runs in one CTA up to this many (token, slot) pairs, else as one cooperative grid over
 // chunks of pairs (route_prep.cuh says why), at most kMaxRoutePrepChunks of them.
 // H200, qwen3 M = 4096 (32768 pairs), ncu: chunks of 4096 pairs took 4.6 + 3.8 + 8.3 us (count,
 // offsets, scatter); the one CTA took 9.8-10.3 us for 4096 pairs.
@@ -100,6 +100,10 @@ struct FusedExpertsArgs {
 };
 
 void fused_experts(const FusedExpertsArgs& args, Stream stream);
+
+// Test hook: caps the multi-CTA route_prep's cooperative grid at `ctas` (0: as many as are
+// resident), so that a full GPU runs the several-chunks-per-CTA walk of a partitioned one.
+void force_route_prep_ctas(int ctas);
 
 // Softmax top-k routing for fused_moe: weights fp32 [M, k], ids int32 [M, k].
 void softmax_topk(const void* logits, DType logits_dtype, int64_t M, int64_t E, int k,

@@ -1,14 +1,17 @@
 // Groups the (token, slot) pairs by expert: counts per expert, exclusive offsets, the token-tile
 // list for the GEMMs, then a scatter of each pair to its sorted position. One CTA does it all below
 // kMultiCtaPrepMinPairs pairs (launcher.h); past that, one CTA's scattered stores were the
-// bottleneck (42 us for 32768 pairs on an H100), so three launches spread it: per-CTA counts of contiguous pair chunks,
-// one CTA turning them into per-CTA bases and the tile list, and per-CTA scatters from those bases.
+// bottleneck (42 us for 32768 pairs on an H100), so a cooperative grid spreads it: per-chunk counts
+// of contiguous pair chunks, one CTA turning them into per-chunk bases and the tile list, and
+// per-chunk scatters from those bases.
 //
 // The order of pairs inside one expert comes from shared-memory atomics and may change from run to
 // run; results do not, because every GEMM output row depends only on its own pair (fixed K order)
 // and the combine reads the rows back by pair in slot order. A warp whose ids all name one expert
 // adds once (the all-tokens-on-one-expert case would otherwise serialise on one address).
 #pragma once
+
+#include <cooperative_groups.h>
 
 #include <cstdint>
 
@@ -156,68 +159,63 @@ __global__ void __launch_bounds__(kRoutePrepThreads)
   scatter_pairs(topk_ids, 0, P, E, fill, sorted_pairs, pair_pos);
 }
 
-// Multi-CTA form, step 1: CTA c counts the pairs of chunk c into cta_counts[c * E + e].
-// Shared memory: counts[E].
+// Multi-CTA form, one cooperative launch (all CTAs resident): CTAs walk the chunks of pairs
+// (c = blockIdx.x, + gridDim.x, ...) and count each into cta_counts[c * E + e]; after a grid
+// barrier CTA 0 turns those into the number of expert-e pairs in chunks before c, writes expert e's
+// offset to cta_counts[chunks * E + e] and the tile list; after a second barrier each CTA scatters
+// its chunks from those bases. One launch in place of three (count, offsets, scatter): at 8192 -
+// 32768 pairs each of those took 4-6 us, mostly start-up and drain.
+// Shared memory: 4E + 1 ints (CTA 0's offsets and tile list; the others use E of them).
 __global__ void __launch_bounds__(kRoutePrepThreads)
-    route_count_kernel(const int* __restrict__ topk_ids, int64_t P, int64_t chunk, int E,
-                       int* __restrict__ cta_counts) {
-  allow_dependent_launch();
-  extern __shared__ int counts[];
-  for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] = 0;
-  __syncthreads();
-  const int64_t begin = blockIdx.x * chunk;
-  count_pairs(topk_ids, begin, min(P, begin + chunk), E, counts);
-  __syncthreads();
-  for (int e = threadIdx.x; e < E; e += blockDim.x) cta_counts[int64_t(blockIdx.x) * E + e] = counts[e];
-}
-
-// Step 2 (one CTA): expert totals, offsets and the tile list. cta_counts[c * E + e] becomes the
-// number of expert-e pairs in chunks before c, and cta_counts[chunks * E + e] expert e's offset.
-// Shared memory as route_prep_kernel's (fill unused).
-__global__ void __launch_bounds__(kRoutePrepThreads)
-    route_offsets_kernel(int chunks, int E, int tile_tokens, int* __restrict__ cta_counts,
-                         int4* __restrict__ tiles, int* __restrict__ num_tiles) {
-  wait_for_preceding_grid();
+    route_prep_grid_kernel(const int* __restrict__ topk_ids, int64_t P, int64_t chunk, int E,
+                           int tile_tokens, int* __restrict__ cta_counts, int* __restrict__ sorted_pairs,
+                           int* __restrict__ pair_pos, int4* __restrict__ tiles, int* __restrict__ num_tiles) {
   allow_dependent_launch();
   extern __shared__ int smem[];
-  int* counts = smem;
-  int* offsets = counts + E;
-  int* tile_offsets = offsets + 2 * E;  // fill's E words unused
-  constexpr int kLoads = 8;  // chunk counts loaded before any is rewritten (loads in flight)
-  for (int e = threadIdx.x; e < E; e += blockDim.x) {
-    int run = 0;
-    for (int c0 = 0; c0 < chunks; c0 += kLoads) {
-      int v[kLoads];
-#pragma unroll
-      for (int j = 0; j < kLoads; ++j) v[j] = c0 + j < chunks ? cta_counts[int64_t(c0 + j) * E + e] : 0;
-#pragma unroll
-      for (int j = 0; j < kLoads; ++j)
-        if (c0 + j < chunks) {
-          cta_counts[int64_t(c0 + j) * E + e] = run;
-          run += v[j];
-        }
-    }
-    counts[e] = run;
-  }
-  __syncthreads();
-  offsets_and_tiles(counts, offsets, tile_offsets, E, tile_tokens, tiles, num_tiles);
-  for (int e = threadIdx.x; e < E; e += blockDim.x) cta_counts[int64_t(chunks) * E + e] = offsets[e];
-}
-
-// Step 3: CTA c scatters the pairs of chunk c from its bases. Shared memory: fill[E].
-__global__ void __launch_bounds__(kRoutePrepThreads)
-    route_scatter_kernel(const int* __restrict__ topk_ids, int64_t P, int64_t chunk, int E,
-                         const int* __restrict__ cta_counts, int* __restrict__ sorted_pairs,
-                         int* __restrict__ pair_pos) {
-  wait_for_preceding_grid();
-  allow_dependent_launch();
-  extern __shared__ int fill[];
   const int64_t chunks = (P + chunk - 1) / chunk;
-  for (int e = threadIdx.x; e < E; e += blockDim.x)
-    fill[e] = cta_counts[chunks * E + e] + cta_counts[int64_t(blockIdx.x) * E + e];
-  __syncthreads();
-  const int64_t begin = blockIdx.x * chunk;
-  scatter_pairs(topk_ids, begin, min(P, begin + chunk), E, fill, sorted_pairs, pair_pos);
+  for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) smem[e] = 0;
+    __syncthreads();
+    count_pairs(topk_ids, c * chunk, min(P, (c + 1) * chunk), E, smem);
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cta_counts[c * E + e] = smem[e];
+    __syncthreads();
+  }
+  cooperative_groups::this_grid().sync();
+
+  if (blockIdx.x == 0) {
+    int* counts = smem;
+    int* offsets = counts + E;
+    int* tile_offsets = offsets + 2 * E;  // E words between them unused
+    constexpr int kLoads = 8;  // chunk counts loaded before any is rewritten (loads in flight)
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+      int run = 0;
+      for (int64_t c0 = 0; c0 < chunks; c0 += kLoads) {
+        int v[kLoads];
+#pragma unroll
+        for (int j = 0; j < kLoads; ++j) v[j] = c0 + j < chunks ? cta_counts[(c0 + j) * E + e] : 0;
+#pragma unroll
+        for (int j = 0; j < kLoads; ++j)
+          if (c0 + j < chunks) {
+            cta_counts[(c0 + j) * E + e] = run;
+            run += v[j];
+          }
+      }
+      counts[e] = run;
+    }
+    __syncthreads();
+    offsets_and_tiles(counts, offsets, tile_offsets, E, tile_tokens, tiles, num_tiles);
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cta_counts[chunks * E + e] = offsets[e];
+  }
+  cooperative_groups::this_grid().sync();
+
+  int* fill = smem;
+  for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) fill[e] = cta_counts[chunks * E + e] + cta_counts[c * E + e];
+    __syncthreads();
+    scatter_pairs(topk_ids, c * chunk, min(P, (c + 1) * chunk), E, fill, sorted_pairs, pair_pos);
+    __syncthreads();
+  }
 }
 
 }  // namespace moekit::cuda
