@@ -318,14 +318,15 @@ TEST(FusedExpertsGpuLarge, SeventyThousandTokens) {
 }
 
 // The multi-CTA route prep with fewer CTAs than chunks of pairs (as on a partitioned GPU), each
-// CTA counting and scattering several chunks: 4098 pairs (5 chunks) and 140000 (128) over 3 CTAs.
+// CTA counting and scattering several chunks: 4098 and 10000 pairs (5 and 10 chunks) over 3 CTAs.
+// Small enough for the sanitizers (scripts/gpu-check sanitize).
 TEST(FusedExpertsGpuLarge, RoutePrepSeveralChunksPerCta) {
   MOEKIT_REQUIRE_GPU();
   struct Cap {
     Cap() { cuda::force_route_prep_ctas(3); }
     ~Cap() { cuda::force_route_prep_ctas(0); }
   } cap;
-  for (int64_t M : {2049, 70000})
+  for (int64_t M : {2049, 5000})
     for (Routing r : {Routing::kUniform, Routing::kDropped}) {
       Layer L{M, 60, 2, 128, 64, DType::kBFloat16};
       auto rng = fresh_rng();
