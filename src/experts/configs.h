@@ -56,7 +56,7 @@ struct GroupedTile {
   const char* name;
 };
 
-enum class GroupedTileId : int { kCoop128M1 = 0, kCoop128M2, kPingpong128, kCount };
+enum class GroupedTileId : int { kCoop128 = 0, kPingpong128, kCount };
 
 // H200, 2026-11-26 (bench/RESULTS.md): pingpong 128x128 hides each tile's epilogue behind the other
 // warp group's main loop (qwen3-30b-a3b M = 4096: GEMM 1 411 vs 426 us, GEMM 2 225 vs 230 us) but
@@ -67,18 +67,18 @@ enum class GroupedTileId : int { kCoop128M1 = 0, kCoop128M2, kPingpong128, kCoun
 // M = 2048 9039 / 9095 vs 8178 / 8172 us, mixtral-8x7b M = 256 1072 / 1077 vs 1029 / 1028,
 // qwen3-30b-a3b M = 1024 529 / 529 vs 516 / 518, M = 2048 / 4096 607 / 853 vs 604 / 855. A 64-row
 // pingpong tile (no half-empty MMA tiles at 64 tokens per expert) lost at every one of them.
-// Cooperative without a cluster (m1) or with two CTAs along M sharing each weight tile by
-// multicast (m2: fewer L2 bytes per flop; along M rather than N, H100 2026-11-26 10:29:
-// deepseek-v3 M = 4096 / 8192 9833 / 14087 vs 12118 / 17852 us). CUTLASS's group scheduler rounds each expert's token
-// tiles up to the cluster, so with m2 an expert of 257-384 tokens runs four 128-row tiles, not
-// three: at a few tiles per expert m1 does a sixth less MMA work and wins. H100 2026-11-26
-// 14:15 / 14:22 (exp9, one binary), m1 vs m2, us: mixtral-8x7b M = 1024 1469 / 1468 vs 1588 /
-// 1672, M = 4096 4605 / 4629 vs 5038 / 4855, M = 8192 9276 / 9213 vs 9061 / 9220; deepseek-v3
-// M = 4096 9435 / 9409 vs 9695 / 9705, M = 8192 11998 / 11970 vs 13839 / 13868; qwen3-30b-a3b
-// M = 4096 829 / 828 vs 884 / 886 (pingpong 865), M = 8192 1378 / 1378 vs 1457 / 1459.
+// The cooperative tile runs without a cluster. With two CTAs along M sharing each weight tile by
+// multicast (fewer L2 bytes per flop; along M rather than N, H100 2026-11-26 10:29: deepseek-v3
+// M = 4096 / 8192 9833 / 14087 vs 12118 / 17852 us) CUTLASS's group scheduler rounds each
+// expert's token tiles up to the cluster: an expert of 257-384 tokens ran four 128-row tiles, not
+// three. Without the cluster, H100 2026-11-26 14:15 - 14:50 (exp9 and lead a601e35, one binary
+// per call), us, no cluster vs cluster 2x1: mixtral-8x7b M = 1024 1469 / 1468 vs 1588 / 1672,
+// M = 4096 4605 / 4629 vs 5038 / 4855, M = 6144 6987 / 6804 vs 6944 / 6989 / 6936, M = 8192
+// 9276 / 9213 / 9008 vs 9061 / 9220 / 9644 / 9233 / 9065; deepseek-v3 M = 4096 9435 / 9409 vs
+// 9695 / 9705, M = 8192 11998 / 11970 vs 13839 / 13868; qwen3-30b-a3b M = 4096 829 / 828 vs
+// 884 / 886, M = 8192 1378 / 1378 vs 1457 / 1459. The clustered tile won nowhere and was removed.
 inline constexpr GroupedTile kGroupedTiles[] = {
-    {128, 256, 64, 1, 1, false, "grouped128m1"},
-    {128, 256, 64, 2, 1, false, "grouped128m2"},
+    {128, 256, 64, 1, 1, false, "grouped128coop"},
     {128, 128, 128, 1, 2, true, "grouped128pp"},
 };
 

@@ -78,24 +78,17 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // TMA/wgmma grouped GEMMs are built for; below, padding each expert to 128 token rows wastes more
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32
   // offsets).
-  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128M1, false};
+  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, false};
   plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
                  pairs < (int64_t(1) << 30);
   // Grouped tile (bench/RESULTS.md; measurements in configs.h), the activation in GEMM 1's epilogue
-  // wherever w13 is interleaved (gated):
-  // - pingpong below 128 tokens per expert with deep K (H > 2048), below 192 with shallow K: it
-  //   hides each tile's epilogue, which a short K loop cannot amortise. H100 2026-11-26 14:22 (exp9),
-  //   pingpong vs m1 vs m2, us: qwen3-30b-a3b M = 1024 / 2048 (64 / 128 per expert) 517 / 605 vs
-  //   543 / 629 vs 618 / 668, M = 4096 (256) 865 vs 828 vs 886; mixtral-8x7b M = 256 (64) 1029 vs
-  //   1072 vs 1198, M = 512 (128) 1437 vs 1190 vs 1181; deepseek-v3 M = 2048 (64) 8178 vs 8759 vs
-  //   9165, M = 4096 (128) 9831 vs 9409 vs 9705;
-  // - cooperative without a cluster up to 2048 tokens per expert: no token tiles of MMA work
-  //   wasted to the cluster's rounding;
-  // - from 2048 tokens per expert (16+ token tiles, the rounding a few percent at most) the
-  //   cluster along M, whose multicast halves the weight bytes through L2: mixtral-8x7b M = 8192
-  //   9061 / 9220 vs 9276 / 9213 us (m2 vs m1, two calls; M = 6144: 6944 vs 6987).
+  // wherever w13 is interleaved (gated): pingpong below 128 tokens per expert with deep K
+  // (H > 2048), below 192 with shallow K, where it hides each tile's epilogue that a short K loop
+  // cannot amortise; else cooperative. H100 2026-11-26 14:22 / 14:50, pingpong vs cooperative, us:
+  // qwen3-30b-a3b M = 1024 / 2048 / 3072 / 4096 (64 / 128 / 192 / 256 tokens per expert) 517 / 605
+  // / 749 / 865 vs 543 / 629 / 721 / 828; mixtral-8x7b M = 256 / 512 (64 / 128) 1029 / 1437 vs
+  // 1072 / 1190; deepseek-v3 M = 2048 / 4096 (64 / 128) 8178 / 9831 vs 8759 / 9409.
   if (per_expert < (H > 2048 ? 128 : 192)) plan.grouped_tile = GroupedTileId::kPingpong128;
-  else if (per_expert >= 2048) plan.grouped_tile = GroupedTileId::kCoop128M2;
   if (const char* forced = forced_tile_name()) {
     for (int t = 0; t < int(TileId::kCount); ++t)
       if (std::strcmp(forced, kGemmTiles[t].name) == 0) {

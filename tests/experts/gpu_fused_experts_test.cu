@@ -635,11 +635,11 @@ TEST(FusedExpertsGpuGroupedPath, ChosenForPrefill) {
 }
 
 // The grouped path runs the activation in GEMM 1's epilogue for interleaved gated layers only, on
-// every grouped tile: pingpong below 128 tokens per expert with deep K (192 with shallow K), the
-// cooperative tile without a cluster up to 2048, with the cluster along M from there.
+// every grouped tile: pingpong below 128 tokens per expert with deep K (192 with shallow K), else
+// the cooperative tile.
 TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
-  // qwen3-30b-a3b at 1024 / 2048 / 4096 / 8192 tokens, mixtral-8x7b at 8192 / 16384, deepseek-v3 at 2048.
+  // qwen3-30b-a3b at 1024 / 2048 / 4096 / 8192 tokens, mixtral-8x7b at 4096 / 8192, deepseek-v3 at 2048.
   EXPECT_TRUE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, true).fused_act);
   EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, true, false).fused_act);
   EXPECT_FALSE(cuda::choose_experts_plan(1024, 8, 128, 2048, 768, false, true).fused_act);
@@ -647,16 +647,16 @@ TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
             cuda::GroupedTileId::kPingpong128);
   EXPECT_TRUE(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true).fused_act);
   EXPECT_EQ(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true).grouped_tile,
-            cuda::GroupedTileId::kCoop128M1);
+            cuda::GroupedTileId::kCoop128);
   const cuda::ExpertsPlan qw = cuda::choose_experts_plan(8192, 8, 128, 2048, 768, true, true);
   EXPECT_TRUE(qw.grouped && qw.fused_act);
-  EXPECT_EQ(qw.grouped_tile, cuda::GroupedTileId::kCoop128M1);
-  // Deep K with 128+ tokens per expert: a cooperative tile, the activation still in GEMM 1.
+  EXPECT_EQ(qw.grouped_tile, cuda::GroupedTileId::kCoop128);
+  // Deep K with 128+ tokens per expert: the cooperative tile, the activation still in GEMM 1.
   const cuda::ExpertsPlan mx = cuda::choose_experts_plan(8192, 2, 8, 4096, 14336, true, true);
   EXPECT_TRUE(mx.grouped && mx.fused_act);
-  EXPECT_EQ(mx.grouped_tile, cuda::GroupedTileId::kCoop128M2);
+  EXPECT_EQ(mx.grouped_tile, cuda::GroupedTileId::kCoop128);
   EXPECT_EQ(cuda::choose_experts_plan(4096, 2, 8, 4096, 14336, true, true).grouped_tile,
-            cuda::GroupedTileId::kCoop128M1);
+            cuda::GroupedTileId::kCoop128);
   EXPECT_FALSE(cuda::choose_experts_plan(8192, 2, 8, 4096, 14336, false, true).fused_act);
   const cuda::ExpertsPlan ds = cuda::choose_experts_plan(2048, 8, 256, 7168, 2048, true, true);
   EXPECT_TRUE(ds.grouped && ds.fused_act);

@@ -189,7 +189,7 @@ class GroupedGateUpActGpu : public ::testing::TestWithParam<Param> {};
 TEST_P(GroupedGateUpActGpu, BitIdenticalToHalves) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
-  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128M1)].name);
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
   auto [dtype, shape, M, routing] = GetParam();
   auto [E, k, H, I] = shape;
   auto rng = fresh_rng();
@@ -201,11 +201,11 @@ TEST_P(GroupedGateUpActGpu, BitIdenticalToHalves) {
     L.act = act;
     L.bias = true;
     L.rsf = act == Activation::kGeluAndMul ? 2.5 : 1.0;
-    expect_bit_identical(L, d, "grouped128m1");
+    expect_bit_identical(L, d, "grouped128coop");
   }
   L.act = Activation::kSiluAndMul;
   L.bias = false;
-  expect_bit_identical(L, d, "grouped128m1");
+  expect_bit_identical(L, d, "grouped128coop");
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -217,20 +217,16 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(Routing::kUniform, Routing::kSkewed, Routing::kHalfEmpty,
                                          Routing::kDropped)));
 
-// The other grouped tiles (pingpong, the clustered cooperative one) for both GEMMs on the
-// interleaved layout.
-TEST(GroupedGateUpActGpuPlans, EveryGroupedTileBitIdentical) {
+// The pingpong tile for both GEMMs on the interleaved layout.
+TEST(GroupedGateUpActGpuPlans, Pingpong128PlanBitIdentical) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
-  for (cuda::GroupedTileId tile : {cuda::GroupedTileId::kPingpong128, cuda::GroupedTileId::kCoop128M2}) {
-    const char* name = cuda::kGroupedTiles[int(tile)].name;
-    ForceTile force(name);
-    for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
-      auto rng = fresh_rng();
-      Layer L{dtype, 300, 16, 4, 136, 200, Activation::kSwigluOai};
-      const DeviceLayer d(make_layer(L, Routing::kSkewed, rng));
-      expect_bit_identical(L, d, name);
-    }
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kPingpong128)].name);
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    auto rng = fresh_rng();
+    Layer L{dtype, 300, 16, 4, 136, 200, Activation::kSwigluOai};
+    const DeviceLayer d(make_layer(L, Routing::kSkewed, rng));
+    expect_bit_identical(L, d, "grouped128pp");
   }
 }
 
@@ -238,7 +234,7 @@ TEST(GroupedGateUpActGpuPlans, EveryGroupedTileBitIdentical) {
 TEST(GroupedGateUpActGpuOracle, MatchesOracle) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
-  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128M1)].name);
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
   ForceFusedAct fused_act(1);  // the activation kernel path is checked against halves above
   for (Activation act : {Activation::kSiluAndMul, Activation::kGeluAndMul, Activation::kGeluTanhAndMul,
                          Activation::kSwigluOai}) {
@@ -330,7 +326,7 @@ TEST(GroupedGateUpActGpuPublic, FusedPlanNeedsNoGateUpRows) {
 // No tokens: nothing launched, no error, on the grouped tile too.
 TEST(GroupedGateUpActGpuPublic, ZeroTokens) {
   MOEKIT_REQUIRE_GPU();
-  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128M1)].name);
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
   auto rng = fresh_rng();
   Layer L{DType::kBFloat16, 0, 8, 2, 136, 200, Activation::kSiluAndMul};
   const DeviceLayer d(make_layer(L, Routing::kUniform, rng));
@@ -349,7 +345,7 @@ TEST(GroupedGateUpActGpuPublic, ZeroTokens) {
 TEST(GroupedGateUpActGpuGraph, CaptureAndReplayIsIdentical) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
-  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128M1)].name);
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
   ForceFusedAct fused_act(1);  // the activation kernel path is checked against halves above
   auto rng = fresh_rng();
   Layer L{DType::kBFloat16, 700, 64, 8, 512, 128, Activation::kSiluAndMul};

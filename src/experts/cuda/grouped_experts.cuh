@@ -357,11 +357,9 @@ void run_grouped_gate_up_act_gemm(const GroupArrays<T, T>& arr, int groups, cons
 #define MOEKIT_GATE_UP_ACT_GEMM(T, Id)                                                    \
   template void run_grouped_gate_up_act_gemm<T, int(Id)>(const GroupArrays<T, T>&, int, \
                                                          const GroupedEpilogueArgs&, void*, cudaStream_t)
-extern MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kCoop128M1);
-extern MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kCoop128M2);
+extern MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kCoop128);
 extern MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kPingpong128);
-extern MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kCoop128M1);
-extern MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kCoop128M2);
+extern MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kCoop128);
 extern MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kPingpong128);
 
 // Gathers, GEMM 1 into `out1` (Out1 = float: the gate/up rows, then the activation kernel; Out1 = T:
@@ -444,8 +442,7 @@ template <typename T>
 void run_grouped_experts(const GroupedExpertsArgs& g, cudaStream_t stream) {
   switch (g.tile) {
     case GroupedTileId::kPingpong128: run_grouped_tile<T, int(GroupedTileId::kPingpong128)>(g, stream); break;
-    case GroupedTileId::kCoop128M2: run_grouped_tile<T, int(GroupedTileId::kCoop128M2)>(g, stream); break;
-    default: run_grouped_tile<T, int(GroupedTileId::kCoop128M1)>(g, stream); break;
+    default: run_grouped_tile<T, int(GroupedTileId::kCoop128)>(g, stream); break;
   }
 }
 

@@ -4,8 +4,7 @@
 #include "experts/cuda/grouped_experts.cuh"
 
 namespace moekit::cuda {
-MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kCoop128M1);
-MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kCoop128M2);
+MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kCoop128);
 MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kPingpong128);
 }  // namespace moekit::cuda
 #endif

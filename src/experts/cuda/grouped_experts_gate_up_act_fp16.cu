@@ -4,8 +4,7 @@
 #include "experts/cuda/grouped_experts.cuh"
 
 namespace moekit::cuda {
-MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kCoop128M1);
-MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kCoop128M2);
+MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kCoop128);
 MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kPingpong128);
 }  // namespace moekit::cuda
 #endif

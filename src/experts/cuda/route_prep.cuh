@@ -187,45 +187,21 @@ __global__ void __launch_bounds__(kRoutePrepThreads)
     int* counts = smem;
     int* offsets = counts + E;
     int* tile_offsets = offsets + 2 * E;  // E words between them unused
-    // Each expert's chunk counts become exclusive prefixes over the chunks. S threads per expert
-    // (a power of two: lanes of one warp) each take a contiguous run of chunks, so a CTA keeps
-    // one round of loads in flight where one thread per expert walked every chunk in turn.
-    constexpr int kLoads = 8;  // chunk counts loaded before any is used
-    int S = 1;
-    while (S < 32 && 2 * S * E <= int(blockDim.x)) S *= 2;
-    const int64_t run_len = (chunks + S - 1) / S;
-    const int lane = threadIdx.x & 31;
-    for (int base = 0; base < E * S; base += blockDim.x) {  // the same trip count for every thread
-      const int t = base + threadIdx.x, e = t / S, s = lane & (S - 1);
-      const int64_t c_begin = e < E ? min(chunks, s * run_len) : chunks;
-      const int64_t c_end = min(chunks, c_begin + run_len);
-      int sum = 0;
-      for (int64_t c0 = c_begin; c0 < c_end; c0 += kLoads) {
+    constexpr int kLoads = 8;  // chunk counts loaded before any is rewritten (loads in flight)
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+      int run = 0;
+      for (int64_t c0 = 0; c0 < chunks; c0 += kLoads) {
         int v[kLoads];
 #pragma unroll
-        for (int j = 0; j < kLoads; ++j) v[j] = c0 + j < c_end ? cta_counts[(c0 + j) * E + e] : 0;
-#pragma unroll
-        for (int j = 0; j < kLoads; ++j) sum += v[j];
-      }
-      int incl = sum;  // inclusive scan over the expert's S lanes
-      for (int d = 1; d < S; d <<= 1) {
-        const int u = __shfl_up_sync(0xffffffffu, incl, d);
-        if (s >= d) incl += u;
-      }
-      const int total = __shfl_sync(0xffffffffu, incl, lane | (S - 1));
-      int run = incl - sum;
-      for (int64_t c0 = c_begin; c0 < c_end; c0 += kLoads) {
-        int v[kLoads];
-#pragma unroll
-        for (int j = 0; j < kLoads; ++j) v[j] = c0 + j < c_end ? cta_counts[(c0 + j) * E + e] : 0;
+        for (int j = 0; j < kLoads; ++j) v[j] = c0 + j < chunks ? cta_counts[(c0 + j) * E + e] : 0;
 #pragma unroll
         for (int j = 0; j < kLoads; ++j)
-          if (c0 + j < c_end) {
+          if (c0 + j < chunks) {
             cta_counts[(c0 + j) * E + e] = run;
             run += v[j];
           }
       }
-      if (e < E && s == 0) counts[e] = total;
+      counts[e] = run;
     }
     __syncthreads();
     offsets_and_tiles(counts, offsets, tile_offsets, E, tile_tokens, tiles, num_tiles);
