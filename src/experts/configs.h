@@ -60,8 +60,8 @@ enum class GroupedTileId : int { kCoop128 = 0, kPingpong128, kCount };
 
 // H200, 2026-11-26 (bench/RESULTS.md): pingpong 128x128 hides each tile's epilogue behind the other
 // warp group's main loop (qwen3-30b-a3b M = 4096: GEMM 1 411 vs 426 us, GEMM 2 225 vs 230 us) but
-// pulls a third more operand bytes through L2 per flop than cooperative 128x256, which loses with
-// deep K (deepseek-v3 M = 8192: 15.8 vs 12.6 ms). A 64x256 pingpong tile was slower everywhere.
+// pulled a third more operand bytes through L2 per flop than that day's cooperative 128x256 (token
+// tile shared along N), which loses with deep K (deepseek-v3 M = 8192: 15.8 vs 12.6 ms). A 64x256 pingpong tile was slower everywhere.
 // The pingpong tile's stages are 128 deep (3 stages in place of 4, half the barrier round trips
 // per K; not profiled further): H100 2026-11-26 12:23 / 12:35 (exp4, 64 vs 128 deep) deepseek-v3
 // M = 2048 9039 / 9095 vs 8178 / 8172 us, mixtral-8x7b M = 256 1072 / 1077 vs 1029 / 1028,

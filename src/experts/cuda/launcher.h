@@ -40,7 +40,8 @@ inline constexpr size_t kGroupedGemmScratchBytes = size_t(1) << 20;
 // route_prep runs in one CTA up to this many (token, slot) pairs, else as one cooperative grid over
 // chunks of pairs (route_prep.cuh says why), at most kMaxRoutePrepChunks of them.
 // H200, qwen3 M = 4096 (32768 pairs), ncu: chunks of 4096 pairs took 4.6 + 3.8 + 8.3 us (count,
-// offsets, scatter); the one CTA took 9.8-10.3 us for 4096 pairs.
+// offsets, scatter, then three launches); the one CTA took 9.8-10.3 us for 4096 pairs. H100,
+// chunks of 1024: the cooperative grid 13.8 us where the three launches took 17.6 (bench/RESULTS.md).
 inline constexpr int64_t kMultiCtaPrepMinPairs = 4096;
 inline constexpr int64_t kMaxRoutePrepChunks = 128;
 
