@@ -19,25 +19,35 @@ __device__ __forceinline__ void allow_dependent_launch() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 
-// Launches `kernel` with the PDL attribute (a plain launch when `overlap` is false) and, when
-// cluster_x > 0, in thread-block clusters of cluster_x CTAs along x.
+// How a kernel is launched beyond grid, block, shared memory and stream.
+struct LaunchOptions {
+  bool overlap = false;      // PDL: may start while the preceding kernel of the stream finishes
+  unsigned cluster_x = 0;    // > 0: thread-block clusters of cluster_x CTAs along x
+  bool cooperative = false;  // every CTA resident at once (grid-wide barriers)
+};
+
+// Launches `kernel` with the attributes `options` asks for (a plain launch when none).
 template <typename Kernel, typename... Args>
 void launch_with_attributes(Kernel kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                            bool overlap, unsigned cluster_x, const Args&... args) {
+                            LaunchOptions options, const Args&... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = stream;
-  cudaLaunchAttribute attribute[2];
+  cudaLaunchAttribute attribute[3];
   unsigned n = 0;
-  if (overlap) {
+  if (options.overlap) {
     attribute[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attribute[n++].val.programmaticStreamSerializationAllowed = 1;
   }
-  if (cluster_x > 0) {
+  if (options.cluster_x > 0) {
     attribute[n].id = cudaLaunchAttributeClusterDimension;
-    attribute[n++].val.clusterDim = {cluster_x, 1, 1};
+    attribute[n++].val.clusterDim = {options.cluster_x, 1, 1};
+  }
+  if (options.cooperative) {
+    attribute[n].id = cudaLaunchAttributeCooperative;
+    attribute[n++].val.cooperative = 1;
   }
   config.attrs = attribute;
   config.numAttrs = n;
@@ -47,7 +57,7 @@ void launch_with_attributes(Kernel kernel, dim3 grid, dim3 block, size_t smem, c
 template <typename Kernel, typename... Args>
 void launch_dependent(Kernel kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                       bool overlap, const Args&... args) {
-  launch_with_attributes(kernel, grid, block, smem, stream, overlap, 0u, args...);
+  launch_with_attributes(kernel, grid, block, smem, stream, LaunchOptions{overlap}, args...);
 }
 
 }  // namespace moekit::cuda

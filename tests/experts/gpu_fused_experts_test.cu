@@ -274,6 +274,17 @@ TEST(FusedExpertsGpuReference, MatchesCpuLoops) {
   EXPECT_LT(rel_frobenius(got, want), 2e-3);
 }
 
+// Fresh inputs for `L` with `routing`, one run on the path the plan picks, output against the
+// reference (nothing to compare when M = 0).
+void expect_layer_matches_reference(const Layer& L, Routing routing, const char* what) {
+  auto rng = fresh_rng();
+  Inputs in = make_inputs(L, routing, rng);
+  DeviceLayer d(L, in);
+  d.run(L);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  if (L.M > 0) expect_close(d.out.to_host(), gpu_reference(L, in), what);
+}
+
 using GridParam = std::tuple<DType, std::tuple<int64_t, int64_t, int64_t, int64_t>, int64_t, Routing>;
 class FusedExpertsGpu : public ::testing::TestWithParam<GridParam> {};
 
@@ -281,14 +292,7 @@ TEST_P(FusedExpertsGpu, MatchesReference) {
   MOEKIT_REQUIRE_GPU();
   auto [dtype, ekhi, M, routing] = GetParam();
   auto [E, k, H, I] = ekhi;
-  Layer L{M, E, k, H, I, dtype};
-  auto rng = fresh_rng();
-  Inputs in = make_inputs(L, routing, rng);
-  DeviceLayer d(L, in);
-  d.run(L);
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  if (M == 0) return;
-  expect_close(d.out.to_host(), gpu_reference(L, in), "fused_experts");
+  expect_layer_matches_reference(Layer{M, E, k, H, I, dtype}, routing, "fused_experts");
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -306,15 +310,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(FusedExpertsGpuLarge, SeventyThousandTokens) {
   MOEKIT_REQUIRE_GPU();
-  for (Routing r : {Routing::kUniform, Routing::kOneExpert}) {
-    Layer L{70000, 8, 2, 256, 128, DType::kBFloat16};
-    auto rng = fresh_rng();
-    Inputs in = make_inputs(L, r, rng);
-    DeviceLayer d(L, in);
-    d.run(L);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    expect_close(d.out.to_host(), gpu_reference(L, in), "M=70000");
-  }
+  for (Routing r : {Routing::kUniform, Routing::kOneExpert})
+    expect_layer_matches_reference(Layer{70000, 8, 2, 256, 128, DType::kBFloat16}, r, "M=70000");
 }
 
 // The multi-CTA route prep with fewer CTAs than chunks of pairs (as on a partitioned GPU), each
@@ -327,40 +324,21 @@ TEST(FusedExpertsGpuLarge, RoutePrepSeveralChunksPerCta) {
     ~Cap() { cuda::force_route_prep_ctas(0); }
   } cap;
   for (int64_t M : {2049, 5000})
-    for (Routing r : {Routing::kUniform, Routing::kDropped}) {
-      Layer L{M, 60, 2, 128, 64, DType::kBFloat16};
-      auto rng = fresh_rng();
-      Inputs in = make_inputs(L, r, rng);
-      DeviceLayer d(L, in);
-      d.run(L);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      expect_close(d.out.to_host(), gpu_reference(L, in), "route prep, 3 CTAs");
-    }
+    for (Routing r : {Routing::kUniform, Routing::kDropped})
+      expect_layer_matches_reference(Layer{M, 60, 2, 128, 64, DType::kBFloat16}, r, "route prep, 3 CTAs");
 }
 
 TEST(FusedExpertsGpuLarge, AllTokensOnOneExpert) {
   MOEKIT_REQUIRE_GPU();
-  Layer L{5000, 16, 1, 512, 256, DType::kBFloat16};
-  auto rng = fresh_rng();
-  Inputs in = make_inputs(L, Routing::kOneExpert, rng);
-  DeviceLayer d(L, in);
-  d.run(L);
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  expect_close(d.out.to_host(), gpu_reference(L, in), "one expert");
+  expect_layer_matches_reference(Layer{5000, 16, 1, 512, 256, DType::kBFloat16}, Routing::kOneExpert,
+                                 "one expert");
 }
 
 // Activation `act` with biases and a routed scaling factor, bf16 and fp16, on whichever path the
 // caller has the plan pick.
 void expect_options_match_reference(Activation act, int64_t M, Routing routing, const char* what) {
-  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
-    Layer L{M, 16, 4, 192, 80, dtype, act, 2.5, true};
-    auto rng = fresh_rng();
-    Inputs in = make_inputs(L, routing, rng);
-    DeviceLayer d(L, in);
-    d.run(L);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    expect_close(d.out.to_host(), gpu_reference(L, in), what);
-  }
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16})
+    expect_layer_matches_reference(Layer{M, 16, 4, 192, 80, dtype, act, 2.5, true}, routing, what);
 }
 
 class FusedExpertsGpuOptions : public ::testing::TestWithParam<std::tuple<Activation, int64_t>> {};
@@ -590,12 +568,7 @@ TEST(FusedExpertsGpuOptionsSwiglu, TiledPath) {
   MOEKIT_REQUIRE_GPU();
   Layer L{33, 16, 4, 192, 80, DType::kBFloat16, Activation::kSwigluOai, 1.0, true};
   ASSERT_FALSE(cuda::choose_experts_plan(L.M, int(L.k), L.E, L.H, L.I, true).grouped);
-  auto rng = fresh_rng();
-  Inputs in = make_inputs(L, Routing::kUniform, rng);
-  DeviceLayer d(L, in);
-  d.run(L);
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  expect_close(d.out.to_host(), gpu_reference(L, in), "swiglu tiled");
+  expect_layer_matches_reference(L, Routing::kUniform, "swiglu tiled");
 }
 
 TEST(FusedExpertsGpuGroupedPath, InPlaceAndGraphReplay) {

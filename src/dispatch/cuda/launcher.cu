@@ -72,8 +72,8 @@ void launch_cluster(Kernel kernel, const BucketLaunch& l, cudaStream_t stream, c
   if (l.smem_bytes > 48 * 1024)  // per device and function; cheap, and legal during capture
     MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(l.smem_bytes)));
-  launch_with_attributes(kernel, dim3(l.ctas), dim3(l.warps * 32), l.smem_bytes, stream, true,
-                         static_cast<unsigned>(l.ctas), arg);
+  launch_with_attributes(kernel, dim3(l.ctas), dim3(l.warps * 32), l.smem_bytes, stream,
+                         LaunchOptions{true, static_cast<unsigned>(l.ctas)}, arg);
 }
 
 // Behind the router (route_and_align) with at most kRowMaskMaxRows rows: row-mask bucketing for

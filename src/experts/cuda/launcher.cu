@@ -74,20 +74,13 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
                                                                     kRoutePrepThreads, prep_smem));
     int64_t resident = int64_t(per_sm > 0 ? per_sm : 1) * current_device_sm_count();
     if (g_route_prep_ctas > 0 && g_route_prep_ctas < resident) resident = g_route_prep_ctas;
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(static_cast<unsigned>(chunks < resident ? chunks : resident));
-    config.blockDim = dim3(kRoutePrepThreads);
-    config.dynamicSmemBytes = prep_smem;
-    config.stream = stream;
-    cudaLaunchAttribute cooperative;
-    cooperative.id = cudaLaunchAttributeCooperative;
-    cooperative.val.cooperative = 1;
-    config.attrs = &cooperative;
-    config.numAttrs = 1;
+    const unsigned ctas = static_cast<unsigned>(chunks < resident ? chunks : resident);
     int* prep_counts = reinterpret_cast<int*>(ws + lay.prep_counts);
-    MOEKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, route_prep_grid_kernel, a.topk_ids, P, chunk, E,
-                                         tile_tokens, prep_counts, sorted_pairs, pair_pos, tiles,
-                                         num_tiles));
+    LaunchOptions cooperative;
+    cooperative.cooperative = true;
+    launch_with_attributes(route_prep_grid_kernel, dim3(ctas), dim3(kRoutePrepThreads), prep_smem, stream,
+                           cooperative, a.topk_ids, P, chunk, E, tile_tokens, prep_counts, sorted_pairs,
+                           pair_pos, tiles, num_tiles);
   }
 #if defined(MOEKIT_WITH_CUTLASS)
   if (plan.grouped) {
