@@ -177,8 +177,8 @@ __global__ void __launch_bounds__(WN * WT * WK * 32, MIN_BLOCKS)
   // GEMM 1 follows route_prep, whose tile list it reads first: wait, then let GEMM 2 start (GEMM 2
   // reads the tile list and streams its weights before waiting for GEMM 1's activations).
   // One CTA per block, placed by the hardware: persistent CTAs (static stride, next tile prefetched)
-  // and weight stages issued ahead of the B setup were both 2-4% slower on an H100 (bench/RESULTS.md,
-  // 2026-11-26 16:37-17:43).
+  // and weight stages issued ahead of the B setup were both slower on an H100 at every point tried
+  // (bench/RESULTS.md, 2026-11-26 16:37-17:43).
   const bool down = p.epilogue == EpilogueKind::kDown;
   if (!down) wait_for_preceding_grid();
   allow_dependent_launch();
