@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(WN * WT * WK * 32, MIN_BLOCKS)
   // reads the tile list and streams its weights before waiting for GEMM 1's activations).
   // One CTA per block, placed by the hardware: persistent CTAs (static stride, next tile prefetched)
   // and weight stages issued ahead of the B setup were both slower on an H100 at every point tried
-  // (bench/RESULTS.md, 2026-11-26 16:37-17:43).
+  // (bench/RESULTS.md, H100 A/B calls of 2026-11-26 16:37-18:12).
   const bool down = p.epilogue == EpilogueKind::kDown;
   if (!down) wait_for_preceding_grid();
   allow_dependent_launch();
