@@ -22,6 +22,7 @@
 #include "experts/cuda/combine_rows.cuh"
 #include "experts/cuda/expert_gemm_launch.h"
 #include "experts/cuda/gate_up_act_epilogue.cuh"
+#include "experts/cuda/fixed_maps_mainloop.cuh"
 #include "experts/cuda/grouped_experts.h"
 
 namespace moekit::cuda {
@@ -108,6 +109,17 @@ struct GroupedEpilogueArgs {
   float alpha = 0.f, limit = 0.f;
 };
 
+// Both operands of a grouped GEMM for the whole layer (fixed_maps_mainloop.cuh): A's rows of all
+// groups, [a_count, K]; all experts' weights, [b_count, K], expert e's N rows from row e * N; the
+// list of groups (expert, first row of A, rows).
+struct GroupedOperands {
+  const void* a;
+  int64_t a_count;
+  const void* b;
+  int64_t b_count, K, N;
+  const int4* groups;
+};
+
 // One grouped GEMM D[rows_g, N] = A[rows_g, K] . B_g[N, K]^T per group, fp32 accumulation; A and
 // D row-major, B (the expert's weights) K-major, i.e. column-major B.
 template <typename T, int Id, GroupedEpilogue Epi>
@@ -156,12 +168,13 @@ struct GroupedGemm {
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, RowMajor*, kAlignOut,
       ElementD, RowMajor*, kAlignOut, EpilogueSchedule, Fusion>::CollectiveOp;
-  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+  using TmaMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, RowMajor*, kAlign, Element,
       ColumnMajor*, kAlign, float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
           sizeof(typename Epilogue::SharedStorage))>,
       KernelSchedule>::CollectiveOp;
+  using Mainloop = FixedMapsMainloop<TmaMainloop>;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
   static_assert(std::is_same_v<typename ProblemShape::UnderlyingProblemShape, GroupShape>);
@@ -170,8 +183,8 @@ struct GroupedGemm {
   static_assert(std::is_same_v<typename Kernel::InternalStrideD, GroupStride>);
   static_assert(2 * Arrays::kBytesPerGroup <= kGroupArgBytes, "group argument budget");
 
-  static void run(const Arrays& arr, int groups, const GroupedEpilogueArgs& epi, void* scratch,
-                  cudaStream_t stream) {
+  static void run(const Arrays& arr, const GroupedOperands& ops, int groups, const GroupedEpilogueArgs& epi,
+                  void* scratch, cudaStream_t stream) {
     int device = 0;
     MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
     cutlass::KernelHardwareInfo hw{};
@@ -180,8 +193,17 @@ struct GroupedGemm {
     typename Gemm::Arguments args{};
     args.mode = cutlass::gemm::GemmUniversalMode::kGrouped;
     args.problem_shape = {groups, arr.shapes, nullptr};  // shapes live on the device only
-    args.mainloop = {reinterpret_cast<const Element**>(arr.a), arr.sa,
-                     reinterpret_cast<const Element**>(arr.b), arr.sb};
+    args.mainloop.ptr_A = reinterpret_cast<const Element**>(arr.a);
+    args.mainloop.dA = arr.sa;
+    args.mainloop.ptr_B = reinterpret_cast<const Element**>(arr.b);
+    args.mainloop.dB = arr.sb;
+    args.mainloop.a_rows = ops.a;
+    args.mainloop.a_count = ops.a_count;
+    args.mainloop.b_rows = ops.b;
+    args.mainloop.b_count = ops.b_count;
+    args.mainloop.K = ops.K;
+    args.mainloop.N = ops.N;
+    args.mainloop.groups = ops.groups;
     auto& fusion = args.epilogue.thread;
     if constexpr (kWeighted) {
       fusion = {{arr.row_weight}, {{}, {epi.has_bias ? arr.col_bias : nullptr}, {}}, {}};
@@ -350,13 +372,13 @@ __global__ void grouped_act_kernel(const float* __restrict__ gate_up, const int*
 // GEMM 1 with the activation in its epilogue (interleaved w13) on grouped tile Id, in its own
 // translation units (grouped_experts_gate_up_act_{bf16,fp16}.cu) to keep each unit's compile time down.
 template <typename T, int Id>
-void run_grouped_gate_up_act_gemm(const GroupArrays<T, T>& arr, int groups, const GroupedEpilogueArgs& epi,
-                                  void* scratch, cudaStream_t stream) {
-  GroupedGemm<T, Id, GroupedEpilogue::kGateUpAct>::run(arr, groups, epi, scratch, stream);
+void run_grouped_gate_up_act_gemm(const GroupArrays<T, T>& arr, const GroupedOperands& ops, int groups,
+                                  const GroupedEpilogueArgs& epi, void* scratch, cudaStream_t stream) {
+  GroupedGemm<T, Id, GroupedEpilogue::kGateUpAct>::run(arr, ops, groups, epi, scratch, stream);
 }
-#define MOEKIT_GATE_UP_ACT_GEMM(T, Id)                                                    \
-  template void run_grouped_gate_up_act_gemm<T, int(Id)>(const GroupArrays<T, T>&, int, \
-                                                         const GroupedEpilogueArgs&, void*, cudaStream_t)
+#define MOEKIT_GATE_UP_ACT_GEMM(T, Id)                                                                        \
+  template void run_grouped_gate_up_act_gemm<T, int(Id)>(const GroupArrays<T, T>&, const GroupedOperands&, \
+                                                         int, const GroupedEpilogueArgs&, void*, cudaStream_t)
 extern MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kCoop128);
 extern MOEKIT_GATE_UP_ACT_GEMM(__nv_bfloat16, GroupedTileId::kPingpong128);
 extern MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kCoop128);
@@ -416,10 +438,12 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   epi1.act = g.act;
   epi1.alpha = a.swiglu_alpha;
   epi1.limit = a.swiglu_limit;
+  const GroupedOperands ops1{gathered, P, a.w13, a.E * R13, a.H, R13, g.groups};
+  const GroupedOperands ops2{act, P, a.w2, a.E * a.H, a.I, a.H, g.groups};
   if constexpr (kGateUpAct) {
-    run_grouped_gate_up_act_gemm<T, Id>(g1, groups, epi1, ws + lay.gemm_scratch, stream);
+    run_grouped_gate_up_act_gemm<T, Id>(g1, ops1, groups, epi1, ws + lay.gemm_scratch, stream);
   } else {
-    GroupedGemm<T, Id, GroupedEpilogue::kFp32Rows>::run(g1, groups, epi1, ws + lay.gemm_scratch, stream);
+    GroupedGemm<T, Id, GroupedEpilogue::kFp32Rows>::run(g1, ops1, groups, epi1, ws + lay.gemm_scratch, stream);
     launch_dependent(grouped_act_kernel<T>, dim3(expert_rows_grid(P * 32, threads)), dim3(threads), 0, stream,
                      pdl, static_cast<const float*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
                      a.I, R13, a.gated, a.gate_up_interleaved, g.act, a.swiglu_alpha, a.swiglu_limit,
@@ -427,7 +451,7 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   }
   GroupedEpilogueArgs epi2{};
   epi2.has_bias = a.w2_bias != nullptr;
-  G2::run(g2, groups, epi2, ws + lay.gemm_scratch + kGroupedGemmScratchBytes, stream);
+  G2::run(g2, ops2, groups, epi2, ws + lay.gemm_scratch + kGroupedGemmScratchBytes, stream);
   launch_combine_rows(down, g.pair_pos, static_cast<T*>(a.output), a.M, a.k, a.H, a.routed_scaling_factor,
                       pdl, stream);
 }
