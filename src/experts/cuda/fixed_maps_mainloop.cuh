@@ -5,11 +5,17 @@
 // memory with proxy fences whenever a CTA moves to another group, in its producer warp, in
 // front of the new tile's first loads.
 // A tile's rows past its group's end read the next group's rows (or zeros past P) and its
-// columns past N the next expert's weights: the epilogue stores neither.
+// columns past N the next expert's weights: the epilogue stores neither. Those rows are real
+// reads where the base's per-group map zero-filled them without any.
+// Used by the pingpong tile only. H100 2026-11-26 19:27 (one binary, MOEKIT_FIXED_MAPS A/B),
+// layer us, fixed vs per-group maps: pingpong points qwen3-30b-a3b M = 1024 / 2048 512.6 / 593.2
+// vs 521.2 / 613.2, mixtral-8x7b M = 256 / 1024 1004.1 / 1426.2 vs 1029.7 / 1461.8, deepseek-v3
+// M = 2048 8130 vs 8183; cooperative points no gain: qwen3 M = 4096 / 8192 835.3 / 1366.9 vs
+// 830.8 / 1369.8, mixtral M = 4096 / 8192 4813 / 8960 vs 4558 / 8879, deepseek-v3 M = 4096 / 8192
+// 9574 / 11896 vs 9490 / 11877.
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "cute/tensor.hpp"
 
@@ -49,7 +55,6 @@ struct FixedMapsMainloop : Base {
     Shape3 shape_a, shape_b;
     int N;
     const int4* groups;
-    bool fixed;  // A/B knob of branch fixedmaps (MOEKIT_FIXED_MAPS=0: the base's per-group maps)
   };
 
   template <class ProblemShape>
@@ -73,31 +78,20 @@ struct FixedMapsMainloop : Base {
                             size<0>(ClusterShape{}));
     p.N = int(args.N);
     p.groups = args.groups;
-    const char* v = std::getenv("MOEKIT_FIXED_MAPS");
-    p.fixed = !(v && *v == '0');
     return p;
   }
 
   // No per-group tensor maps: the kernel's calls to rewrite and publish them do nothing.
-  template <class TensorMapStorage, class TensorMaps, class ProblemShape_MNKL>
-  CUTLASS_DEVICE void tensormaps_perform_update(TensorMapStorage& smem, Params const& params, TensorMaps const& maps,
-                                                ProblemShape_MNKL shape, int32_t next_batch) {
-    if (!params.fixed) Base::tensormaps_perform_update(smem, params, maps, shape, next_batch);
-  }
-  bool fixed_ = true;  // the producer warp's copy of params.fixed, for the two calls below
-  template <class TensorMapStorage, class TensorMaps>
-  CUTLASS_DEVICE void tensormaps_cp_fence_release(TensorMapStorage& smem, TensorMaps const& maps) {
-    if (!fixed_) Base::tensormaps_cp_fence_release(smem, maps);
-  }
-  template <class TensorMaps>
-  CUTLASS_DEVICE void tensormaps_fence_acquire(TensorMaps const& maps) {
-    if (!fixed_) Base::tensormaps_fence_acquire(maps);
-  }
+  template <class... Ts>
+  CUTLASS_DEVICE void tensormaps_perform_update(Ts&&...) {}
+  template <class... Ts>
+  CUTLASS_DEVICE void tensormaps_cp_fence_release(Ts&&...) {}
+  template <class... Ts>
+  CUTLASS_DEVICE void tensormaps_fence_acquire(Ts&&...) {}
 
   // (gA, gB, first row of A, expert) of the current group; the last two are set per group.
   template <class ProblemShape_MNKL>
-  CUTLASS_DEVICE auto load_init(ProblemShape_MNKL const& problem_shape_MNKL, Params const& params) {
-    fixed_ = params.fixed;
+  CUTLASS_DEVICE auto load_init(ProblemShape_MNKL const& problem_shape_MNKL, Params const& params) const {
     auto base = Base::load_init(problem_shape_MNKL, params);
     return cute::make_tuple(cute::get<0>(base), cute::get<1>(base), int(0), int(0));
   }
@@ -112,16 +106,11 @@ struct FixedMapsMainloop : Base {
   // The base's loads (one elected lane, multicast as its cluster asks) from the layer-wide maps.
   template <class LoadInputs, class TensorMapA, class TensorMapB, class KTileIterator, class BlockCoord>
   CUTLASS_DEVICE void load(Params const& params, MainloopPipeline pipeline, PipelineState smem_pipe_write,
-                           LoadInputs const& load_inputs, cute::tuple<TensorMapA, TensorMapB> const& maps,
-                           BlockCoord const& blk_coord, KTileIterator k_tile_iter, int k_tile_count, int lane,
+                           LoadInputs const& load_inputs, cute::tuple<TensorMapA, TensorMapB> const&,
+                           BlockCoord const& blk_coord, KTileIterator k_tile_iter, int k_tile_count, int,
                            uint32_t block_rank_in_cluster, TensorStorage& shared_tensors) {
     using namespace cute;
     using X = Underscore;
-    if (!params.fixed) {
-      Base::load(params, pipeline, smem_pipe_write, cute::make_tuple(get<0>(load_inputs), get<1>(load_inputs)),
-                 maps, blk_coord, k_tile_iter, k_tile_count, lane, block_rank_in_cluster, shared_tensors);
-      return;
-    }
     if (!cute::elect_one_sync()) return;
     constexpr uint32_t cluster_x = size<0>(ClusterShape{});
     const uint32_t rank_x = block_rank_in_cluster % cluster_x, rank_y = block_rank_in_cluster / cluster_x;

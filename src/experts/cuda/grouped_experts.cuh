@@ -109,7 +109,7 @@ struct GroupedEpilogueArgs {
   float alpha = 0.f, limit = 0.f;
 };
 
-// Both operands of a grouped GEMM for the whole layer (fixed_maps_mainloop.cuh): A's rows of all
+// Both operands of a grouped GEMM for the whole layer (fixed_maps_mainloop.cuh, pingpong tile): A's rows of all
 // groups, [a_count, K]; all experts' weights, [b_count, K], expert e's N rows from row e * N; the
 // list of groups (expert, first row of A, rows).
 struct GroupedOperands {
@@ -174,7 +174,9 @@ struct GroupedGemm {
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
           sizeof(typename Epilogue::SharedStorage))>,
       KernelSchedule>::CollectiveOp;
-  using Mainloop = FixedMapsMainloop<TmaMainloop>;
+  // Layer-wide tensor maps on the pingpong tile, where they gain (fixed_maps_mainloop.cuh).
+  static constexpr bool kFixedMaps = kTile.pingpong;
+  using Mainloop = std::conditional_t<kFixedMaps, FixedMapsMainloop<TmaMainloop>, TmaMainloop>;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
   static_assert(std::is_same_v<typename ProblemShape::UnderlyingProblemShape, GroupShape>);
@@ -197,13 +199,15 @@ struct GroupedGemm {
     args.mainloop.dA = arr.sa;
     args.mainloop.ptr_B = reinterpret_cast<const Element**>(arr.b);
     args.mainloop.dB = arr.sb;
-    args.mainloop.a_rows = ops.a;
-    args.mainloop.a_count = ops.a_count;
-    args.mainloop.b_rows = ops.b;
-    args.mainloop.b_count = ops.b_count;
-    args.mainloop.K = ops.K;
-    args.mainloop.N = ops.N;
-    args.mainloop.groups = ops.groups;
+    if constexpr (kFixedMaps) {
+      args.mainloop.a_rows = ops.a;
+      args.mainloop.a_count = ops.a_count;
+      args.mainloop.b_rows = ops.b;
+      args.mainloop.b_count = ops.b_count;
+      args.mainloop.K = ops.K;
+      args.mainloop.N = ops.N;
+      args.mainloop.groups = ops.groups;
+    }
     auto& fusion = args.epilogue.thread;
     if constexpr (kWeighted) {
       fusion = {{arr.row_weight}, {{}, {epi.has_bias ? arr.col_bias : nullptr}, {}}, {}};
