@@ -106,8 +106,9 @@ bool grouped_experts_available();
 struct ExpertsPlan {
   TileId tile;
   int tile_group;  // token tiles walked together across all row tiles (L2 reuse of gathered rows)
-  bool grouped;    // prefill path; `grouped_tile` then applies and `tile` is unused
-  GroupedTileId grouped_tile;
+  bool grouped;    // prefill path; `grouped_tile` / `grouped_tile2` then apply and `tile` is unused
+  GroupedTileId grouped_tile;   // GEMM 1's
+  GroupedTileId grouped_tile2;  // GEMM 2's
   bool fused_act;  // grouped, gated and interleaved w13: GEMM 1 applies the activation in its
                    // epilogue (on the plan's tile) instead of fp32 gate/up rows + act kernel
 };
@@ -115,7 +116,8 @@ struct ExpertsPlan {
 // Deterministic choice from shapes only (M tokens, k slots, E experts, H, I, w13 layout). Whether
 // the grouped path is taken does not depend on the layout; `fused_act` does, and the workspace size
 // query follows it (no fp32 gate/up rows where GEMM 1 applies the activation).
-// MOEKIT_EXPERTS_TILE=<name> forces a tile of either table (tuning); MOEKIT_DEBUG_EXPERTS=1 prints.
+// MOEKIT_EXPERTS_TILE=<name> forces a tile of either table (tuning; a grouped pair as
+// "<GEMM 1's>+<GEMM 2's>"); MOEKIT_DEBUG_EXPERTS=1 prints.
 ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t I, bool gated,
                                 bool gate_up_interleaved = false);
 

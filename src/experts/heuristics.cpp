@@ -78,7 +78,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // TMA/wgmma grouped GEMMs are built for; below, padding each expert to 128 token rows wastes more
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32
   // offsets).
-  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, false};
+  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, GroupedTileId::kCoop128, false};
   plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
                  pairs < (int64_t(1) << 30);
   // Grouped tile (bench/RESULTS.md; measurements in configs.h), the activation in GEMM 1's epilogue
@@ -89,17 +89,27 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // / 749 / 865 vs 543 / 629 / 721 / 828; mixtral-8x7b M = 256 / 512 (64 / 128) 1029 / 1437 vs
   // 1072 / 1190; deepseek-v3 M = 2048 / 4096 (64 / 128) 8178 / 9831 vs 8759 / 9409.
   if (per_expert < (H > 2048 ? 128 : 192)) plan.grouped_tile = GroupedTileId::kPingpong128;
+  plan.grouped_tile2 = plan.grouped_tile;
   if (const char* forced = forced_tile_name()) {
     for (int t = 0; t < int(TileId::kCount); ++t)
       if (std::strcmp(forced, kGemmTiles[t].name) == 0) {
         plan.tile = TileId(t);
         plan.grouped = false;
       }
-    for (int t = 0; t < int(GroupedTileId::kCount); ++t)
-      if (std::strcmp(forced, kGroupedTiles[t].name) == 0 && grouped_experts_available()) {
-        plan.grouped_tile = GroupedTileId(t);
-        plan.grouped = pairs < (int64_t(1) << 30);
-      }
+    // A grouped tile for both GEMMs, or "<GEMM 1's>+<GEMM 2's>".
+    const char* plus = std::strchr(forced, '+');
+    const size_t len1 = plus ? size_t(plus - forced) : std::strlen(forced);
+    const char* name2 = plus ? plus + 1 : forced;
+    int t1 = -1, t2 = -1;
+    for (int t = 0; t < int(GroupedTileId::kCount); ++t) {
+      if (std::strlen(kGroupedTiles[t].name) == len1 && std::strncmp(forced, kGroupedTiles[t].name, len1) == 0) t1 = t;
+      if (std::strcmp(name2, kGroupedTiles[t].name) == 0) t2 = t;
+    }
+    if (t1 >= 0 && t2 >= 0 && grouped_experts_available()) {
+      plan.grouped_tile = GroupedTileId(t1);
+      plan.grouped_tile2 = GroupedTileId(t2);
+      plan.grouped = pairs < (int64_t(1) << 30);
+    }
   }
   plan.fused_act = plan.grouped && gated && gate_up_interleaved && forced_fused_act() != 0;  // -1: the choice
   static const bool debug = [] {
@@ -109,9 +119,10 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   if (debug)
     std::fprintf(stderr,
                  "[moekit] fused_experts M=%lld k=%d E=%lld H=%lld I=%lld tokens/expert=%.1f -> "
-                 "tile %s group %d%s\n",
+                 "tile %s%s%s group %d%s\n",
                  (long long)M, k, (long long)E, (long long)H, (long long)I, per_expert,
                  plan.grouped ? kGroupedTiles[int(plan.grouped_tile)].name : kGemmTiles[int(plan.tile)].name,
+                 plan.grouped ? "+" : "", plan.grouped ? kGroupedTiles[int(plan.grouped_tile2)].name : "",
                  plan.tile_group, plan.fused_act ? " fused activation" : "");
   return plan;
 }

@@ -230,14 +230,33 @@ TEST(GroupedGateUpActGpuPlans, Pingpong128PlanBitIdentical) {
   }
 }
 
+// A different tile for each GEMM ("<GEMM 1's>+<GEMM 2's>"), both ways round.
+TEST(GroupedGateUpActGpuPlans, MixedTilesBitIdentical) {
+  MOEKIT_REQUIRE_GPU();
+  if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
+  for (const char* tiles : {"grouped128pp+grouped128coop", "grouped128coop+grouped128pp"}) {
+    ForceTile force(tiles);
+    const cuda::ExpertsPlan plan = cuda::choose_experts_plan(300, 4, 16, 136, 200, true, true);
+    ASSERT_TRUE(plan.grouped) << tiles;
+    ASSERT_NE(plan.grouped_tile, plan.grouped_tile2) << tiles;
+    auto rng = fresh_rng();
+    Layer L{DType::kBFloat16, 300, 16, 4, 136, 200, Activation::kSiluAndMul};
+    L.bias = true;
+    const DeviceLayer d(make_layer(L, Routing::kSkewed, rng));
+    expect_bit_identical(L, d, tiles);
+  }
+}
+
 // Against the fp64 oracle (halves weights, same logical values).
 TEST(GroupedGateUpActGpuOracle, MatchesOracle) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
-  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
   ForceFusedAct fused_act(1);  // the activation kernel path is checked against halves above
+  // One tile for both GEMMs, and a different one for each, both ways round.
+  for (const char* tiles : {"grouped128coop", "grouped128pp+grouped128coop", "grouped128coop+grouped128pp"})
   for (Activation act : {Activation::kSiluAndMul, Activation::kGeluAndMul, Activation::kGeluTanhAndMul,
                          Activation::kSwigluOai}) {
+    ForceTile force(tiles);
     for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
       auto rng = fresh_rng();
       Layer L{dtype, 130, 12, 4, 136, 200, act, true, 1.5};
@@ -262,8 +281,8 @@ TEST(GroupedGateUpActGpuOracle, MatchesOracle) {
         o.swiglu_limit = 7.f;
       }
       reference::fused_experts(h.x.view(), w13, w2, h.tw.view(), h.ids.view(), want.view(), o);
-      ASSERT_EQ(first_mismatch(got, got, 0, 0), -1) << activation_name(act) << ": NaN in output";
-      EXPECT_LT(rel_frobenius(got, want), 1e-2) << activation_name(act);
+      ASSERT_EQ(first_mismatch(got, got, 0, 0), -1) << tiles << " " << activation_name(act) << ": NaN in output";
+      EXPECT_LT(rel_frobenius(got, want), 1e-2) << tiles << " " << activation_name(act);
     }
   }
 }

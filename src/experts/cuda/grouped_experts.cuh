@@ -390,10 +390,10 @@ extern MOEKIT_GATE_UP_ACT_GEMM(__half, GroupedTileId::kPingpong128);
 
 // Gathers, GEMM 1 into `out1` (Out1 = float: the gate/up rows, then the activation kernel; Out1 = T:
 // the act rows directly), GEMM 2, combine.
-template <typename T, int Id, typename Out1>
+template <typename T, int Id1, int Id2, typename Out1>
 void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   constexpr bool kGateUpAct = std::is_same_v<Out1, T>;
-  using G2 = GroupedGemm<T, Id, GroupedEpilogue::kWeighted>;
+  using G2 = GroupedGemm<T, Id2, GroupedEpilogue::kWeighted>;
   const FusedExpertsArgs& a = *g.layer;
   const ExpertsWorkspaceLayout& lay = g.layout;
   auto* ws = static_cast<unsigned char*>(a.workspace);
@@ -445,9 +445,9 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   const GroupedOperands ops1{gathered, P, a.w13, a.E * R13, a.H, R13, g.groups};
   const GroupedOperands ops2{act, P, a.w2, a.E * a.H, a.I, a.H, g.groups};
   if constexpr (kGateUpAct) {
-    run_grouped_gate_up_act_gemm<T, Id>(g1, ops1, groups, epi1, ws + lay.gemm_scratch, stream);
+    run_grouped_gate_up_act_gemm<T, Id1>(g1, ops1, groups, epi1, ws + lay.gemm_scratch, stream);
   } else {
-    GroupedGemm<T, Id, GroupedEpilogue::kFp32Rows>::run(g1, ops1, groups, epi1, ws + lay.gemm_scratch, stream);
+    GroupedGemm<T, Id1, GroupedEpilogue::kFp32Rows>::run(g1, ops1, groups, epi1, ws + lay.gemm_scratch, stream);
     launch_dependent(grouped_act_kernel<T>, dim3(expert_rows_grid(P * 32, threads)), dim3(threads), 0, stream,
                      pdl, static_cast<const float*>(gate_up), g.pair_pos, a.topk_ids, a.w13_bias, P,
                      a.I, R13, a.gated, a.gate_up_interleaved, g.act, a.swiglu_alpha, a.swiglu_limit,
@@ -460,18 +460,22 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
                       pdl, stream);
 }
 
-template <typename T, int Id>
-void run_grouped_tile(const GroupedExpertsArgs& g, cudaStream_t stream) {
-  if (g.fused_act) run_grouped_layer<T, Id, T>(g, stream);
-  else run_grouped_layer<T, Id, float>(g, stream);
+template <typename T, int Id1, int Id2>
+void run_grouped_tiles(const GroupedExpertsArgs& g, cudaStream_t stream) {
+  if (g.fused_act) run_grouped_layer<T, Id1, Id2, T>(g, stream);
+  else run_grouped_layer<T, Id1, Id2, float>(g, stream);
+}
+
+template <typename T, int Id1>
+void run_grouped_tile2(const GroupedExpertsArgs& g, cudaStream_t stream) {
+  if (g.tile2 == GroupedTileId::kPingpong128) run_grouped_tiles<T, Id1, int(GroupedTileId::kPingpong128)>(g, stream);
+  else run_grouped_tiles<T, Id1, int(GroupedTileId::kCoop128)>(g, stream);
 }
 
 template <typename T>
 void run_grouped_experts(const GroupedExpertsArgs& g, cudaStream_t stream) {
-  switch (g.tile) {
-    case GroupedTileId::kPingpong128: run_grouped_tile<T, int(GroupedTileId::kPingpong128)>(g, stream); break;
-    default: run_grouped_tile<T, int(GroupedTileId::kCoop128)>(g, stream); break;
-  }
+  if (g.tile1 == GroupedTileId::kPingpong128) run_grouped_tile2<T, int(GroupedTileId::kPingpong128)>(g, stream);
+  else run_grouped_tile2<T, int(GroupedTileId::kCoop128)>(g, stream);
 }
 
 }  // namespace moekit::cuda

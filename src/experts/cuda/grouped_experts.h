@@ -30,8 +30,8 @@ struct GroupedExpertsArgs {
   const int* pair_pos;   // [P]: sorted position of pair m*k+t, -1 if dropped
   const int4* groups;    // route_prep's list with one tile per non-empty expert: (e, first, rows)
   const int* num_groups; // non-empty experts
-  GroupedTileId tile;
-  bool fused_act;  // plan.fused_act: GEMM 1 (on `tile`) writes the act rows itself
+  GroupedTileId tile1, tile2;  // GEMM 1's and GEMM 2's
+  bool fused_act;  // plan.fused_act: GEMM 1 writes the act rows itself
   ActKind act;
 };
 

@@ -84,7 +84,7 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   }
 #if defined(MOEKIT_WITH_CUTLASS)
   if (plan.grouped) {
-    GroupedExpertsArgs g{&a, lay, pair_pos, tiles, num_tiles, plan.grouped_tile, plan.fused_act,
+    GroupedExpertsArgs g{&a, lay, pair_pos, tiles, num_tiles, plan.grouped_tile, plan.grouped_tile2, plan.fused_act,
                          act_kind(a.activation)};
     run_grouped_experts<T>(g, stream);
     return;
