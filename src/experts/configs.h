@@ -102,7 +102,7 @@ inline constexpr int kGroupedMinTokensPerExpert = 64;
 bool grouped_experts_available();
 
 // The choice for one layer call: one tile for both GEMMs (they share the tile list), or the
-// grouped prefill path.
+// grouped prefill path with a grouped tile for each GEMM.
 struct ExpertsPlan {
   TileId tile;
   int tile_group;  // token tiles walked together across all row tiles (L2 reuse of gathered rows)

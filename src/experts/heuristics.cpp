@@ -90,6 +90,11 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // 1072 / 1190; deepseek-v3 M = 2048 / 4096 (64 / 128) 8178 / 9831 vs 8759 / 9409.
   if (per_expert < (H > 2048 ? 128 : 192)) plan.grouped_tile = GroupedTileId::kPingpong128;
   plan.grouped_tile2 = plan.grouped_tile;
+  // Each GEMM its own tile where they differ (H100 2026-11-26 21:55 / 22:40, bench/RESULTS.md):
+  // qwen3-30b-a3b M = 4096 (256 per expert) GEMM 1 on pingpong, M = 8192 (512) GEMM 2 (K = I = 768,
+  // an epilogue per 12 k-blocks of 64) on pingpong.
+  if (H <= 2048 && per_expert >= 256 && per_expert < 384) plan.grouped_tile = GroupedTileId::kPingpong128;
+  if (I <= 1024 && per_expert >= 384) plan.grouped_tile2 = GroupedTileId::kPingpong128;
   if (const char* forced = forced_tile_name()) {
     for (int t = 0; t < int(TileId::kCount); ++t)
       if (std::strcmp(forced, kGemmTiles[t].name) == 0) {
