@@ -90,9 +90,12 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // 1072 / 1190; deepseek-v3 M = 2048 / 4096 (64 / 128) 8178 / 9831 vs 8759 / 9409.
   if (per_expert < (H > 2048 ? 128 : 192)) plan.grouped_tile = GroupedTileId::kPingpong128;
   plan.grouped_tile2 = plan.grouped_tile;
-  // Each GEMM its own tile where they differ (H100 2026-11-26 21:55 / 22:40, bench/RESULTS.md):
-  // qwen3-30b-a3b M = 4096 (256 per expert) GEMM 1 on pingpong, M = 8192 (512) GEMM 2 (K = I = 768,
-  // an epilogue per 12 k-blocks of 64) on pingpong.
+  // Each GEMM its own tile where they differ. H100 2026-11-26 22:05 (bench/RESULTS.md), us, three
+  // rounds: qwen3-30b-a3b M = 4096 (256 per expert) GEMM 1 on pingpong 822.8 / 823.9 / 823.4 vs both
+  // cooperative 828.6 / 828.1 / 827.8; M = 8192 (512) GEMM 2 (K = I = 768: an epilogue per 12
+  // k-blocks) on pingpong 1380.2 / 1374.9 / 1376.8 vs 1388.0 / 1386.4 / 1384.6. GEMM 1 on pingpong
+  // lost at 192 and 384-512 per expert, GEMM 2 on pingpong at 192-256, and neither gained on
+  // mixtral-8x7b or deepseek-v3 (21:53).
   if (H <= 2048 && per_expert >= 256 && per_expert < 384) plan.grouped_tile = GroupedTileId::kPingpong128;
   if (I <= 1024 && per_expert >= 384) plan.grouped_tile2 = GroupedTileId::kPingpong128;
   if (const char* forced = forced_tile_name()) {
