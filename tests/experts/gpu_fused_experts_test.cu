@@ -314,7 +314,18 @@ TEST(FusedExpertsGpuLarge, SeventyThousandTokens) {
     expect_layer_matches_reference(Layer{70000, 8, 2, 256, 128, DType::kBFloat16}, r, "M=70000");
 }
 
-// The multi-CTA route prep with fewer CTAs than chunks of pairs (as on a partitioned GPU), each
+// Each form of the route prep at its bounds: one CTA (4095 pairs), one recounting CTA a chunk
+// (4096 and 65536 pairs), the cooperative grid (65537 pairs).
+TEST(FusedExpertsGpuLarge, RoutePrepForms) {
+  MOEKIT_REQUIRE_GPU();
+  for (int64_t M : {4095, 4096, 65536, 65537})
+    for (Routing r : {Routing::kUniform, Routing::kOneExpert, Routing::kDropped})
+      expect_layer_matches_reference(Layer{M, 60, 1, 64, 64, DType::kBFloat16}, r, "route prep forms");
+  // A recounting grid whose last chunk holds one pair: 8193 pairs.
+  expect_layer_matches_reference(Layer{8193, 12, 1, 64, 64, DType::kBFloat16}, Routing::kUniform, "one-pair chunk");
+}
+
+// The cooperative route prep with fewer CTAs than chunks of pairs (as on a partitioned GPU), each
 // CTA counting and scattering several chunks: 4098 and 10000 pairs (5 and 10 chunks) over 3 CTAs.
 // Small enough for the sanitizers (scripts/gpu-check sanitize).
 TEST(FusedExpertsGpuLarge, RoutePrepSeveralChunksPerCta) {

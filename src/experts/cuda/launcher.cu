@@ -62,6 +62,14 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
                                                                    sorted_pairs, pair_pos, tiles,
                                                                    num_tiles);
     MOEKIT_CUDA_CHECK_LAUNCH();
+  } else if (P <= kRecountMaxPairs && g_route_prep_ctas == 0) {
+    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(route_prep_recount_kernel,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(prep_smem)));
+    const unsigned ctas = static_cast<unsigned>((P + chunk - 1) / chunk);
+    route_prep_recount_kernel<<<ctas, kRoutePrepThreads, prep_smem, stream>>>(a.topk_ids, P, chunk, E, tile_tokens,
+                                                                               sorted_pairs, pair_pos, tiles, num_tiles);
+    MOEKIT_CUDA_CHECK_LAUNCH();
   } else {
     const int64_t chunks = (P + chunk - 1) / chunk;
     MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(route_prep_grid_kernel,

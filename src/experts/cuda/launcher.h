@@ -37,12 +37,19 @@ inline size_t align_up_256(size_t v) { return (v + 255) & ~size_t(255); }
 inline constexpr size_t kGroupArgBytes = 256;
 inline constexpr size_t kGroupedGemmScratchBytes = size_t(1) << 20;
 
-// route_prep runs in one CTA up to this many (token, slot) pairs, else as one cooperative grid over
-// chunks of pairs (route_prep.cuh says why), at most kMaxRoutePrepChunks of them.
+// route_prep runs in one CTA below kMultiCtaPrepMinPairs (token, slot) pairs, else over chunks of
+// pairs (route_prep.cuh says why), at most kMaxRoutePrepChunks of them: one CTA a chunk, each
+// counting every id itself, up to kRecountMaxPairs; one cooperative grid with grid barriers past
+// that (or where force_route_prep_ctas caps the CTAs).
 // H200, qwen3 M = 4096 (32768 pairs), ncu: chunks of 4096 pairs took 4.6 + 3.8 + 8.3 us (count,
 // offsets, scatter, then three launches); the one CTA took 9.8-10.3 us for 4096 pairs. H100,
 // chunks of 1024: the cooperative grid 13.8 us where the three launches took 17.6 (bench/RESULTS.md).
+// H100 2026-11-26 22:21, three rounds: the recounting CTAs took qwen3-30b-a3b M = 512 / 1024 (4096 /
+// 8192 pairs) to 474.7-475.3 / 508.7-508.8 us from 477.5-478.6 / 510.3-511.6 with the cooperative
+// grid (M = 4096 / 8192 within noise); recounting below 4096 pairs (chunks of 256) was slower than
+// the one CTA (M = 64: 412.4-412.7 vs 409.5-410.0 us).
 inline constexpr int64_t kMultiCtaPrepMinPairs = 4096;
+inline constexpr int64_t kRecountMaxPairs = 65536;
 inline constexpr int64_t kMaxRoutePrepChunks = 128;
 
 // Pairs per chunk of the multi-CTA route_prep; P itself when one CTA does it all.
@@ -102,8 +109,9 @@ struct FusedExpertsArgs {
 
 void fused_experts(const FusedExpertsArgs& args, Stream stream);
 
-// Test hook: caps the multi-CTA route_prep's cooperative grid at `ctas` (0: as many as are
-// resident), so that a full GPU runs the several-chunks-per-CTA walk of a partitioned one.
+// Test hook: from kMultiCtaPrepMinPairs pairs on, route_prep takes the cooperative grid capped at
+// `ctas` (0: the usual choice; as many as are resident), so that a full GPU runs the
+// several-chunks-per-CTA walk of a partitioned one.
 void force_route_prep_ctas(int ctas);
 
 // Softmax top-k routing for fused_moe: weights fp32 [M, k], ids int32 [M, k].

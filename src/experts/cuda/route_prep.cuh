@@ -1,9 +1,10 @@
 // Groups the (token, slot) pairs by expert: counts per expert, exclusive offsets, the token-tile
 // list for the GEMMs, then a scatter of each pair to its sorted position. One CTA does it all below
 // kMultiCtaPrepMinPairs pairs (launcher.h); past that, one CTA's scattered stores were the
-// bottleneck (42 us for 32768 pairs on an H100), so a cooperative grid spreads it: per-chunk counts
-// of contiguous pair chunks, one CTA turning them into per-chunk bases and the tile list, and
-// per-chunk scatters from those bases.
+// bottleneck (42 us for 32768 pairs on an H100), so one CTA a chunk of pairs scatters it: up to
+// kRecountMaxPairs each CTA counts every id itself (no CTA waits for another); past that a
+// cooperative grid does per-chunk counts, one CTA turning them into per-chunk bases and the tile
+// list, and per-chunk scatters from those bases, with grid barriers between.
 //
 // The order of pairs inside one expert comes from shared-memory atomics and may change from run to
 // run; results do not, because every GEMM output row depends only on its own pair (fixed K order)
@@ -85,8 +86,9 @@ __device__ __forceinline__ void scatter_pairs(const int* __restrict__ topk_ids, 
   });
 }
 
-// From counts[E] (shared memory, final): offsets[e] (exclusive prefix), tile_offsets[E + 1], the
-// tile list and *num_tiles. Ends with the CTA synchronised.
+// From counts[E] (shared memory, final): offsets[e] (exclusive prefix), tile_offsets[E + 1], and,
+// where `tiles` is not null, the tile list and *num_tiles. offsets[] is final once the CTA has
+// synchronised after the call.
 __device__ __forceinline__ void offsets_and_tiles(const int* counts, int* offsets, int* tile_offsets,
                                                   int E, int tile_tokens, int4* __restrict__ tiles,
                                                   int* __restrict__ num_tiles) {
@@ -118,10 +120,11 @@ __device__ __forceinline__ void offsets_and_tiles(const int* counts, int* offset
     }
     if (tid == 31) {
       tile_offsets[E] = tiles_incl;
-      *num_tiles = tiles_incl;
+      if (tiles) *num_tiles = tiles_incl;
     }
   }
   __syncthreads();
+  if (!tiles) return;
   const int total_tiles = tile_offsets[E];
   for (int t = tid; t < total_tiles; t += blockDim.x) {
     // Largest e with tile_offsets[e] <= t (experts with no tiles share offsets with the next).
@@ -157,6 +160,36 @@ __global__ void __launch_bounds__(kRoutePrepThreads)
   for (int e = threadIdx.x; e < E; e += blockDim.x) fill[e] = offsets[e];
   __syncthreads();
   scatter_pairs(topk_ids, 0, P, E, fill, sorted_pairs, pair_pos);
+}
+
+// Multi-CTA form without a grid barrier, up to kRecountMaxPairs pairs (launcher.h): CTA c scatters
+// chunk c of the pairs after counting every id itself, split into before[e] (expert e's pairs in
+// chunks before c) and counts[e] (all of them), so that no CTA waits for another; CTA 0 writes the
+// tile list. Every CTA reads all ids (at most 256 KB, from L2): cheaper than the grid barriers of
+// the cooperative form below. Shared memory: 4E + 1 ints.
+__global__ void __launch_bounds__(kRoutePrepThreads)
+    route_prep_recount_kernel(const int* __restrict__ topk_ids, int64_t P, int64_t chunk, int E, int tile_tokens,
+                              int* __restrict__ sorted_pairs, int* __restrict__ pair_pos,
+                              int4* __restrict__ tiles, int* __restrict__ num_tiles) {
+  allow_dependent_launch();
+  extern __shared__ int smem[];
+  int* before = smem;  // then the next free position of each expert in this chunk
+  int* counts = before + E;
+  int* offsets = counts + E;
+  int* tile_offsets = offsets + E;  // E + 1
+  for (int e = threadIdx.x; e < E; e += blockDim.x) before[e] = counts[e] = 0;
+  __syncthreads();
+  const int64_t begin = int64_t(blockIdx.x) * chunk, end = min(P, begin + chunk);
+  count_pairs(topk_ids, 0, begin, E, before);
+  count_pairs(topk_ids, begin, P, E, counts);
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] += before[e];
+  __syncthreads();
+  offsets_and_tiles(counts, offsets, tile_offsets, E, tile_tokens, blockIdx.x == 0 ? tiles : nullptr, num_tiles);
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) before[e] += offsets[e];
+  __syncthreads();
+  scatter_pairs(topk_ids, begin, end, E, before, sorted_pairs, pair_pos);
 }
 
 // Multi-CTA form, one cooperative launch (all CTAs resident): CTAs walk the chunks of pairs
