@@ -456,26 +456,25 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   GroupedEpilogueArgs epi2{};
   epi2.has_bias = a.w2_bias != nullptr;
   G2::run(g2, ops2, groups, epi2, ws + lay.gemm_scratch + kGroupedGemmScratchBytes, stream);
-  launch_combine_rows(down, g.pair_pos, static_cast<T*>(a.output), a.M, a.k, a.H, a.routed_scaling_factor,
-                      pdl, stream);
+  launch_combine_rows(down, g.pair_pos, a.topk_ids, a.E, static_cast<T*>(a.output), a.M, a.k, a.H,
+                      a.routed_scaling_factor, pdl, stream);
 }
 
-template <typename T, int Id1, int Id2>
-void run_grouped_tiles(const GroupedExpertsArgs& g, cudaStream_t stream) {
-  if (g.fused_act) run_grouped_layer<T, Id1, Id2, T>(g, stream);
-  else run_grouped_layer<T, Id1, Id2, float>(g, stream);
-}
-
-template <typename T, int Id1>
-void run_grouped_tile2(const GroupedExpertsArgs& g, cudaStream_t stream) {
-  if (g.tile2 == GroupedTileId::kPingpong128) run_grouped_tiles<T, Id1, int(GroupedTileId::kPingpong128)>(g, stream);
-  else run_grouped_tiles<T, Id1, int(GroupedTileId::kCoop128)>(g, stream);
+// Calls f(std::integral_constant<int, id>) for the run-time grouped tile id: one instantiation per tile.
+template <typename F>
+void with_grouped_tile(GroupedTileId id, F&& f) {
+  if (id == GroupedTileId::kPingpong128) f(std::integral_constant<int, int(GroupedTileId::kPingpong128)>{});
+  else f(std::integral_constant<int, int(GroupedTileId::kCoop128)>{});
 }
 
 template <typename T>
 void run_grouped_experts(const GroupedExpertsArgs& g, cudaStream_t stream) {
-  if (g.tile1 == GroupedTileId::kPingpong128) run_grouped_tile2<T, int(GroupedTileId::kPingpong128)>(g, stream);
-  else run_grouped_tile2<T, int(GroupedTileId::kCoop128)>(g, stream);
+  with_grouped_tile(g.tile1, [&](auto id1) {
+    with_grouped_tile(g.tile2, [&](auto id2) {
+      if (g.fused_act) run_grouped_layer<T, decltype(id1)::value, decltype(id2)::value, T>(g, stream);
+      else run_grouped_layer<T, decltype(id1)::value, decltype(id2)::value, float>(g, stream);
+    });
+  });
 }
 
 }  // namespace moekit::cuda

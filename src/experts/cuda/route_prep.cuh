@@ -87,8 +87,8 @@ __device__ __forceinline__ void scatter_pairs(const int* __restrict__ topk_ids, 
 }
 
 // From counts[E] (shared memory, final): offsets[e] (exclusive prefix), tile_offsets[E + 1], and,
-// where `tiles` is not null, the tile list and *num_tiles. offsets[] is final once the CTA has
-// synchronised after the call.
+// where `tiles` is not null, the tile list and *num_tiles. offsets[] and tile_offsets[] are final
+// for every thread when it returns (it synchronises after the scan; the tile list only reads them).
 __device__ __forceinline__ void offsets_and_tiles(const int* counts, int* offsets, int* tile_offsets,
                                                   int E, int tile_tokens, int4* __restrict__ tiles,
                                                   int* __restrict__ num_tiles) {
@@ -186,7 +186,6 @@ __global__ void __launch_bounds__(kRoutePrepThreads)
   for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] += before[e];
   __syncthreads();
   offsets_and_tiles(counts, offsets, tile_offsets, E, tile_tokens, blockIdx.x == 0 ? tiles : nullptr, num_tiles);
-  __syncthreads();
   for (int e = threadIdx.x; e < E; e += blockDim.x) before[e] += offsets[e];
   __syncthreads();
   scatter_pairs(topk_ids, begin, end, E, before, sorted_pairs, pair_pos);
