@@ -78,7 +78,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // TMA/wgmma grouped GEMMs are built for; below, padding each expert to 128 token rows wastes more
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32
   // offsets).
-  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, GroupedTileId::kCoop128, false};
+  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, GroupedTileId::kCoop128, false, false};
   plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
                  pairs < (int64_t(1) << 30);
   // Grouped tile (bench/RESULTS.md; measurements in configs.h), the activation in GEMM 1's epilogue
@@ -120,6 +120,10 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
     }
   }
   plan.fused_act = plan.grouped && gated && gate_up_interleaved && forced_fused_act() != 0;  // -1: the choice
+  // One token: its k pairs name k experts (distinct unless the caller repeats one), so sorting them
+  // by expert gains nothing and route prep's launch and single-CTA sort sat on the critical path
+  // before GEMM 1 could learn its expert. The GEMMs read the ids directly instead.
+  plan.pairs_in_order = M == 1 && !plan.grouped;
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");
     return v && *v && *v != '0';
@@ -127,11 +131,12 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   if (debug)
     std::fprintf(stderr,
                  "[moekit] fused_experts M=%lld k=%d E=%lld H=%lld I=%lld tokens/expert=%.1f -> "
-                 "tile %s%s%s group %d%s\n",
+                 "tile %s%s%s group %d%s%s\n",
                  (long long)M, k, (long long)E, (long long)H, (long long)I, per_expert,
                  plan.grouped ? kGroupedTiles[int(plan.grouped_tile)].name : kGemmTiles[int(plan.tile)].name,
                  plan.grouped ? "+" : "", plan.grouped ? kGroupedTiles[int(plan.grouped_tile2)].name : "",
-                 plan.tile_group, plan.fused_act ? " fused activation" : "");
+                 plan.tile_group, plan.fused_act ? " fused activation" : "",
+                 plan.pairs_in_order ? " pairs in order" : "");
   return plan;
 }
 

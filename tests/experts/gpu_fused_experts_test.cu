@@ -345,6 +345,34 @@ TEST(FusedExpertsGpuLarge, AllTokensOnOneExpert) {
                                  "one expert");
 }
 
+// One token runs its pairs in slot order, no route prep: the GEMMs read the expert ids themselves.
+// The grid above covers one token with every routing mode; here a token naming one expert in
+// several slots (each slot its own row, weighted and summed in slot order), ids past E, and a
+// whole row dropped.
+TEST(FusedExpertsGpuOneToken, PairsInOrder) {
+  MOEKIT_REQUIRE_GPU();
+  EXPECT_TRUE(cuda::choose_experts_plan(1, 8, 128, 2048, 768, true, true).pairs_in_order);
+  EXPECT_FALSE(cuda::choose_experts_plan(2, 8, 128, 2048, 768, true, true).pairs_in_order);
+  const std::vector<std::vector<int>> rows = {
+      {3, 3, 5, 3, 0, 5, 9, 3}, {-1, 12, 12, -1, 7, 40, 11, -1}, {-1, -1, -1, -1, -1, -1, -1, -1}};
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16})
+    for (const auto& ids : rows) {
+      Layer L{1, 12, 8, 264, 200, dtype, Activation::kSiluAndMul, 1.5, true};
+      auto rng = fresh_rng();
+      Inputs in = make_inputs(L, Routing::kUniform, rng);
+      for (int t = 0; t < 8; ++t) in.ids.set(t, ids[t]);
+      const HostTensor want = gpu_reference(L, in);
+      DeviceLayer d(L, in);
+      d.run(L);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      SCOPED_TRACE(::testing::Message() << "ids " << ids[0] << "," << ids[1] << ",...");
+      expect_close(d.out.to_host(), want, "one token");
+      d.run(L, nullptr, d.x.view());  // in place
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      expect_close(d.x.to_host(), want, "one token, in place");
+    }
+}
+
 // Activation `act` with biases and a routed scaling factor, bf16 and fp16, on whichever path the
 // caller has the plan pick.
 void expect_options_match_reference(Activation act, int64_t M, Routing routing, const char* what) {
@@ -446,7 +474,7 @@ TEST(FusedExpertsGpuInPlace, OutputAliasesHidden) {
 
 TEST(FusedExpertsGpuGraph, CaptureAndReplayIsIdentical) {
   MOEKIT_REQUIRE_GPU();
-  for (int64_t M : {int64_t(4), int64_t(700)}) {
+  for (int64_t M : {int64_t(1), int64_t(4), int64_t(700)}) {
     Layer L{M, 64, 8, 512, 128, DType::kBFloat16};
     auto rng = fresh_rng();
     Inputs in = make_inputs(L, Routing::kUniform, rng);

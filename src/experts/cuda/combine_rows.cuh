@@ -1,6 +1,7 @@
 // Combine of the GPU expert path: out[m] = rsf * sum over slots t (in order) of down_rows[pos(m, t)],
-// fp32 accumulation, one rounding. Slots whose id was out of range (pos = -1) add nothing. Each
-// thread owns 8 consecutive columns of one token (16-byte loads and stores).
+// fp32 accumulation, one rounding. Slots whose id was out of range (pos = -1) add nothing. Without
+// a pair_pos (pairs in slot order, no route prep) pos(m, t) = m * k + t where topk_ids names one of
+// the E experts. Each thread owns 8 consecutive columns of one token (16-byte loads and stores).
 #pragma once
 
 #include <cstdint>
@@ -19,7 +20,8 @@ __device__ __forceinline__ float load_float<__half>(const __half& v) { return __
 
 template <typename T>
 __global__ void combine_rows_kernel(const T* __restrict__ down_rows, const int* __restrict__ pair_pos,
-                                    T* __restrict__ out, int64_t M, int k, int64_t H, float rsf) {
+                                    const int* __restrict__ topk_ids, int E, T* __restrict__ out, int64_t M,
+                                    int k, int64_t H, float rsf) {
   wait_for_preceding_grid();  // launched with PDL after GEMM 2: its rows must be complete
   const int64_t chunks = H / 8;
   const int64_t total = M * chunks;
@@ -36,7 +38,12 @@ __global__ void combine_rows_kernel(const T* __restrict__ down_rows, const int* 
     for (int t0 = 0; t0 < k; t0 += kSlots) {
       int pos[kSlots];
 #pragma unroll
-      for (int t = 0; t < kSlots; ++t) pos[t] = t0 + t < k ? pair_pos[m * k + t0 + t] : -1;
+      for (int t = 0; t < kSlots; ++t) {
+        const int64_t i = m * k + t0 + t;
+        if (t0 + t >= k) pos[t] = -1;
+        else if (pair_pos) pos[t] = pair_pos[i];
+        else pos[t] = topk_ids[i] >= 0 && topk_ids[i] < E ? static_cast<int>(i) : -1;
+      }
       uint4 raw[kSlots];
 #pragma unroll
       for (int t = 0; t < kSlots; ++t)
@@ -61,13 +68,14 @@ __global__ void combine_rows_kernel(const T* __restrict__ down_rows, const int* 
 // 16 per SM of the current device.
 inline unsigned expert_rows_grid(int64_t items, int threads) { return grid_stride_ctas(items, threads, 16); }
 
-// The layer's combine, after GEMM 2 (PDL where `pdl`), on either expert path.
+// The layer's combine, after GEMM 2 (PDL where `pdl`), on either expert path. pair_pos null: pairs
+// in slot order, topk_ids (E experts) says which slots have a row.
 template <typename T>
-void launch_combine_rows(const T* down_rows, const int* pair_pos, T* out, int64_t M, int64_t k, int64_t H,
-                         float rsf, bool pdl, cudaStream_t stream) {
+void launch_combine_rows(const T* down_rows, const int* pair_pos, const int* topk_ids, int64_t E, T* out, int64_t M,
+                         int64_t k, int64_t H, float rsf, bool pdl, cudaStream_t stream) {
   constexpr int kThreads = 256;
   launch_dependent(combine_rows_kernel<T>, dim3(expert_rows_grid(M * (H / 8), kThreads)), dim3(kThreads), 0, stream,
-                   pdl, down_rows, pair_pos, out, M, static_cast<int>(k), H, rsf);
+                   pdl, down_rows, pair_pos, topk_ids, static_cast<int>(E), out, M, static_cast<int>(k), H, rsf);
 }
 
 }  // namespace moekit::cuda

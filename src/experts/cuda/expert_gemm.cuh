@@ -31,13 +31,18 @@ struct ExpertGemmParams {
   const float* bias;       // [E, R] or null
   int64_t R, K;            // weight rows per expert, depth
   const void* src;         // GEMM 1: hidden [M, K]; GEMM 2: act_rows [P, K]
-  const int* sorted_pairs; // [P]
+  const int* sorted_pairs; // [P]; null with pair_experts
   int topk;
   const float* topk_weights;  // [P] by pair index (GEMM 2)
   void* dst;               // [P, out_features]
   int64_t out_features;    // I (GEMM 1) or H (GEMM 2)
   const int4* tiles;
   const int* num_tiles;
+  // Pairs in slot order, without route prep (a one-token batch): pair i is tile i of one row, its
+  // expert topk_ids[i]; ids outside [0, num_experts) are skipped. Null: tiles / sorted_pairs apply.
+  const int* pair_experts;
+  int64_t pairs;
+  int num_experts;
   int row_tiles;           // CTAs along the weight rows
   int tile_group;
   EpilogueKind epilogue;
@@ -188,9 +193,21 @@ __global__ void __launch_bounds__(WN * WT * WK * 32, MIN_BLOCKS)
   const int64_t in_group = bid - group * group_span;
   const int row_tile = static_cast<int>(in_group / p.tile_group);
   const int64_t tile_idx = group * p.tile_group + in_group % p.tile_group;
-  if (tile_idx >= *p.num_tiles) return;
-  const int4 tile = p.tiles[tile_idx];
-  const int expert = tile.x, first = tile.y, rows = tile.z;
+  int expert, first, rows;
+  if (p.pair_experts) {
+    if (tile_idx >= p.pairs) return;
+    expert = p.pair_experts[tile_idx];
+    if (expert < 0 || expert >= p.num_experts) return;
+    first = static_cast<int>(tile_idx);
+    rows = 1;
+  } else {
+    if (tile_idx >= *p.num_tiles) return;
+    const int4 tile = p.tiles[tile_idx];
+    expert = tile.x;
+    first = tile.y;
+    rows = tile.z;
+  }
+  auto pair_at = [&](int pos) { return p.sorted_pairs ? p.sorted_pairs[pos] : pos; };
 
   const int tid = threadIdx.x;
   const int warp = tid >> 5, lane = tid & 31;
@@ -242,14 +259,14 @@ __global__ void __launch_bounds__(WN * WT * WK * 32, MIN_BLOCKS)
     int64_t src_row = 0;
     if (b_ok[c]) {
       const int pos = first + row;
-      src_row = p.epilogue == EpilogueKind::kDown ? int64_t(pos) : int64_t(p.sorted_pairs[pos] / p.topk);
+      src_row = p.epilogue == EpilogueKind::kDown ? int64_t(pos) : int64_t(pair_at(pos) / p.topk);
     }
     b_ptr[c] = src + src_row * p.K + kc * 8;
     b_soff[c] = in_tile ? BN * BK + swz<BK>(row, kc) : 0;
   }
   if (p.epilogue == EpilogueKind::kDown) {
     for (int t = tid; t < BT; t += G::kThreads)
-      tok_weight[t] = t < rows ? p.topk_weights[p.sorted_pairs[first + t]] : 0.f;
+      tok_weight[t] = t < rows ? p.topk_weights[pair_at(first + t)] : 0.f;
   }
 
   const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);

@@ -28,34 +28,36 @@ ActKind act_kind(Activation a) {
   }
 }
 
-template <typename T>
-void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
-  const ExpertsPlan plan =
-      choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated, a.gate_up_interleaved);
-  const ExpertsWorkspaceLayout lay = experts_workspace_layout(
-      a.M, a.k, a.E, a.H, a.I, sizeof(T), kMinTileTokens, plan.grouped, a.gated ? 2 * a.I : a.I,
-      plan.fused_act);
-  auto* ws = static_cast<unsigned char*>(a.workspace);
-  int* sorted_pairs = reinterpret_cast<int*>(ws + lay.sorted_pairs);
-  int* pair_pos = reinterpret_cast<int*>(ws + lay.pair_pos);
-  int4* tiles = reinterpret_cast<int4*>(ws + lay.tiles);
-  int* num_tiles = reinterpret_cast<int*>(ws + lay.num_tiles);
-  T* act_rows = reinterpret_cast<T*>(ws + lay.act_rows);
-  T* down_rows = reinterpret_cast<T*>(ws + lay.down_rows);
+// Route prep's outputs in the workspace: the pairs sorted by expert, each pair's sorted position,
+// the GEMMs' tile list and its length.
+struct RouteLists {
+  int* sorted_pairs;
+  int* pair_pos;
+  int4* tiles;
+  int* num_tiles;
+};
 
-  const GemmTile& tile = kGemmTiles[int(plan.tile)];
+RouteLists route_lists(void* workspace, const ExpertsWorkspaceLayout& lay) {
+  auto* ws = static_cast<unsigned char*>(workspace);
+  return {reinterpret_cast<int*>(ws + lay.sorted_pairs), reinterpret_cast<int*>(ws + lay.pair_pos),
+          reinterpret_cast<int4*>(ws + lay.tiles), reinterpret_cast<int*>(ws + lay.num_tiles)};
+}
+
+// Route prep (route_prep.cuh) with tiles of `tile_tokens` pairs, in the form that suits the pair count.
+void launch_route_prep(const FusedExpertsArgs& a, const ExpertsWorkspaceLayout& lay, int tile_tokens,
+                       cudaStream_t stream) {
+  const auto [sorted_pairs, pair_pos, tiles, num_tiles] = route_lists(a.workspace, lay);
   const int64_t P = a.M * a.k;
-  // The grouped path wants one list entry per non-empty expert: a tile larger than any count.
-  const int tile_tokens = plan.grouped ? (1 << 30) : tile.bt;
-  const int64_t tile_bound = (P + tile.bt - 1) / tile.bt + (P < a.E ? P : a.E);
-
   const int E = static_cast<int>(a.E);
   const size_t prep_smem = size_t(4 * E + 1) * sizeof(int);
   const int64_t chunk = route_prep_chunk(P);
-  if (chunk >= P) {
-    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(route_prep_kernel,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+  // A host-side attribute (legal during graph capture), set on every call: no static state.
+  auto allow_prep_smem = [&](auto kernel) {
+    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(prep_smem)));
+  };
+  if (chunk >= P) {
+    allow_prep_smem(route_prep_kernel);
     // A decode batch has a few ids: a smaller CTA starts and synchronises faster.
     const int prep_threads = P <= 2048 ? 256 : kRoutePrepThreads;
     route_prep_kernel<<<1, prep_threads, prep_smem, stream>>>(a.topk_ids, P, E, tile_tokens,
@@ -63,18 +65,14 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
                                                                    num_tiles);
     MOEKIT_CUDA_CHECK_LAUNCH();
   } else if (P <= kRecountMaxPairs && g_route_prep_ctas == 0) {
-    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(route_prep_recount_kernel,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(prep_smem)));
+    allow_prep_smem(route_prep_recount_kernel);
     const unsigned ctas = static_cast<unsigned>((P + chunk - 1) / chunk);
     route_prep_recount_kernel<<<ctas, kRoutePrepThreads, prep_smem, stream>>>(a.topk_ids, P, chunk, E, tile_tokens,
                                                                                sorted_pairs, pair_pos, tiles, num_tiles);
     MOEKIT_CUDA_CHECK_LAUNCH();
   } else {
     const int64_t chunks = (P + chunk - 1) / chunk;
-    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(route_prep_grid_kernel,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(prep_smem)));
+    allow_prep_smem(route_prep_grid_kernel);
     // A cooperative launch needs every CTA resident; past what fits (a MIG slice), CTAs take
     // several chunks each. The occupancy query is host-side (legal during graph capture).
     int per_sm = 0;
@@ -83,13 +81,34 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
     int64_t resident = int64_t(per_sm > 0 ? per_sm : 1) * current_device_sm_count();
     if (g_route_prep_ctas > 0 && g_route_prep_ctas < resident) resident = g_route_prep_ctas;
     const unsigned ctas = static_cast<unsigned>(chunks < resident ? chunks : resident);
-    int* prep_counts = reinterpret_cast<int*>(ws + lay.prep_counts);
+    int* prep_counts = reinterpret_cast<int*>(static_cast<unsigned char*>(a.workspace) + lay.prep_counts);
     LaunchOptions cooperative;
     cooperative.cooperative = true;
     launch_with_attributes(route_prep_grid_kernel, dim3(ctas), dim3(kRoutePrepThreads), prep_smem, stream,
                            cooperative, a.topk_ids, P, chunk, E, tile_tokens, prep_counts, sorted_pairs,
                            pair_pos, tiles, num_tiles);
   }
+}
+
+template <typename T>
+void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
+  const ExpertsPlan plan =
+      choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated, a.gate_up_interleaved);
+  const ExpertsWorkspaceLayout lay = experts_workspace_layout(
+      a.M, a.k, a.E, a.H, a.I, sizeof(T), kMinTileTokens, plan.grouped, a.gated ? 2 * a.I : a.I,
+      plan.fused_act);
+  auto* ws = static_cast<unsigned char*>(a.workspace);
+  const auto [sorted_pairs, pair_pos, tiles, num_tiles] = route_lists(a.workspace, lay);
+  T* act_rows = reinterpret_cast<T*>(ws + lay.act_rows);
+  T* down_rows = reinterpret_cast<T*>(ws + lay.down_rows);
+
+  const GemmTile& tile = kGemmTiles[int(plan.tile)];
+  const int64_t P = a.M * a.k;
+  // The grouped path wants one list entry per non-empty expert: a tile larger than any count.
+  const int tile_tokens = plan.grouped ? (1 << 30) : tile.bt;
+  const int64_t tile_bound =
+      plan.pairs_in_order ? P : (P + tile.bt - 1) / tile.bt + (P < a.E ? P : a.E);
+  if (!plan.pairs_in_order) launch_route_prep(a, lay, tile_tokens, stream);
 #if defined(MOEKIT_WITH_CUTLASS)
   if (plan.grouped) {
     GroupedExpertsArgs g{&a, lay, pair_pos, tiles, num_tiles, plan.grouped_tile, plan.grouped_tile2, plan.fused_act,
@@ -105,13 +124,16 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   g1.R = a.gated ? 2 * a.I : a.I;
   g1.K = a.H;
   g1.src = a.hidden;
-  g1.sorted_pairs = sorted_pairs;
+  g1.sorted_pairs = plan.pairs_in_order ? nullptr : sorted_pairs;
   g1.topk = static_cast<int>(a.k);
   g1.topk_weights = a.topk_weights;
   g1.dst = act_rows;
   g1.out_features = a.I;
-  g1.tiles = tiles;
+  g1.tiles = plan.pairs_in_order ? nullptr : tiles;
   g1.num_tiles = num_tiles;
+  g1.pair_experts = plan.pairs_in_order ? a.topk_ids : nullptr;
+  g1.pairs = P;
+  g1.num_experts = static_cast<int>(a.E);
   const int64_t feats_per_tile = a.gated ? tile.bn / 2 : tile.bn;
   g1.row_tiles = static_cast<int>((a.I + feats_per_tile - 1) / feats_per_tile);
   g1.tile_group = plan.tile_group;
@@ -135,7 +157,7 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   g2.gate_up_interleaved = false;
   launch_expert_gemm<T>(plan.tile, g2, tile_bound, stream);
 
-  launch_combine_rows(static_cast<const T*>(down_rows), static_cast<const int*>(pair_pos),
+  launch_combine_rows(static_cast<const T*>(down_rows), plan.pairs_in_order ? nullptr : pair_pos, a.topk_ids, a.E,
                       static_cast<T*>(a.output), a.M, a.k, a.H, a.routed_scaling_factor, experts_pdl_enabled(),
                       stream);
 }
