@@ -111,7 +111,7 @@ struct ExpertsPlan {
   GroupedTileId grouped_tile2;  // GEMM 2's
   bool fused_act;  // grouped, gated and interleaved w13: GEMM 1 applies the activation in its
                    // epilogue (on the plan's tile) instead of fp32 gate/up rows + act kernel
-  bool pairs_in_order;  // tiled path, one token: no route prep, each (token, slot) pair its own tile
+  bool pairs_in_order;  // tiled path, few pairs: no route prep, each (token, slot) pair its own tile
 };
 
 // Deterministic choice from shapes only (M tokens, k slots, E experts, H, I, w13 layout). Whether

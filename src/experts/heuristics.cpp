@@ -1,5 +1,6 @@
 // The GPU expert path's one choice function: tile from the average tokens per touched expert.
 // MOEKIT_DEBUG_EXPERTS=1 prints each choice to stderr.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -120,10 +121,18 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
     }
   }
   plan.fused_act = plan.grouped && gated && gate_up_interleaved && forced_fused_act() != 0;  // -1: the choice
-  // One token: its k pairs name k experts (distinct unless the caller repeats one), so sorting them
-  // by expert gains nothing and route prep's launch and single-CTA sort sat on the critical path
-  // before GEMM 1 could learn its expert. The GEMMs read the ids directly instead.
-  plan.pairs_in_order = M == 1 && !plan.grouped;
+  // Pairs in slot order, no route prep: the GEMMs read each pair's expert from topk_ids, so route
+  // prep's launch and one-CTA sort leave the critical path before GEMM 1, but an expert named by n
+  // pairs streams its weights n times. One token names k distinct experts (unless the caller
+  // repeats one); a few tokens of small experts repeat few, and a repeat re-reads from L2. Expected
+  // repeats of P uniform picks of E: P - E (1 - (1 - 1/E)^P). H100 2026-11-26 23:04 / 23:10
+  // (bench/RESULTS.md), us, route prep vs pairs in order: qwen3-30b-a3b (9.4 MB experts) M = 1 49.1
+  // / 49.1 / 49.3 vs 44.6 / 44.7 / 44.5, M = 2 (0.9 repeats expected) 68.3 / 68.2 vs 64.6 / 64.5,
+  // M = 4 (3.6) 114.8 / 115.4 / 115.0 vs 113.5 / 113.6 / 113.4, M = 8 (13.6) 174.8 vs 209.0;
+  // mixtral-8x7b (352 MB) M = 1 255.6 vs 252.1, M = 4 710.0 vs 819.7; deepseek-v3 M = 1 260.1 vs 256.4.
+  const double repeats = double(pairs) - double(E) * (1.0 - std::pow(1.0 - 1.0 / double(E), double(pairs)));
+  const bool small_expert = double(rows13 + I) * double(H) * 2.0 <= 16.0 * 1024 * 1024;
+  plan.pairs_in_order = !plan.grouped && (M == 1 || (small_expert && repeats <= 4.0));
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");
     return v && *v && *v != '0';

@@ -345,14 +345,19 @@ TEST(FusedExpertsGpuLarge, AllTokensOnOneExpert) {
                                  "one expert");
 }
 
-// One token runs its pairs in slot order, no route prep: the GEMMs read the expert ids themselves.
-// The grid above covers one token with every routing mode; here a token naming one expert in
-// several slots (each slot its own row, weighted and summed in slot order), ids past E, and a
-// whole row dropped.
+// One token (and a few tokens of small experts) runs its pairs in slot order, no route prep: the
+// GEMMs read the expert ids themselves. The grid above covers M = 1 and 3 with every routing mode;
+// here a token naming one expert in several slots (each slot its own row, weighted and summed in
+// slot order), ids past E, and a whole row dropped.
 TEST(FusedExpertsGpuOneToken, PairsInOrder) {
   MOEKIT_REQUIRE_GPU();
-  EXPECT_TRUE(cuda::choose_experts_plan(1, 8, 128, 2048, 768, true, true).pairs_in_order);
-  EXPECT_FALSE(cuda::choose_experts_plan(2, 8, 128, 2048, 768, true, true).pairs_in_order);
+  // qwen3-30b-a3b up to 4 tokens, mixtral-8x7b and deepseek-v3 one token (experts too large to repeat).
+  for (int64_t M : {1, 2, 4}) EXPECT_TRUE(cuda::choose_experts_plan(M, 8, 128, 2048, 768, true, true).pairs_in_order);
+  EXPECT_FALSE(cuda::choose_experts_plan(8, 8, 128, 2048, 768, true, true).pairs_in_order);
+  EXPECT_TRUE(cuda::choose_experts_plan(1, 2, 8, 4096, 14336, true, true).pairs_in_order);
+  EXPECT_FALSE(cuda::choose_experts_plan(2, 2, 8, 4096, 14336, true, true).pairs_in_order);
+  EXPECT_TRUE(cuda::choose_experts_plan(1, 8, 256, 7168, 2048, true, true).pairs_in_order);
+  EXPECT_FALSE(cuda::choose_experts_plan(2, 8, 256, 7168, 2048, true, true).pairs_in_order);
   const std::vector<std::vector<int>> rows = {
       {3, 3, 5, 3, 0, 5, 9, 3}, {-1, 12, 12, -1, 7, 40, 11, -1}, {-1, -1, -1, -1, -1, -1, -1, -1}};
   for (DType dtype : {DType::kBFloat16, DType::kFloat16})
