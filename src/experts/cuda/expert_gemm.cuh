@@ -38,7 +38,7 @@ struct ExpertGemmParams {
   int64_t out_features;    // I (GEMM 1) or H (GEMM 2)
   const int4* tiles;
   const int* num_tiles;
-  // Pairs in slot order, without route prep (a one-token batch): pair i is tile i of one row, its
+  // Pairs in slot order, without route prep (a few tokens): pair i is tile i of one row, its
   // expert topk_ids[i]; ids outside [0, num_experts) are skipped. Null: tiles / sorted_pairs apply.
   const int* pair_experts;
   int64_t pairs;
