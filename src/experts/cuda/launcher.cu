@@ -157,6 +157,10 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   g2.gate_up_interleaved = false;
   launch_expert_gemm<T>(plan.tile, g2, tile_bound, stream);
 
+  // A separate kernel, resident early by PDL. Fused into GEMM 2 (the last CTA of a token's row tile
+  // sums its rows, by arrival counts) it was slower at every point tried (H100 2026-11-26 23:35,
+  // qwen3-30b-a3b M = 1 / 256 52.7 / 454.9 vs 49.6 / 443.8 us; bench/RESULTS.md), as was GEMM 1
+  // prefetching GEMM 2's weights into L2 for a few tokens (M = 1 51.2 vs 44.7).
   launch_combine_rows(static_cast<const T*>(down_rows), plan.pairs_in_order ? nullptr : pair_pos, a.topk_ids, a.E,
                       static_cast<T*>(a.output), a.M, a.k, a.H, a.routed_scaling_factor, experts_pdl_enabled(),
                       stream);
