@@ -53,8 +53,9 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // Weight-row CTAs of the smaller GEMM with the 64-row decode tile: under two per SM (few
   // experts touched, e.g. one decode token), the 32-row tile spreads the stream over more CTAs.
   const int64_t decode_ctas = touched * ((rows13 < H ? rows13 : H) / 64);
+  const double expert_bytes = double(rows13 + I) * double(H) * 2.0;  // w13 + w2, 16-bit
   // Experts too large to stay in L2 between two token tiles: prefer one larger token tile.
-  const bool big_expert = double(rows13 + I) * double(H) * 2.0 > 32.0 * 1024 * 1024;
+  const bool big_expert = expert_bytes > 32.0 * 1024 * 1024;
   // Token tiles about twice the average count: routing noise (roughly Poisson) then rarely spills
   // an expert into a second tile, which would re-read its weights; part-filled tiles skip their
   // empty n8 blocks, so the larger tile costs little tensor work. Thresholds measured on H100
@@ -131,8 +132,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // M = 4 (3.6) 114.8 / 115.4 / 115.0 vs 113.5 / 113.6 / 113.4, M = 8 (13.6) 174.8 vs 209.0;
   // mixtral-8x7b (352 MB) M = 1 255.6 vs 252.1, M = 4 710.0 vs 819.7; deepseek-v3 M = 1 260.1 vs 256.4.
   const double repeats = double(pairs) - double(E) * (1.0 - std::pow(1.0 - 1.0 / double(E), double(pairs)));
-  const bool small_expert = double(rows13 + I) * double(H) * 2.0 <= 16.0 * 1024 * 1024;
-  plan.pairs_in_order = !plan.grouped && (M == 1 || (small_expert && repeats <= 4.0));
+  plan.pairs_in_order = !plan.grouped && (M == 1 || (expert_bytes <= 16.0 * 1024 * 1024 && repeats <= 4.0));
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");
     return v && *v && *v != '0';
