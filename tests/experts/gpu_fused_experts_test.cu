@@ -347,9 +347,11 @@ TEST(FusedExpertsGpuLarge, AllTokensOnOneExpert) {
 
 // One token (and a few tokens of small experts) runs its pairs in slot order, no route prep: the
 // GEMMs read the expert ids themselves. The grid above covers M = 1 and 3 with every routing mode;
-// here a token naming one expert in several slots (each slot its own row, weighted and summed in
-// slot order), ids past E, and a whole row dropped.
-TEST(FusedExpertsGpuOneToken, PairsInOrder) {
+// here tokens naming one expert in several slots (each slot its own row, weighted and summed in
+// slot order; sorted by route prep, two pairs of one token share a tile), ids past E, and whole rows
+// dropped (zero output rows), on one token (pairs in order) and on 9 (route prep), out of place
+// and in place.
+TEST(FusedExpertsGpuFewTokens, RepeatedAndDroppedIds) {
   MOEKIT_REQUIRE_GPU();
   // qwen3-30b-a3b up to 4 tokens, mixtral-8x7b and deepseek-v3 one token (experts too large to repeat).
   for (int64_t M : {1, 2, 4}) EXPECT_TRUE(cuda::choose_experts_plan(M, 8, 128, 2048, 768, true, true).pairs_in_order);
@@ -358,24 +360,27 @@ TEST(FusedExpertsGpuOneToken, PairsInOrder) {
   EXPECT_FALSE(cuda::choose_experts_plan(2, 2, 8, 4096, 14336, true, true).pairs_in_order);
   EXPECT_TRUE(cuda::choose_experts_plan(1, 8, 256, 7168, 2048, true, true).pairs_in_order);
   EXPECT_FALSE(cuda::choose_experts_plan(2, 8, 256, 7168, 2048, true, true).pairs_in_order);
+  EXPECT_FALSE(cuda::choose_experts_plan(9, 8, 12, 264, 200, true, false).pairs_in_order);
   const std::vector<std::vector<int>> rows = {
       {3, 3, 5, 3, 0, 5, 9, 3}, {-1, 12, 12, -1, 7, 40, 11, -1}, {-1, -1, -1, -1, -1, -1, -1, -1}};
-  for (DType dtype : {DType::kBFloat16, DType::kFloat16})
-    for (const auto& ids : rows) {
-      Layer L{1, 12, 8, 264, 200, dtype, Activation::kSiluAndMul, 1.5, true};
-      auto rng = fresh_rng();
-      Inputs in = make_inputs(L, Routing::kUniform, rng);
-      for (int t = 0; t < 8; ++t) in.ids.set(t, ids[t]);
-      const HostTensor want = gpu_reference(L, in);
-      DeviceLayer d(L, in);
-      d.run(L);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      SCOPED_TRACE(::testing::Message() << "ids " << ids[0] << "," << ids[1] << ",...");
-      expect_close(d.out.to_host(), want, "one token");
-      d.run(L, nullptr, d.x.view());  // in place
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      expect_close(d.x.to_host(), want, "one token, in place");
-    }
+  for (int64_t M : {1, 9})
+    for (DType dtype : {DType::kBFloat16, DType::kFloat16})
+      for (size_t first_row = 0; first_row < rows.size(); ++first_row) {
+        Layer L{M, 12, 8, 264, 200, dtype, Activation::kSiluAndMul, 1.5, true};
+        auto rng = fresh_rng();
+        Inputs in = make_inputs(L, Routing::kUniform, rng);
+        for (int64_t m = 0; m < M; ++m)
+          for (int t = 0; t < 8; ++t) in.ids.set(m * 8 + t, rows[(first_row + m) % rows.size()][t]);
+        const HostTensor want = gpu_reference(L, in);
+        DeviceLayer d(L, in);
+        d.run(L);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        SCOPED_TRACE(::testing::Message() << "M=" << M << " first row " << first_row);
+        expect_close(d.out.to_host(), want, "repeated and dropped ids");
+        d.run(L, nullptr, d.x.view());  // in place
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        expect_close(d.x.to_host(), want, "repeated and dropped ids, in place");
+      }
 }
 
 // Activation `act` with biases and a routed scaling factor, bf16 and fp16, on whichever path the

@@ -8,6 +8,7 @@
 
 #include "common/device_info.h"
 #include "experts/cuda/expert_gemm.cuh"
+#include "experts/cuda/expert_ids.cuh"
 
 namespace moekit::cuda {
 
@@ -42,7 +43,7 @@ __global__ void combine_rows_kernel(const T* __restrict__ down_rows, const int* 
         const int64_t i = m * k + t0 + t;
         if (t0 + t >= k) pos[t] = -1;
         else if (pair_pos) pos[t] = pair_pos[i];
-        else pos[t] = topk_ids[i] >= 0 && topk_ids[i] < E ? static_cast<int>(i) : -1;
+        else pos[t] = is_layer_expert(topk_ids[i], E) ? static_cast<int>(i) : -1;
       }
       uint4 raw[kSlots];
 #pragma unroll

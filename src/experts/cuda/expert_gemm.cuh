@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "common/dependent_launch.cuh"
+#include "experts/cuda/expert_ids.cuh"
 
 namespace moekit::cuda {
 
@@ -197,7 +198,7 @@ __global__ void __launch_bounds__(WN * WT * WK * 32, MIN_BLOCKS)
   if (p.pair_experts) {
     if (tile_idx >= p.pairs) return;
     expert = p.pair_experts[tile_idx];
-    if (expert < 0 || expert >= p.num_experts) return;
+    if (!is_layer_expert(expert, p.num_experts)) return;
     first = static_cast<int>(tile_idx);
     rows = 1;
   } else {

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "common/dependent_launch.cuh"
+#include "experts/cuda/expert_ids.cuh"
 #include "experts/cuda/launcher.h"
 
 namespace moekit::cuda {
@@ -66,7 +67,7 @@ __device__ __forceinline__ void for_each_pair(const int* __restrict__ topk_ids, 
 __device__ __forceinline__ void count_pairs(const int* __restrict__ topk_ids, int64_t begin,
                                             int64_t end, int E, int* counts) {
   for_each_pair(topk_ids, begin, end, [&](int64_t, int e) {
-    if (e >= 0 && e < E) bucket_add(&counts[e], e);
+    if (is_layer_expert(e, E)) bucket_add(&counts[e], e);
   });
 }
 
@@ -78,7 +79,7 @@ __device__ __forceinline__ void scatter_pairs(const int* __restrict__ topk_ids, 
                                               int* __restrict__ pair_pos) {
   for_each_pair(topk_ids, begin, end, [&](int64_t i, int e) {
     int pos = -1;
-    if (e >= 0 && e < E) {
+    if (is_layer_expert(e, E)) {
       pos = bucket_add(&fill[e], e);
       sorted_pairs[pos] = static_cast<int>(i);
     }
