@@ -183,15 +183,18 @@ struct GateUpActStore {
     static constexpr bool kQuadStores = QuadLayout && gate_up_detail::quad_groups<kGroups>(CoordLayout{}).ok;
 
     CUTLASS_DEVICE ConsumerStoreCallbacks(CoordTensor tCcD_, Residue residue_, T* act_, const float* bias_,
-                                          int64_t ld_, Params const* params_)
-        : tCcD(tCcD_), residue(residue_), act(act_), bias(bias_), ld(ld_), params(params_) {}
+                                          int64_t ld_, Params const& params)
+        : tCcD(tCcD_), residue(residue_), act(act_), bias(bias_), ld(ld_), kind(params.kind),
+          alpha(params.alpha), limit(params.limit) {}
 
     CoordTensor tCcD;
     Residue residue;
     T* act;             // act row of the thread's first value, at its column / 2
     const float* bias;  // bias at the thread's first column, or null
     int64_t ld;         // N / 2
-    Params const* params;
+    // Read from the kernel parameters once a tile, not once a fragment (a load each, then a switch).
+    ActKind kind;
+    float alpha, limit;
     uint32_t packed[kValues / 4];  // act value of pair i in half i % 2 of word i / 2
 
     // The pairs of one fragment go through the activation together, with the activation fixed at
@@ -218,7 +221,10 @@ struct GateUpActStore {
       for (int p = 0; p < kPairs; ++p) {
         g[p] = frg_acc[2 * p];
         u[p] = frg_acc[2 * p + 1];
-        if (bias) {
+      }
+      if (bias) {
+        CUTLASS_PRAGMA_UNROLL
+        for (int p = 0; p < kPairs; ++p) {
           const auto c = tCcD(first + 2 * p);  // column pair (c, c + 1): both in or out
           if (cute::elem_less(c, residue)) {  // two loads: the caller's bias is only 4-byte aligned
             const int n = int(cute::get<1>(c));
@@ -227,8 +233,7 @@ struct GateUpActStore {
           }
         }
       }
-      const float alpha = params->alpha, limit = params->limit;
-      switch (params->kind) {
+      switch (kind) {
         case ActKind::kGeluErf: activate<ActKind::kGeluErf>(r, g, u, alpha, limit); break;
         case ActKind::kGeluTanh: activate<ActKind::kGeluTanh>(r, g, u, alpha, limit); break;
         case ActKind::kSwigluOai: activate<ActKind::kSwigluOai>(r, g, u, alpha, limit); break;
@@ -329,7 +334,7 @@ struct GateUpActStore {
     const float* bias = params_ptr->bias ? params_ptr->bias[group] + col0 : nullptr;
     return ConsumerStoreCallbacks<decltype(args.tCcD), decltype(args.residue_tCcD),
                                   gate_up_detail::quads_share_blocks<TiledCopy>()>(
-        args.tCcD, args.residue_tCcD, act, bias, ld, params_ptr);
+        args.tCcD, args.residue_tCcD, act, bias, ld, *params_ptr);
   }
 };
 
