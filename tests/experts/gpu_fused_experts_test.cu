@@ -345,6 +345,18 @@ TEST(FusedExpertsGpuLarge, AllTokensOnOneExpert) {
                                  "one expert");
 }
 
+// Which calls run their pairs in slot order (host-side choice: checked without a GPU too): qwen3-30b-a3b
+// up to 4 tokens, mixtral-8x7b and deepseek-v3 one token (experts too large to repeat).
+TEST(FusedExpertsGpuFewTokens, PairsInOrderChoice) {
+  for (int64_t M : {1, 2, 4}) EXPECT_TRUE(cuda::choose_experts_plan(M, 8, 128, 2048, 768, true, true).pairs_in_order);
+  EXPECT_FALSE(cuda::choose_experts_plan(8, 8, 128, 2048, 768, true, true).pairs_in_order);
+  EXPECT_TRUE(cuda::choose_experts_plan(1, 2, 8, 4096, 14336, true, true).pairs_in_order);
+  EXPECT_FALSE(cuda::choose_experts_plan(2, 2, 8, 4096, 14336, true, true).pairs_in_order);
+  EXPECT_TRUE(cuda::choose_experts_plan(1, 8, 256, 7168, 2048, true, true).pairs_in_order);
+  EXPECT_FALSE(cuda::choose_experts_plan(2, 8, 256, 7168, 2048, true, true).pairs_in_order);
+  EXPECT_FALSE(cuda::choose_experts_plan(9, 8, 12, 264, 200, true, false).pairs_in_order);
+}
+
 // One token (and a few tokens of small experts) runs its pairs in slot order, no route prep: the
 // GEMMs read the expert ids themselves. The grid above covers M = 1 and 3 with every routing mode;
 // here tokens naming one expert in several slots (each slot its own row, weighted and summed in
@@ -353,14 +365,6 @@ TEST(FusedExpertsGpuLarge, AllTokensOnOneExpert) {
 // and in place.
 TEST(FusedExpertsGpuFewTokens, RepeatedAndDroppedIds) {
   MOEKIT_REQUIRE_GPU();
-  // qwen3-30b-a3b up to 4 tokens, mixtral-8x7b and deepseek-v3 one token (experts too large to repeat).
-  for (int64_t M : {1, 2, 4}) EXPECT_TRUE(cuda::choose_experts_plan(M, 8, 128, 2048, 768, true, true).pairs_in_order);
-  EXPECT_FALSE(cuda::choose_experts_plan(8, 8, 128, 2048, 768, true, true).pairs_in_order);
-  EXPECT_TRUE(cuda::choose_experts_plan(1, 2, 8, 4096, 14336, true, true).pairs_in_order);
-  EXPECT_FALSE(cuda::choose_experts_plan(2, 2, 8, 4096, 14336, true, true).pairs_in_order);
-  EXPECT_TRUE(cuda::choose_experts_plan(1, 8, 256, 7168, 2048, true, true).pairs_in_order);
-  EXPECT_FALSE(cuda::choose_experts_plan(2, 8, 256, 7168, 2048, true, true).pairs_in_order);
-  EXPECT_FALSE(cuda::choose_experts_plan(9, 8, 12, 264, 200, true, false).pairs_in_order);
   const std::vector<std::vector<int>> rows = {
       {3, 3, 5, 3, 0, 5, 9, 3}, {-1, 12, 12, -1, 7, 40, 11, -1}, {-1, -1, -1, -1, -1, -1, -1, -1}};
   for (int64_t M : {1, 9})
