@@ -112,8 +112,10 @@ constexpr QuadGroups<Groups> quad_groups(Layout layout) {
 // Element: the CUTLASS output type (cutlass::bfloat16_t / half_t); T its CUDA counterpart.
 template <class Element, class T>
 struct GateUpActStore {
-  // With a void D the collective still shapes its (unused) D registers by this type.
-  using ElementAux = Element;
+  // With a void D the collective still shapes its (unused) D registers and shared-memory staging
+  // by this type. One byte: the whole-tile subtile (grouped_experts.cuh) then stages 32 KB, not 64,
+  // and the 128 x 256 cooperative mainloop keeps its four stages (three with 16-bit staging).
+  using ElementAux = int8_t;
 
   struct SharedStorage {};
 

@@ -164,9 +164,18 @@ struct GroupedGemm {
       kWeighted, WeightedOut,
       std::conditional_t<kGateUpAct, GateUpActStore<Element, T>,
                          cutlass::epilogue::fusion::LinearCombination<float, float, void, float>>>;
+  // The fused gate/up epilogue runs on one subtile of the whole tile width (64 rows a warp group on
+  // pingpong): the collective closes each subtile with a fence and two named barriers, and
+  // CUTLASS's automatic 32-column choice made eight of them a 128 x 256 tile. H100 2026-11-27 02:20
+  // (ncu, bench/RESULTS.md), GEMM 1 us, 32 columns -> whole width: mixtral-8x7b M = 8192 5418 / 5428
+  // -> 5288 / 5274, qwen3-30b-a3b M = 8192 715 / 718 -> 689 / 689, deepseek-v3 M = 8192 6827 / 6777
+  // -> 6670 / 6696, qwen3 M = 4096 (pingpong) 453 / 457 -> 448 / 447.
+  using EpilogueTile =
+      std::conditional_t<kGateUpAct, cute::Shape<cute::Int<kTile.pingpong ? 64 : 128>, cute::Int<kTile.bn>>,
+                         cutlass::epilogue::collective::EpilogueTileAuto>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, RowMajor*, kAlignOut,
+      EpilogueTile, float, float, void, RowMajor*, kAlignOut,
       ElementD, RowMajor*, kAlignOut, EpilogueSchedule, Fusion>::CollectiveOp;
   using TmaMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, RowMajor*, kAlign, Element,
