@@ -22,7 +22,8 @@ struct GemmTile {
 };
 
 enum class TileId : int {
-  kDecode8 = 0, kDecode16, kSmall32, kMid64, kLarge128, kDecode8Narrow, kDecode8x3, kDecode16x3, kCount
+  kDecode8 = 0, kDecode16, kSmall32, kMid64, kLarge128, kDecode8Narrow, kDecode8x3, kDecode16x3,
+  kDecode8K256, kDecode8NarrowK256, kCount
 };
 
 // Decode tiles stream weights (memory-bound): deep K stages, K split among warps so that 8 warps
@@ -43,6 +44,14 @@ inline constexpr GemmTile kGemmTiles[] = {
     // bytes in flight, and one CTA's pipeline fill overlaps two others' streams.
     {64, 8, 128, 2, 1, 4, 4, 3, "decode8x3"},
     {64, 16, 128, 2, 1, 4, 3, 3, "decode16x3"},
+    // One token: stages 256 deep, each a contiguous 512 bytes of every weight row of the CTA (the
+    // 128-deep stages read 256). H100 2026-11-27 02:58 (bench/RESULTS.md), us, two readings:
+    // qwen3-30b-a3b M = 1 decode8narrow 44.9 / 44.7 -> decode8k256 43.5 / 43.6 (decode8narrowk256
+    // 44.1 / 44.1); deepseek-v3 M = 1 decode8 256.1 / 256.1 -> 250.1 (251.0 / 251.3); mixtral-8x7b
+    // M = 1 decode8narrow 252.0 / 252.0 -> decode8narrowk256 250.4 / 250.9 (decode8k256 252.6). At
+    // qwen3 M = 2 / 4 both lost (67-69 / 115-120 vs 64.6 / 113.3). The narrow one runs 3 CTAs an SM.
+    {64, 8, 256, 2, 1, 4, 3, 1, "decode8k256"},
+    {32, 8, 256, 1, 1, 8, 3, 3, "decode8narrowk256"},
 };
 
 inline constexpr int kMinTileTokens = 8;  // smallest bt: sizes the tile list in the workspace

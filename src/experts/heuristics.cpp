@@ -76,6 +76,9 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   else if (per_expert <= 8) tile = x3 ? TileId::kDecode16x3 : TileId::kDecode16;
   else if (per_expert <= 16) tile = TileId::kSmall32;
   else if (per_expert <= (big_expert ? 48 : 96)) tile = TileId::kMid64;
+  // One token: the 256-deep decode tiles (configs.h), the narrow one where the 64-row CTAs of the
+  // smaller GEMM would not cover the SMs of an H100 (mixtral-8x7b: 128 CTAs).
+  if (M == 1) tile = decode_ctas < 132 ? TileId::kDecode8NarrowK256 : TileId::kDecode8K256;
   // Prefill: with tens of tokens per expert and more, tensor-core throughput decides, which the
   // TMA/wgmma grouped GEMMs are built for; below, padding each expert to 128 token rows wastes more
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32

@@ -355,6 +355,11 @@ TEST(FusedExpertsGpuFewTokens, PairsInOrderChoice) {
   EXPECT_TRUE(cuda::choose_experts_plan(1, 8, 256, 7168, 2048, true, true).pairs_in_order);
   EXPECT_FALSE(cuda::choose_experts_plan(2, 8, 256, 7168, 2048, true, true).pairs_in_order);
   EXPECT_FALSE(cuda::choose_experts_plan(9, 8, 12, 264, 200, true, false).pairs_in_order);
+  // One token streams 256-deep stages: 64-row CTAs, 32-row where those would not cover the SMs.
+  EXPECT_EQ(cuda::choose_experts_plan(1, 8, 128, 2048, 768, true, true).tile, cuda::TileId::kDecode8K256);
+  EXPECT_EQ(cuda::choose_experts_plan(1, 8, 256, 7168, 2048, true, true).tile, cuda::TileId::kDecode8K256);
+  EXPECT_EQ(cuda::choose_experts_plan(1, 2, 8, 4096, 14336, true, true).tile, cuda::TileId::kDecode8NarrowK256);
+  EXPECT_EQ(cuda::choose_experts_plan(2, 8, 128, 2048, 768, true, true).tile, cuda::TileId::kDecode8);
 }
 
 // One token (and a few tokens of small experts) runs its pairs in slot order, no route prep: the
