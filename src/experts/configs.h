@@ -45,7 +45,7 @@ inline constexpr GemmTile kGemmTiles[] = {
     {64, 8, 128, 2, 1, 4, 4, 3, "decode8x3"},
     {64, 16, 128, 2, 1, 4, 3, 3, "decode16x3"},
     // One token: stages 256 deep, each a contiguous 512 bytes of every weight row of the CTA (the
-    // 128-deep stages read 256). H100 2026-11-27 02:58 (bench/RESULTS.md), us, two readings:
+    // 128-deep stages read 256). H100 2026-11-27 02:50-02:58 (bench/RESULTS.md), us, two readings:
     // qwen3-30b-a3b M = 1 decode8narrow 44.9 / 44.7 -> decode8k256 43.5 / 43.6 (decode8narrowk256
     // 44.1 / 44.1); deepseek-v3 M = 1 decode8 256.1 / 256.1 -> 250.1 (251.0 / 251.3); mixtral-8x7b
     // M = 1 decode8narrow 252.0 / 252.0 -> decode8narrowk256 250.4 / 250.9 (decode8k256 252.6). At
