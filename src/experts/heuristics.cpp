@@ -50,6 +50,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   const int64_t touched = pairs < E ? pairs : E;
   const double per_expert = touched > 0 ? double(pairs) / double(touched) : 0.0;
   const int64_t rows13 = gated ? 2 * I : I;
+  constexpr int64_t kSms = 132;  // an H100's, which the CTA-count thresholds below were measured on
   // Weight-row CTAs of the smaller GEMM with the 64-row decode tile: under two per SM (few
   // experts touched, e.g. one decode token), the 32-row tile spreads the stream over more CTAs.
   const int64_t decode_ctas = touched * ((rows13 < H ? rows13 : H) / 64);
@@ -66,19 +67,19 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // mixtral-8x7b M = 4 on an H200 (1-2% on an H100), but added 4-6% at deepseek-v3 M = 1 and
   // mixtral M = 16 (512 CTAs), which the rule keeps on two CTAs per SM.
   auto last_wave_fill = [](int64_t ctas) {
-    const int64_t slots = 3 * 132, waves = (ctas + slots - 1) / slots;
+    const int64_t slots = 3 * kSms, waves = (ctas + slots - 1) / slots;
     return waves > 0 ? double(ctas) / double(waves * slots) : 1.0;
   };
   const bool x3 = last_wave_fill(touched * (rows13 / 64)) >= 0.7 && last_wave_fill(touched * (H / 64)) >= 0.7;
   TileId tile = TileId::kLarge128;
-  if (per_expert <= 4 && decode_ctas < 264) tile = TileId::kDecode8Narrow;
+  // One token: the 256-deep decode tiles (configs.h), the narrow one where the 64-row CTAs of the
+  // smaller GEMM would not cover the SMs (mixtral-8x7b: 128 CTAs).
+  if (M == 1) tile = decode_ctas < kSms ? TileId::kDecode8NarrowK256 : TileId::kDecode8K256;
+  else if (per_expert <= 4 && decode_ctas < 2 * kSms) tile = TileId::kDecode8Narrow;
   else if (per_expert <= 4) tile = x3 ? TileId::kDecode8x3 : TileId::kDecode8;
   else if (per_expert <= 8) tile = x3 ? TileId::kDecode16x3 : TileId::kDecode16;
   else if (per_expert <= 16) tile = TileId::kSmall32;
   else if (per_expert <= (big_expert ? 48 : 96)) tile = TileId::kMid64;
-  // One token: the 256-deep decode tiles (configs.h), the narrow one where the 64-row CTAs of the
-  // smaller GEMM would not cover the SMs of an H100 (mixtral-8x7b: 128 CTAs).
-  if (M == 1) tile = decode_ctas < 132 ? TileId::kDecode8NarrowK256 : TileId::kDecode8K256;
   // Prefill: with tens of tokens per expert and more, tensor-core throughput decides, which the
   // TMA/wgmma grouped GEMMs are built for; below, padding each expert to 128 token rows wastes more
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32
