@@ -292,15 +292,15 @@ struct GateUpActStore {
             }
           }
         }
-        return;
-      }
-      CUTLASS_PRAGMA_UNROLL
-      for (int i = 0; i < kValues / 2; ++i) {
-        const auto c = tCcD(2 * i);
-        if (cute::elem_less(c, residue)) {
-          const int row = int(cute::get<0>(c)), n = int(cute::get<1>(c));
-          const uint32_t word = packed[i / 2];
-          act[row * ld + n / 2] = from_bits(static_cast<uint16_t>(i % 2 ? word >> 16 : word & 0xffffu));
+      } else {
+        CUTLASS_PRAGMA_UNROLL
+        for (int i = 0; i < kValues / 2; ++i) {
+          const auto c = tCcD(2 * i);
+          if (cute::elem_less(c, residue)) {
+            const int row = int(cute::get<0>(c)), n = int(cute::get<1>(c));
+            const uint32_t word = packed[i / 2];
+            act[row * ld + n / 2] = from_bits(static_cast<uint16_t>(i % 2 ? word >> 16 : word & 0xffffu));
+          }
         }
       }
     }
