@@ -145,8 +145,11 @@ void set_cpu_isa(CpuIsa isa) {
 std::string cpu_feature_string() {
   const detail::CpuFeatures& f = detail::cpu_features();
   std::string s;
+  // Appended in place: GCC 12 flagged the temporary of `"" + std::string` (-Wrestrict, a false positive).
   auto add = [&](bool on, const char* name) {
-    if (on) s += (s.empty() ? "" : " ") + std::string(name);
+    if (!on) return;
+    if (!s.empty()) s += ' ';
+    s += name;
   };
   add(f.avx2, "avx2"); add(f.fma, "fma"); add(f.f16c, "f16c"); add(f.avxvnni, "avx-vnni");
   add(f.avx512f, "avx512f"); add(f.avx512bw, "avx512bw"); add(f.avx512vl, "avx512vl");
