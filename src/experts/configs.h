@@ -9,7 +9,8 @@
 //                reduces in shared memory in a fixed order)
 //   stages cp.async pipeline depth
 //   min_blocks  CTAs per SM the register budget is capped for (__launch_bounds__): two CTAs let
-//               one's prologue/epilogue overlap the other's main loop
+//               one's prologue/epilogue overlap the other's main loop. A test checks that each
+//               tile's shared memory lets that many CTAs reside.
 #pragma once
 
 #include <cstdint>
@@ -50,7 +51,11 @@ inline constexpr GemmTile kGemmTiles[] = {
     // 44.1 / 44.1); deepseek-v3 M = 1 decode8 256.1 / 256.1 -> 250.1 (251.0 / 251.3); mixtral-8x7b
     // M = 1 decode8narrow 252.0 / 252.0 -> decode8narrowk256 250.4 / 250.9 (decode8k256 252.6). At
     // qwen3 M = 2 / 4 both lost (67-69 / 115-120 vs 64.6 / 113.3). The narrow one runs 3 CTAs an SM.
-    {64, 8, 256, 2, 1, 4, 3, 1, "decode8k256"},
+    // Two 108 KB CTAs an SM for the wide one, so that one token's 192 GEMM 1 CTAs (qwen3) run in one
+    // wave: its registers are capped for it. Uncapped, it sat at 124 and an experiment build that
+    // added a few parameters took 134, one CTA an SM: qwen3 M = 1 52.0 us against 43.6 (H100
+    // 2026-11-27 05:27-05:40, bench/RESULTS.md).
+    {64, 8, 256, 2, 1, 4, 3, 2, "decode8k256"},
     {32, 8, 256, 1, 1, 8, 3, 3, "decode8narrowk256"},
 };
 

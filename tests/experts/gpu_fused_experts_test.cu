@@ -9,6 +9,7 @@
 
 #include "common/cuda_test_util.h"
 #include "experts/configs.h"
+#include "experts/cuda/expert_gemm_launch.h"
 #include "experts/cuda/launcher.h"
 #include "moekit/gpu_experts.h"
 
@@ -472,6 +473,16 @@ TEST_P(FusedExpertsGpuTiles, MatchesReference) {
       });
     }
   }
+}
+
+// min_blocks is the residency a tile's speed was measured with: __launch_bounds__ caps the registers
+// for it; this checks that shared memory allows it too (decode8k256 at one CTA an SM ran one
+// token's GEMM 1 in two waves, 20% slower).
+TEST_P(FusedExpertsGpuTiles, ResidesAtItsMinBlocksPerSm) {
+  MOEKIT_REQUIRE_GPU();
+  const auto id = cuda::TileId(GetParam());
+  EXPECT_GE(cuda::expert_gemm_ctas_per_sm<__nv_bfloat16>(id), cuda::kGemmTiles[GetParam()].min_blocks);
+  EXPECT_GE(cuda::expert_gemm_ctas_per_sm<__half>(id), cuda::kGemmTiles[GetParam()].min_blocks);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiled, FusedExpertsGpuTiles, ::testing::Range(0, int(cuda::TileId::kCount)),

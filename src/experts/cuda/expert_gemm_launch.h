@@ -16,4 +16,9 @@ bool experts_pdl_enabled();
 template <typename T>
 void launch_expert_gemm(TileId id, const ExpertGemmParams& p, int64_t tile_bound, cudaStream_t s);
 
+// CTAs of tile `id` resident per SM on the current device (occupancy API; a tile relies on at least
+// its min_blocks: tested).
+template <typename T>
+int expert_gemm_ctas_per_sm(TileId id);
+
 }  // namespace moekit::cuda
