@@ -54,7 +54,7 @@ inline constexpr GemmTile kGemmTiles[] = {
     // Two 108 KB CTAs an SM for the wide one, so that one token's 192 GEMM 1 CTAs (qwen3) run in one
     // wave: its registers are capped for it. Uncapped, it sat at 124 and an experiment build that
     // added a few parameters took 134, one CTA an SM: qwen3 M = 1 52.0 us against 43.6 (H100
-    // 2026-11-27 05:27-05:40, bench/RESULTS.md).
+    // 2026-11-27 05:25-05:45, bench/RESULTS.md).
     {64, 8, 256, 2, 1, 4, 3, 2, "decode8k256"},
     {32, 8, 256, 1, 1, 8, 3, 3, "decode8narrowk256"},
 };
