@@ -5,9 +5,11 @@
 // Runs the layer through the internal launcher (cuda::fused_experts), the grouped path forced.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <vector>
 
 #include "common/cuda_test_util.h"
 #include "experts/configs.h"
@@ -227,6 +229,26 @@ TEST(GroupedGateUpActGpuPlans, Pingpong128PlanBitIdentical) {
     Layer L{dtype, 300, 16, 4, 136, 200, Activation::kSwigluOai};
     const DeviceLayer d(make_layer(L, Routing::kSkewed, rng));
     expect_bit_identical(L, d, "grouped128pp");
+  }
+}
+
+// Experts of row counts on both sides of every 64-row MMA block edge (part-filled tiles skip the
+// blocks past their last row), on both tiles.
+TEST(GroupedGateUpActGpuPlans, BlockEdgeTailsBitIdentical) {
+  MOEKIT_REQUIRE_GPU();
+  if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
+  const std::vector<int64_t> rows = {1, 63, 64, 65, 0, 127, 128, 129, 191, 192, 193};
+  const int64_t M = std::accumulate(rows.begin(), rows.end(), int64_t(0));
+  for (const char* tiles : {"grouped128coop", "grouped128pp"}) {
+    ForceTile force(tiles);
+    auto rng = fresh_rng();
+    Layer L{DType::kBFloat16, M, int64_t(rows.size()), 1, 136, 200, Activation::kSiluAndMul};
+    HostLayer h = make_layer(L, Routing::kUniform, rng);
+    std::vector<int> expert_of;
+    for (size_t e = 0; e < rows.size(); ++e) expert_of.insert(expert_of.end(), size_t(rows[e]), int(e));
+    std::shuffle(expert_of.begin(), expert_of.end(), rng);
+    for (int64_t m = 0; m < M; ++m) h.ids.set(m, expert_of[m]);
+    expect_bit_identical(L, DeviceLayer(h), tiles);
   }
 }
 

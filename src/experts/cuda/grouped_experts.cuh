@@ -24,6 +24,7 @@
 #include "experts/cuda/gate_up_act_epilogue.cuh"
 #include "experts/cuda/fixed_maps_mainloop.cuh"
 #include "experts/cuda/grouped_experts.h"
+#include "experts/cuda/skip_empty_rows_mainloop.cuh"
 
 namespace moekit::cuda {
 
@@ -181,11 +182,12 @@ struct GroupedGemm {
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, RowMajor*, kAlign, Element,
       ColumnMajor*, kAlign, float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
-          sizeof(typename Epilogue::SharedStorage))>,
+          sizeof(typename Epilogue::SharedStorage) + kSkipEmptyRowsSmemBytes)>,
       KernelSchedule>::CollectiveOp;
   // Layer-wide tensor maps on the pingpong tile, where they gain (fixed_maps_mainloop.cuh).
   static constexpr bool kFixedMaps = kTile.pingpong;
-  using Mainloop = std::conditional_t<kFixedMaps, FixedMapsMainloop<TmaMainloop>, TmaMainloop>;
+  using Mainloop =
+      SkipEmptyRowsMainloop<std::conditional_t<kFixedMaps, FixedMapsMainloop<TmaMainloop>, TmaMainloop>>;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
   static_assert(std::is_same_v<typename ProblemShape::UnderlyingProblemShape, GroupShape>);
