@@ -617,10 +617,9 @@ INSTANTIATE_TEST_SUITE_P(
         ::testing::Values<int64_t>(1, 3, 130, 1000),
         ::testing::Values(Routing::kUniform, Routing::kOneExpert, Routing::kHalfEmpty, Routing::kDropped)));
 
-// Part-filled token tiles, whose 64-row MMA blocks past the expert's last row are skipped
-// (skip_empty_rows_mainloop.cuh): one slot a token, each expert a chosen row count on both sides
-// of every 64-row block edge, one expert empty. Checked per expert, so that one wrong block
-// cannot hide in the layer's norm.
+// Part-filled token tiles: one slot a token, each expert a chosen row count on both sides of every
+// 64-row MMA block edge (one warp group's rows) and 128-row tile edge, one expert empty. Checked
+// per expert, so that one wrong block cannot hide in the layer's norm.
 class FusedExpertsGpuGroupedTails : public ::testing::TestWithParam<DType> {};
 
 TEST_P(FusedExpertsGpuGroupedTails, EveryBlockEdge) {

@@ -232,8 +232,8 @@ TEST(GroupedGateUpActGpuPlans, Pingpong128PlanBitIdentical) {
   }
 }
 
-// Experts of row counts on both sides of every 64-row MMA block edge (part-filled tiles skip the
-// blocks past their last row), on both tiles.
+// Experts of row counts on both sides of every 64-row MMA block edge and 128-row tile edge
+// (part-filled tiles), on both tiles.
 TEST(GroupedGateUpActGpuPlans, BlockEdgeTailsBitIdentical) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";

@@ -24,11 +24,8 @@
 #include "experts/cuda/gate_up_act_epilogue.cuh"
 #include "experts/cuda/fixed_maps_mainloop.cuh"
 #include "experts/cuda/grouped_experts.h"
-#include "experts/cuda/skip_empty_rows_mainloop.cuh"
 
 namespace moekit::cuda {
-
-inline constexpr size_t kMaxSmemPerCta = 232448;  // sm_90: 227 KB of dynamic shared memory a CTA
 
 template <typename T>
 struct CutlassElement;
@@ -188,12 +185,7 @@ struct GroupedGemm {
       KernelSchedule>::CollectiveOp;
   // Layer-wide tensor maps on the pingpong tile, where they gain (fixed_maps_mainloop.cuh).
   static constexpr bool kFixedMaps = kTile.pingpong;
-  using BaseMainloop = std::conditional_t<kFixedMaps, FixedMapsMainloop<TmaMainloop>, TmaMainloop>;
-  // Part-filled tiles skip their empty 64-row MMA blocks wherever the wrapper's 1 KB of shared
-  // memory fits beside the base's stages (all but the cooperative tile's fp32-rows GEMM 1).
-  using SkipKernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, SkipEmptyRowsMainloop<BaseMainloop>, Epilogue>;
-  static constexpr bool kSkipsEmptyRows = sizeof(typename SkipKernel::SharedStorage) <= kMaxSmemPerCta;
-  using Mainloop = std::conditional_t<kSkipsEmptyRows, SkipEmptyRowsMainloop<BaseMainloop>, BaseMainloop>;
+  using Mainloop = std::conditional_t<kFixedMaps, FixedMapsMainloop<TmaMainloop>, TmaMainloop>;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
   static_assert(std::is_same_v<typename ProblemShape::UnderlyingProblemShape, GroupShape>);
