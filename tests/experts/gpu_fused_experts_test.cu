@@ -652,12 +652,15 @@ TEST_P(FusedExpertsGpuGroupedTails, EveryBlockEdge) {
           den += w * w;
         }
       }
-      if (rows[e] > 0) EXPECT_LT(std::sqrt(num / den), 1e-2) << cuda::kGroupedTiles[tile].name << ", expert " << e << " of " << rows[e] << " rows";
+      if (rows[e] > 0)
+        EXPECT_LT(std::sqrt(num / den), 1e-2)
+            << cuda::kGroupedTiles[tile].name << ", expert " << e << " of " << rows[e] << " rows";
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, FusedExpertsGpuGroupedTails, ::testing::Values(DType::kBFloat16, DType::kFloat16));
+INSTANTIATE_TEST_SUITE_P(Dtypes, FusedExpertsGpuGroupedTails,
+                         ::testing::Values(DType::kBFloat16, DType::kFloat16));
 
 class FusedExpertsGpuGroupedOptions : public ::testing::TestWithParam<std::tuple<Activation, int64_t>> {};
 
