@@ -193,6 +193,9 @@ struct GroupedGemm {
   static_assert(std::is_same_v<typename Kernel::InternalStrideB, GroupStride>);
   static_assert(std::is_same_v<typename Kernel::InternalStrideD, GroupStride>);
   static_assert(2 * Arrays::kBytesPerGroup <= kGroupArgBytes, "group argument budget");
+  // sm_90 gives a CTA at most 227 KB of dynamic shared memory; past it the launch fails at run time
+  // ("initialize: Error Internal"). The cooperative tile's fp32-rows GEMM 1 sits exactly on it.
+  static_assert(sizeof(typename Kernel::SharedStorage) <= 232448, "shared memory past the sm_90 limit");
 
   static void run(const Arrays& arr, const GroupedOperands& ops, int groups, const GroupedEpilogueArgs& epi,
                   void* scratch, cudaStream_t stream) {
