@@ -1,5 +1,6 @@
 #include "common/test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -24,6 +25,13 @@ std::mt19937_64 fresh_rng(uint64_t* seed_out) {
   if (seed_out) *seed_out = seed;
   ::testing::Test::RecordProperty("seed", std::to_string(seed));
   return std::mt19937_64(seed);
+}
+
+std::vector<int> shuffled_expert_of(const std::vector<int64_t>& rows, std::mt19937_64& rng) {
+  std::vector<int> expert_of;
+  for (size_t e = 0; e < rows.size(); ++e) expert_of.insert(expert_of.end(), size_t(rows[e]), int(e));
+  std::shuffle(expert_of.begin(), expert_of.end(), rng);
+  return expert_of;
 }
 
 HostTensor::HostTensor(DType dtype, std::vector<int64_t> shape) : dtype_(dtype), shape_(std::move(shape)) {

@@ -18,6 +18,10 @@ namespace moekit::test {
 // the seed is recorded in the test's XML properties and printed on failure through SCOPED_TRACE.
 std::mt19937_64 fresh_rng(uint64_t* seed_out = nullptr);
 
+// One expert id a token for a layer of sum(rows) tokens: expert e on exactly rows[e] of them, in
+// shuffled token order (routing with chosen per-expert counts).
+std::vector<int> shuffled_expert_of(const std::vector<int64_t>& rows, std::mt19937_64& rng);
+
 class HostTensor {
  public:
   HostTensor() = default;

@@ -244,9 +244,7 @@ TEST(GroupedGateUpActGpuPlans, BlockEdgeTailsBitIdentical) {
     auto rng = fresh_rng();
     Layer L{DType::kBFloat16, M, int64_t(rows.size()), 1, 136, 200, Activation::kSiluAndMul};
     HostLayer h = make_layer(L, Routing::kUniform, rng);
-    std::vector<int> expert_of;
-    for (size_t e = 0; e < rows.size(); ++e) expert_of.insert(expert_of.end(), size_t(rows[e]), int(e));
-    std::shuffle(expert_of.begin(), expert_of.end(), rng);
+    const std::vector<int> expert_of = shuffled_expert_of(rows, rng);
     for (int64_t m = 0; m < M; ++m) h.ids.set(m, expert_of[m]);
     expect_bit_identical(L, DeviceLayer(h), tiles);
   }
