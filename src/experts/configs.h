@@ -126,7 +126,11 @@ struct ExpertsPlan {
   bool fused_act;  // grouped, gated and interleaved w13: GEMM 1 applies the activation in its
                    // epilogue (on the plan's tile) instead of fp32 gate/up rows + act kernel
   bool pairs_in_order;  // tiled path, few pairs: no route prep, each (token, slot) pair its own tile
+  bool one_token;       // M = 1: the two GEMV kernels of token_gemv.cuh instead of the tiled GEMMs
 };
+
+// Slots (k) the one-token kernels take (a warp each in one CTA); past that one token runs tiled.
+inline constexpr int kTokenGemvMaxSlots = 16;
 
 // Deterministic choice from shapes only (M tokens, k slots, E experts, H, I, w13 layout). Whether
 // the grouped path is taken does not depend on the layout; `fused_act` does, and the workspace size

@@ -84,7 +84,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // TMA/wgmma grouped GEMMs are built for; below, padding each expert to 128 token rows wastes more
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32
   // offsets).
-  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, GroupedTileId::kCoop128, false, false};
+  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, GroupedTileId::kCoop128, false, false, false};
   plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
                  pairs < (int64_t(1) << 30);
   // Grouped tile (bench/RESULTS.md; measurements in configs.h), the activation in GEMM 1's epilogue
@@ -137,6 +137,9 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // mixtral-8x7b (352 MB) M = 1 255.6 vs 252.1, M = 4 710.0 vs 819.7; deepseek-v3 M = 1 260.1 vs 256.4.
   const double repeats = double(pairs) - double(E) * (1.0 - std::pow(1.0 - 1.0 / double(E), double(pairs)));
   plan.pairs_in_order = !plan.grouped && (M == 1 || (expert_bytes <= 16.0 * 1024 * 1024 && repeats <= 4.0));
+  // One token: GEMV warps sweeping each expert's rows in order, the combine inside the second
+  // kernel (token_gemv.cuh). A forced tile keeps the tiled path (tests, tuning).
+  plan.one_token = M == 1 && k <= kTokenGemvMaxSlots && !forced_tile_name();
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");
     return v && *v && *v != '0';
@@ -144,12 +147,12 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   if (debug)
     std::fprintf(stderr,
                  "[moekit] fused_experts M=%lld k=%d E=%lld H=%lld I=%lld tokens/expert=%.1f -> "
-                 "tile %s%s%s group %d%s%s\n",
+                 "tile %s%s%s group %d%s%s%s\n",
                  (long long)M, k, (long long)E, (long long)H, (long long)I, per_expert,
                  plan.grouped ? kGroupedTiles[int(plan.grouped_tile)].name : kGemmTiles[int(plan.tile)].name,
                  plan.grouped ? "+" : "", plan.grouped ? kGroupedTiles[int(plan.grouped_tile2)].name : "",
                  plan.tile_group, plan.fused_act ? " fused activation" : "",
-                 plan.pairs_in_order ? " pairs in order" : "");
+                 plan.pairs_in_order ? " pairs in order" : "", plan.one_token ? " one-token GEMVs" : "");
   return plan;
 }
 

@@ -3,6 +3,7 @@
 // slot order without route prep); tile choice from configs.h/heuristics.cpp.
 // With many tokens per expert the plan picks the grouped prefill path (grouped_experts.h) instead,
 // which shares route_prep.
+#include <algorithm>
 #include <cstdlib>
 
 #include "common/cuda_check.h"
@@ -14,6 +15,7 @@
 #include "experts/cuda/launcher.h"
 #include "experts/cuda/route_prep.cuh"
 #include "experts/cuda/softmax_topk.cuh"
+#include "experts/cuda/token_gemv.cuh"
 
 namespace moekit::cuda {
 namespace {
@@ -91,6 +93,39 @@ void launch_route_prep(const FusedExpertsArgs& a, const ExpertsWorkspaceLayout& 
   }
 }
 
+// One token (plan.one_token): token_gemv.cuh's two kernels, the act rows in the workspace.
+template <typename T, int NH>
+void launch_token_down(const TokenGemvParams& p, unsigned ctas, cudaStream_t stream) {
+  launch_dependent(token_down_kernel<T, NH>, dim3(ctas), dim3(32 * p.k), 0, stream, experts_pdl_enabled(), p);
+}
+
+template <typename T>
+void run_one_token(const FusedExpertsArgs& a, const ExpertsWorkspaceLayout& lay, cudaStream_t stream) {
+  const TokenGemvParams p{a.hidden, a.topk_ids, a.topk_weights, a.w13, a.w13_bias, a.w2, a.w2_bias,
+                          static_cast<unsigned char*>(a.workspace) + lay.act_rows, a.output, a.H, a.I,
+                          static_cast<int>(a.k), static_cast<int>(a.E), a.gated, a.gate_up_interleaved,
+                          act_kind(a.activation), a.swiglu_alpha, a.swiglu_limit, a.routed_scaling_factor};
+  // Two CTAs of 8 warps an SM (their registers allow two) for the (slot, feature) warps: 128 KB of
+  // weight loads in flight an SM. The second kernel's CTAs (a warp a slot) as many as there are
+  // column groups, up to 32 warps an SM.
+  const int64_t sms = current_device_sm_count();
+  const int64_t units = a.k * a.I;
+  const unsigned ctas1 = static_cast<unsigned>(std::min<int64_t>((units + 7) / 8, 2 * sms));
+  if (ctas1 > 0) {
+    auto kernel = a.gated ? token_gate_up_kernel<T, true> : token_gate_up_kernel<T, false>;
+    launch_dependent(kernel, dim3(ctas1), dim3(256), 0, stream, experts_pdl_enabled(), p);
+  }
+  const int nh = token_down_rows(a.I);
+  const int64_t steps = (a.H + nh - 1) / nh;
+  const unsigned ctas2 = static_cast<unsigned>(std::min<int64_t>(steps, sms * std::max<int64_t>(1, 32 / a.k)));
+  switch (nh) {
+    case 8: launch_token_down<T, 8>(p, ctas2, stream); break;
+    case 4: launch_token_down<T, 4>(p, ctas2, stream); break;
+    case 2: launch_token_down<T, 2>(p, ctas2, stream); break;
+    default: launch_token_down<T, 1>(p, ctas2, stream); break;
+  }
+}
+
 template <typename T>
 void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   const ExpertsPlan plan =
@@ -106,6 +141,10 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   const GemmTile& tile = kGemmTiles[int(plan.tile)];
   const int64_t P = a.M * a.k;
   // The grouped path wants one list entry per non-empty expert: a tile larger than any count.
+  if (plan.one_token) {
+    run_one_token<T>(a, lay, stream);
+    return;
+  }
   const int tile_tokens = plan.grouped ? (1 << 30) : tile.bt;
   const int64_t tile_bound =
       plan.pairs_in_order ? P : (P + tile.bt - 1) / tile.bt + (P < a.E ? P : a.E);
