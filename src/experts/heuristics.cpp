@@ -137,9 +137,14 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // mixtral-8x7b (352 MB) M = 1 255.6 vs 252.1, M = 4 710.0 vs 819.7; deepseek-v3 M = 1 260.1 vs 256.4.
   const double repeats = double(pairs) - double(E) * (1.0 - std::pow(1.0 - 1.0 / double(E), double(pairs)));
   plan.pairs_in_order = !plan.grouped && (M == 1 || (expert_bytes <= 16.0 * 1024 * 1024 && repeats <= 4.0));
-  // One token: GEMV warps sweeping each expert's rows in order, the combine inside the second
-  // kernel (token_gemv.cuh). A forced tile keeps the tiled path (tests, tuning).
-  plan.one_token = M == 1 && k <= kTokenGemvMaxSlots && !forced_tile_name();
+  // One token of small experts: GEMV warps sweeping each expert's rows in order, the combine inside
+  // the second kernel (token_gemv.cuh). H100 2026-11-27 08:47 (bench/RESULTS.md), us, tiled vs
+  // GEMVs, two rounds: qwen3-30b-a3b (8 x 9.4 MB) 43.9 / 43.8 vs 37.9 / 37.8; with 705 MB to stream
+  // the tiled decode tiles already run near the copy rate and the GEMVs lost: mixtral-8x7b 253.9 /
+  // 254.5 vs 263.5 / 264.0, deepseek-v3 250.3 / 250.8 vs 255.8 / 255.4. A forced tile keeps the
+  // tiled path (tests, tuning).
+  plan.one_token = M == 1 && k <= kTokenGemvMaxSlots && double(k) * expert_bytes <= 128.0 * 1024 * 1024 &&
+                   !forced_tile_name();
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");
     return v && *v && *v != '0';

@@ -490,22 +490,27 @@ INSTANTIATE_TEST_SUITE_P(Tiled, FusedExpertsGpuTiles, ::testing::Range(0, int(cu
                            return std::string(cuda::kGemmTiles[info.param].name);
                          });
 
-// One token runs token_gemv.cuh's two kernels (plan.one_token; a forced tile keeps the tiled path,
-// which FusedExpertsGpuTiles covers at M = 1): every activation with biases and a routed scaling
+// One token of small experts runs token_gemv.cuh's two kernels (plan.one_token; a forced tile keeps
+// the tiled path, which FusedExpertsGpuTiles covers at M = 1): every activation with biases and a routed scaling
 // factor, both dtypes and w13 layouts, k from 1 to the 16 slots the kernels take (17 runs tiled),
 // H and I whose 16-byte chunks end part-way through a warp's sweep, and dropped slots. Then each
 // column-group width of the second kernel (I = 200 / 1024 / 2048 / 2056: 8 / 4 / 2 / 1 output
 // columns a CTA step) and the output aliasing the hidden row.
+TEST(FusedExpertsGpuOneToken, Choice) {
+  // qwen3-30b-a3b's 8 x 9.4 MB; 16 slots of 6.3 MB; not 17 slots, two tokens, a forced tile, or the
+  // 705 MB of one mixtral-8x7b / deepseek-v3 token.
+  EXPECT_TRUE(cuda::choose_experts_plan(1, 8, 128, 2048, 768, true, true).one_token);
+  EXPECT_TRUE(cuda::choose_experts_plan(1, 16, 128, 2048, 512, true, false).one_token);
+  EXPECT_FALSE(cuda::choose_experts_plan(1, 17, 128, 2048, 512, true, true).one_token);
+  EXPECT_FALSE(cuda::choose_experts_plan(2, 8, 128, 2048, 768, true, true).one_token);
+  EXPECT_FALSE(cuda::choose_experts_plan(1, 2, 8, 4096, 14336, true, true).one_token);
+  EXPECT_FALSE(cuda::choose_experts_plan(1, 8, 256, 7168, 2048, true, true).one_token);
+  ForcedTile force("decode8");
+  EXPECT_FALSE(cuda::choose_experts_plan(1, 8, 128, 2048, 768, true, true).one_token);
+}
+
 TEST(FusedExpertsGpuOneToken, MatchesReference) {
   MOEKIT_REQUIRE_GPU();
-  EXPECT_TRUE(cuda::choose_experts_plan(1, 8, 128, 2048, 768, true, true).one_token);
-  EXPECT_TRUE(cuda::choose_experts_plan(1, 16, 128, 2048, 768, true, false).one_token);
-  EXPECT_FALSE(cuda::choose_experts_plan(1, 17, 128, 2048, 768, true, true).one_token);
-  EXPECT_FALSE(cuda::choose_experts_plan(2, 8, 128, 2048, 768, true, true).one_token);
-  {
-    ForcedTile force("decode8");
-    EXPECT_FALSE(cuda::choose_experts_plan(1, 8, 128, 2048, 768, true, true).one_token);
-  }
   for (int64_t k : {1, 2, 5, 8, 16, 17})
     for (Activation act : {Activation::kSiluAndMul, Activation::kGeluAndMul, Activation::kGeluTanhAndMul,
                            Activation::kSwigluOai, Activation::kSilu, Activation::kGelu}) {

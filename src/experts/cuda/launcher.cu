@@ -1,6 +1,7 @@
 // Host launchers of the GPU expert path: route_prep -> GEMM 1 (+activation) -> GEMM 2 (+top-k
 // weight) -> combine, four launches per layer (three where the plan runs a few tokens' pairs in
-// slot order without route prep); tile choice from configs.h/heuristics.cpp.
+// slot order without route prep, two where one token of small experts runs token_gemv.cuh's GEMVs);
+// tile choice from configs.h/heuristics.cpp.
 // With many tokens per expert the plan picks the grouped prefill path (grouped_experts.h) instead,
 // which shares route_prep.
 #include <algorithm>

@@ -1,13 +1,13 @@
-// One token's layer (M = 1) as two warp-per-row GEMV kernels that read the weights the way a bare
-// read of them goes fastest: the whole grid sweeps each expert's rows together, consecutive warps on
-// consecutive rows (bench/read_floor_probe.cu: 75.5 MB of qwen3-30b-a3b experts in 33.5 us so, 35.0 us
-// read as one contiguous share a CTA, the pattern of the row-tile GEMMs).
-//   token_gate_up_kernel: warp per (slot, feature): act(gate + b) * (up + b) (or act(h + b)) -> act_rows[slot].
+// One token's layer (M = 1, small experts: heuristics.cpp) as two warp-per-row GEMV kernels that
+// read the weights the way a bare read of them goes fastest: the whole grid sweeps each expert's rows
+// together, consecutive warps on consecutive rows (bench/read_floor_probe.cu: qwen3-30b-a3b's 75.5 MB
+// in 33.5 us so, in 35.0 us as one contiguous share a CTA, the pattern of the row-tile GEMMs).
+//   token_gate_up_kernel: warp per (slot, feature): act(gate + b) * (up + b) (or act(h + b)) -> act_rows.
 //   token_down_kernel:    CTA per group of output columns, warp per slot: round(weight * (W2 . act + b)),
 //                         summed over the slots in slot order, * rsf, rounded -> out. The combine is
 //                         inside: no down rows, no third kernel.
-// The roundings are those of the tiled path (expert_gemm.cuh + combine_rows.cuh); only the order of the
-// fp32 sums inside one dot product differs.
+// The roundings are those of the tiled path (expert_gemm.cuh + combine_rows.cuh); only the order of
+// the fp32 sums inside one dot product differs.
 #pragma once
 
 #include <cstdint>
