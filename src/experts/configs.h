@@ -126,10 +126,10 @@ struct ExpertsPlan {
   bool fused_act;  // grouped, gated and interleaved w13: GEMM 1 applies the activation in its
                    // epilogue (on the plan's tile) instead of fp32 gate/up rows + act kernel
   bool pairs_in_order;  // tiled path, few pairs: no route prep, each (token, slot) pair its own tile
-  bool token_gemv;      // a few tokens, small experts: token_gemv.cuh's two GEMV kernels, no route prep or combine
+  bool one_token;       // M = 1, small experts: token_gemv.cuh's two GEMV kernels, no route prep or combine
 };
 
-// Slots (k) the token GEMV kernels take (a warp each in one CTA); past that the tiled path runs.
+// Slots (k) the one-token kernels take (a warp each in one CTA); past that one token runs tiled.
 inline constexpr int kTokenGemvMaxSlots = 16;
 
 // Deterministic choice from shapes only (M tokens, k slots, E experts, H, I, w13 layout). Whether

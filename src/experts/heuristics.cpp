@@ -143,8 +143,8 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // the tiled decode tiles already run near the copy rate and the GEMVs lost: mixtral-8x7b 253.9 /
   // 254.5 vs 263.5 / 264.0, deepseek-v3 250.3 / 250.8 vs 255.8 / 255.4. A forced tile keeps the
   // tiled path (tests, tuning).
-  plan.token_gemv = M <= 4 && k <= kTokenGemvMaxSlots && double(pairs) * expert_bytes <= 320.0 * 1024 * 1024 &&
-                    !forced_tile_name();
+  plan.one_token = M == 1 && k <= kTokenGemvMaxSlots && double(k) * expert_bytes <= 128.0 * 1024 * 1024 &&
+                   !forced_tile_name();
   static const bool debug = [] {
     const char* v = std::getenv("MOEKIT_DEBUG_EXPERTS");
     return v && *v && *v != '0';
@@ -157,7 +157,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
                  plan.grouped ? kGroupedTiles[int(plan.grouped_tile)].name : kGemmTiles[int(plan.tile)].name,
                  plan.grouped ? "+" : "", plan.grouped ? kGroupedTiles[int(plan.grouped_tile2)].name : "",
                  plan.tile_group, plan.fused_act ? " fused activation" : "",
-                 plan.pairs_in_order ? " pairs in order" : "", plan.token_gemv ? " token GEMVs" : "");
+                 plan.pairs_in_order ? " pairs in order" : "", plan.one_token ? " one-token GEMVs" : "");
   return plan;
 }
 

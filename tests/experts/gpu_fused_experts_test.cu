@@ -490,54 +490,52 @@ INSTANTIATE_TEST_SUITE_P(Tiled, FusedExpertsGpuTiles, ::testing::Range(0, int(cu
                            return std::string(cuda::kGemmTiles[info.param].name);
                          });
 
-// A few tokens of small experts run token_gemv.cuh's two kernels (plan.token_gemv; a forced tile keeps
-// the tiled path, which FusedExpertsGpuTiles covers at M = 1): one to four tokens, every activation
-// with biases and a routed scaling factor, both dtypes and w13 layouts, k from 1 to the 16 slots the
-// kernels take (17 runs tiled), H and I whose 16-byte chunks end part-way through a warp's sweep, and
-// dropped slots. Then each column-group width of the second kernel (I = 200 / 1024 / 2048 / 2056: 8 /
-// 4 / 2 / 1 output columns a CTA step) and the output aliasing the hidden rows.
-TEST(FusedExpertsGpuTokenGemv, Choice) {
-  // qwen3-30b-a3b up to 4 tokens (32 x 9.4 MB); 16 slots of 6.3 MB; not 17 slots, 5 tokens, a
-  // forced tile, or the 705 MB of one mixtral-8x7b / deepseek-v3 token.
-  for (int64_t M : {1, 2, 4}) EXPECT_TRUE(cuda::choose_experts_plan(M, 8, 128, 2048, 768, true, true).token_gemv);
-  EXPECT_TRUE(cuda::choose_experts_plan(1, 16, 128, 2048, 512, true, false).token_gemv);
-  EXPECT_FALSE(cuda::choose_experts_plan(1, 17, 128, 2048, 512, true, true).token_gemv);
-  EXPECT_FALSE(cuda::choose_experts_plan(5, 8, 128, 2048, 768, true, true).token_gemv);
-  EXPECT_FALSE(cuda::choose_experts_plan(1, 2, 8, 4096, 14336, true, true).token_gemv);
-  EXPECT_FALSE(cuda::choose_experts_plan(1, 8, 256, 7168, 2048, true, true).token_gemv);
+// One token of small experts runs token_gemv.cuh's two kernels (plan.one_token; a forced tile keeps
+// the tiled path, which FusedExpertsGpuTiles covers at M = 1): every activation with biases and a routed scaling
+// factor, both dtypes and w13 layouts, k from 1 to the 16 slots the kernels take (17 runs tiled),
+// H and I whose 16-byte chunks end part-way through a warp's sweep, and dropped slots. Then each
+// column-group width of the second kernel (I = 200 / 1024 / 2048 / 2056: 8 / 4 / 2 / 1 output
+// columns a CTA step) and the output aliasing the hidden row.
+TEST(FusedExpertsGpuOneToken, Choice) {
+  // qwen3-30b-a3b's 8 x 9.4 MB; 16 slots of 6.3 MB; not 17 slots, two tokens, a forced tile, or the
+  // 705 MB of one mixtral-8x7b / deepseek-v3 token.
+  EXPECT_TRUE(cuda::choose_experts_plan(1, 8, 128, 2048, 768, true, true).one_token);
+  EXPECT_TRUE(cuda::choose_experts_plan(1, 16, 128, 2048, 512, true, false).one_token);
+  EXPECT_FALSE(cuda::choose_experts_plan(1, 17, 128, 2048, 512, true, true).one_token);
+  EXPECT_FALSE(cuda::choose_experts_plan(2, 8, 128, 2048, 768, true, true).one_token);
+  EXPECT_FALSE(cuda::choose_experts_plan(1, 2, 8, 4096, 14336, true, true).one_token);
+  EXPECT_FALSE(cuda::choose_experts_plan(1, 8, 256, 7168, 2048, true, true).one_token);
   ForcedTile force("decode8");
-  EXPECT_FALSE(cuda::choose_experts_plan(1, 8, 128, 2048, 768, true, true).token_gemv);
+  EXPECT_FALSE(cuda::choose_experts_plan(1, 8, 128, 2048, 768, true, true).one_token);
 }
 
-TEST(FusedExpertsGpuTokenGemv, MatchesReference) {
+TEST(FusedExpertsGpuOneToken, MatchesReference) {
   MOEKIT_REQUIRE_GPU();
-  for (int64_t M : {1, 3, 4})
-    for (int64_t k : {1, 2, 5, 8, 16, 17})
-      for (Activation act : {Activation::kSiluAndMul, Activation::kGeluAndMul, Activation::kGeluTanhAndMul,
-                             Activation::kSwigluOai, Activation::kSilu, Activation::kGelu}) {
-        Layer L{M, 24, k, 264, 200, k % 2 ? DType::kFloat16 : DType::kBFloat16, act, 1.5, true};
-        auto rng = fresh_rng();
-        const Inputs in = make_inputs(L, k == 5 ? Routing::kDropped : Routing::kUniform, rng);
-        const HostTensor want = gpu_reference(L, in);
-        for_each_w13_layout(L, in, [&](DeviceLayer& d, const FusedExpertsOptions& o, bool interleaved) {
-          ASSERT_EQ(cudaMemset(d.out.data(), 0xFF, size_t(L.M * L.H) * 2), cudaSuccess);  // NaN
-          fused_experts(d.x.view(), d.ew13, d.ew2, d.tw.view(), d.ids.view(), d.out.view(), d.ws.view(), o);
-          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-          SCOPED_TRACE(::testing::Message() << "M=" << M << " k=" << k << " act=" << int(act)
-                                            << " interleaved=" << interleaved);
-          expect_close(d.out.to_host(), want, "token GEMVs");
-        });
-      }
+  for (int64_t k : {1, 2, 5, 8, 16, 17})
+    for (Activation act : {Activation::kSiluAndMul, Activation::kGeluAndMul, Activation::kGeluTanhAndMul,
+                           Activation::kSwigluOai, Activation::kSilu, Activation::kGelu}) {
+      Layer L{1, 24, k, 264, 200, k % 2 ? DType::kFloat16 : DType::kBFloat16, act, 1.5, true};
+      auto rng = fresh_rng();
+      const Inputs in = make_inputs(L, k == 5 ? Routing::kDropped : Routing::kUniform, rng);
+      const HostTensor want = gpu_reference(L, in);
+      for_each_w13_layout(L, in, [&](DeviceLayer& d, const FusedExpertsOptions& o, bool interleaved) {
+        ASSERT_EQ(cudaMemset(d.out.data(), 0xFF, size_t(L.H) * 2), cudaSuccess);  // NaN
+        fused_experts(d.x.view(), d.ew13, d.ew2, d.tw.view(), d.ids.view(), d.out.view(), d.ws.view(), o);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        SCOPED_TRACE(::testing::Message() << "k=" << k << " act=" << int(act) << " interleaved=" << interleaved);
+        expect_close(d.out.to_host(), want, "one token");
+      });
+    }
   for (int64_t I : {200, 1024, 2048, 2056}) {
-    Layer L{2, 12, 4, 136, I, DType::kBFloat16, Activation::kSiluAndMul, 1.0, true};
+    Layer L{1, 12, 4, 136, I, DType::kBFloat16, Activation::kSiluAndMul, 1.0, true};
     SCOPED_TRACE(::testing::Message() << "I=" << I);
-    expect_layer_matches_reference(L, Routing::kUniform, "token GEMVs, column groups");
+    expect_layer_matches_reference(L, Routing::kUniform, "one token, column groups");
     auto rng = fresh_rng();
     const Inputs in = make_inputs(L, Routing::kUniform, rng);
     DeviceLayer d(L, in);
     d.run(L, nullptr, d.x.view());
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    expect_close(d.x.to_host(), gpu_reference(L, in), "token GEMVs, in place");
+    expect_close(d.x.to_host(), gpu_reference(L, in), "one token, in place");
   }
 }
 

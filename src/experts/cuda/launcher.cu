@@ -1,6 +1,6 @@
 // Host launchers of the GPU expert path: route_prep -> GEMM 1 (+activation) -> GEMM 2 (+top-k
 // weight) -> combine, four launches per layer (three where the plan runs a few tokens' pairs in
-// slot order without route prep, two where a few tokens of small experts run token_gemv.cuh's GEMVs);
+// slot order without route prep, two where one token of small experts runs token_gemv.cuh's GEMVs);
 // tile choice from configs.h/heuristics.cpp.
 // With many tokens per expert the plan picks the grouped prefill path (grouped_experts.h) instead,
 // which shares route_prep.
@@ -94,31 +94,30 @@ void launch_route_prep(const FusedExpertsArgs& a, const ExpertsWorkspaceLayout& 
   }
 }
 
-// A few tokens of small experts (plan.token_gemv): token_gemv.cuh's two kernels, the act rows in the
-// workspace.
+// One token (plan.one_token): token_gemv.cuh's two kernels, the act rows in the workspace.
 template <typename T, int NH>
 void launch_token_down(const TokenGemvParams& p, unsigned ctas, cudaStream_t stream) {
   launch_dependent(token_down_kernel<T, NH>, dim3(ctas), dim3(32 * p.k), 0, stream, experts_pdl_enabled(), p);
 }
 
 template <typename T>
-void run_token_gemv(const FusedExpertsArgs& a, const ExpertsWorkspaceLayout& lay, cudaStream_t stream) {
+void run_one_token(const FusedExpertsArgs& a, const ExpertsWorkspaceLayout& lay, cudaStream_t stream) {
   const TokenGemvParams p{a.hidden, a.topk_ids, a.topk_weights, a.w13, a.w13_bias, a.w2, a.w2_bias,
-                          static_cast<unsigned char*>(a.workspace) + lay.act_rows, a.output, a.M, a.H, a.I,
+                          static_cast<unsigned char*>(a.workspace) + lay.act_rows, a.output, a.H, a.I,
                           static_cast<int>(a.k), static_cast<int>(a.E), a.gated, a.gate_up_interleaved,
                           act_kind(a.activation), a.swiglu_alpha, a.swiglu_limit, a.routed_scaling_factor};
   // Two CTAs of 8 warps an SM (their registers allow two) for the (slot, feature) warps: 128 KB of
   // weight loads in flight an SM. The second kernel's CTAs (a warp a slot) as many as there are
   // column groups, up to 32 warps an SM.
   const int64_t sms = current_device_sm_count();
-  const int64_t units = a.M * a.k * a.I;
+  const int64_t units = a.k * a.I;
   const unsigned ctas1 = static_cast<unsigned>(std::min<int64_t>((units + 7) / 8, 2 * sms));
   if (ctas1 > 0) {
     auto kernel = a.gated ? token_gate_up_kernel<T, true> : token_gate_up_kernel<T, false>;
     launch_dependent(kernel, dim3(ctas1), dim3(256), 0, stream, experts_pdl_enabled(), p);
   }
   const int nh = token_down_rows(a.I);
-  const int64_t steps = a.M * ((a.H + nh - 1) / nh);
+  const int64_t steps = (a.H + nh - 1) / nh;
   const unsigned ctas2 = static_cast<unsigned>(std::min<int64_t>(steps, sms * std::max<int64_t>(1, 32 / a.k)));
   switch (nh) {
     case 8: launch_token_down<T, 8>(p, ctas2, stream); break;
@@ -143,8 +142,8 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
   const GemmTile& tile = kGemmTiles[int(plan.tile)];
   const int64_t P = a.M * a.k;
   // The grouped path wants one list entry per non-empty expert: a tile larger than any count.
-  if (plan.token_gemv) {
-    run_token_gemv<T>(a, lay, stream);
+  if (plan.one_token) {
+    run_one_token<T>(a, lay, stream);
     return;
   }
   const int tile_tokens = plan.grouped ? (1 << 30) : tile.bt;

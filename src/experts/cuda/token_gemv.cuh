@@ -1,11 +1,11 @@
-// A few tokens' layer (small experts: heuristics.cpp) as two warp-per-row GEMV kernels that read the
-// weights the way a bare read of them goes fastest: the whole grid sweeps each expert's rows
+// One token's layer (M = 1, small experts: heuristics.cpp) as two warp-per-row GEMV kernels that
+// read the weights the way a bare read of them goes fastest: the whole grid sweeps each expert's rows
 // together, consecutive warps on consecutive rows (bench/read_floor_probe.cu: qwen3-30b-a3b's 75.5 MB
 // in 33.5 us so, in 35.0 us as one contiguous share a CTA, the pattern of the row-tile GEMMs).
-//   token_gate_up_kernel: warp per (pair, feature): act(gate + b) * (up + b) (or act(h + b)) -> act_rows.
-//   token_down_kernel:    CTA per (token, group of output columns), warp per slot:
-//                         round(weight * (W2 . act + b)), summed over the slots in slot order, * rsf,
-//                         rounded -> out. The combine is inside: no down rows, no third kernel.
+//   token_gate_up_kernel: warp per (slot, feature): act(gate + b) * (up + b) (or act(h + b)) -> act_rows.
+//   token_down_kernel:    CTA per group of output columns, warp per slot: round(weight * (W2 . act + b)),
+//                         summed over the slots in slot order, * rsf, rounded -> out. The combine is
+//                         inside: no down rows, no third kernel.
 // The roundings are those of the tiled path (expert_gemm.cuh + combine_rows.cuh); only the order of
 // the fp32 sums inside one dot product differs.
 #pragma once
@@ -21,16 +21,16 @@
 namespace moekit::cuda {
 
 struct TokenGemvParams {
-  const void* x;             // hidden rows [M, H]
-  const int* ids;            // [M, k]
-  const float* topk_weights; // [M, k]
+  const void* x;             // the token's hidden row [H]
+  const int* ids;            // [k]
+  const float* topk_weights; // [k]
   const void* w13;           // [E, R13, H]
   const float* b13;          // [E, R13] or null
   const void* w2;            // [E, H, I]
   const float* b2;           // [E, H] or null
-  void* act_rows;            // [M * k, I] (workspace)
-  void* out;                 // [M, H]
-  int64_t M, H, I;
+  void* act_rows;            // [k, I] (workspace)
+  void* out;                 // [H]
+  int64_t H, I;
   int k, E;
   bool gated, interleaved;
   ActKind act;
@@ -100,8 +100,8 @@ __device__ __forceinline__ void warp_dots(const uint4* const (&rows)[ROWS], cons
     for (int o = 16; o > 0; o >>= 1) d[r] += __shfl_xor_sync(0xffffffffu, d[r], o);
 }
 
-// Warp per (pair, feature), features of one pair consecutive: the grid sweeps an expert's rows in
-// order. Pairs whose id is out of range are skipped (token_down_kernel skips them too).
+// Warp per (slot, feature), features of one slot consecutive: the grid sweeps an expert's rows in
+// order. Slots whose id is out of range are skipped (token_down_kernel skips them too).
 template <typename T, bool kGated>
 __global__ void __launch_bounds__(256, 2) token_gate_up_kernel(const TokenGemvParams p) {
   wait_for_preceding_grid();  // ids and the hidden row
@@ -109,11 +109,12 @@ __global__ void __launch_bounds__(256, 2) token_gate_up_kernel(const TokenGemvPa
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
   const int64_t R = kGated ? 2 * p.I : p.I;
-  const int64_t units = p.M * p.k * p.I;
+  const int64_t units = int64_t(p.k) * p.I;
+  const uint4* x = static_cast<const uint4*>(p.x);
   for (int64_t u = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; u < units; u += warps) {
-    const int64_t pair = u / p.I, j = u - pair * p.I;
-    const uint4* x = static_cast<const uint4*>(p.x) + pair / p.k * (p.H / 8);
-    const int e = p.ids[pair];
+    const int s = static_cast<int>(u / p.I);
+    const int64_t j = u - int64_t(s) * p.I;
+    const int e = p.ids[s];
     if (!is_layer_expert(e, p.E)) continue;
     const T* w = static_cast<const T*>(p.w13) + int64_t(e) * R * p.H;
     const int64_t gate_row = kGated && p.interleaved ? 2 * j : j;
@@ -136,43 +137,38 @@ __global__ void __launch_bounds__(256, 2) token_gate_up_kernel(const TokenGemvPa
   }
 }
 
-// CTA per NH consecutive output columns of one token (grid-stride over tokens x column groups),
-// warp w on the token's slot w: W2 rows h..h+NH-1 of the slot's expert against its act row. Before
-// waiting for token_gate_up_kernel, each CTA asks L2 for its first columns' W2 rows (the ids are
-// older than that kernel).
+// CTA per NH consecutive output columns (grid-stride), warp w on slot w: W2 rows h..h+NH-1 of the
+// slot's expert against its act row. Before waiting for token_gate_up_kernel, each CTA asks L2 for its
+// first columns' W2 rows (the ids are older than that kernel).
 template <typename T, int NH>
 __global__ void __launch_bounds__(32 * kTokenGemvMaxSlots) token_down_kernel(const TokenGemvParams p) {
   __shared__ float vals[NH][kTokenGemvMaxSlots];
   __shared__ bool valid[kTokenGemvMaxSlots];
   const int lane = threadIdx.x & 31, s = threadIdx.x / 32;
-  const int64_t groups = (p.H + NH - 1) / NH, steps = p.M * groups;
-  const T* w2 = static_cast<const T*>(p.w2);
-  if (blockIdx.x < steps) {
-    const int64_t m = blockIdx.x / groups, h0 = (blockIdx.x - m * groups) * NH;
-    const int e = p.ids[m * p.k + s];
-    if (is_layer_expert(e, p.E)) {
-      const int64_t rows = p.H - h0 < NH ? p.H - h0 : NH;
-      const char* first = reinterpret_cast<const char*>(w2 + (int64_t(e) * p.H + h0) * p.I);
-      for (int64_t line = lane; line * 128 < rows * p.I * int64_t(sizeof(T)); line += 32)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(first + line * 128));
-    }
+  const int e = p.ids[s];
+  const bool mine = is_layer_expert(e, p.E);
+  if (lane == 0) valid[s] = mine;
+  const T* w = static_cast<const T*>(p.w2) + int64_t(mine ? e : 0) * p.H * p.I;
+  const int64_t steps = (p.H + NH - 1) / NH;
+  if (mine && blockIdx.x < steps) {
+    const int64_t h0 = int64_t(blockIdx.x) * NH, rows = p.H - h0 < NH ? p.H - h0 : NH;
+    const char* first = reinterpret_cast<const char*>(w + h0 * p.I);
+    for (int64_t line = lane; line * 128 < rows * p.I * int64_t(sizeof(T)); line += 32)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(first + line * 128));
   }
   wait_for_preceding_grid();  // the act rows
   allow_dependent_launch();
+  const uint4* act = static_cast<const uint4*>(p.act_rows) + int64_t(s) * (p.I / 8);
+  const float weight = mine ? p.topk_weights[s] : 0.f;
   T* out = static_cast<T*>(p.out);
   for (int64_t step = blockIdx.x; step < steps; step += gridDim.x) {
-    const int64_t m = step / groups, h0 = (step - m * groups) * NH, pair = m * p.k + s;
-    const int e = p.ids[pair];
-    const bool mine = is_layer_expert(e, p.E);
-    if (lane == 0) valid[s] = mine;
+    const int64_t h0 = step * NH;
     if (mine) {
-      const T* w = w2 + int64_t(e) * p.H * p.I;
       const uint4* rows[NH];
 #pragma unroll
       for (int r = 0; r < NH; ++r) rows[r] = reinterpret_cast<const uint4*>(w + (h0 + r < p.H ? h0 + r : h0) * p.I);
       float d[NH];
-      warp_dots<T, NH, 8 / NH>(rows, static_cast<const uint4*>(p.act_rows) + pair * (p.I / 8), p.I / 8, lane, d);
-      const float weight = p.topk_weights[pair];
+      warp_dots<T, NH, 8 / NH>(rows, act, p.I / 8, lane, d);
       if (lane == 0)
 #pragma unroll
         for (int r = 0; r < NH; ++r) {
@@ -185,7 +181,7 @@ __global__ void __launch_bounds__(32 * kTokenGemvMaxSlots) token_down_kernel(con
       float acc = 0.f;
       for (int t = 0; t < p.k; ++t)  // slot order: the sum is fixed
         if (valid[t]) acc += vals[threadIdx.x][t];
-      out[m * p.H + h0 + threadIdx.x] = MmaTraits<T>::from_float(acc * p.rsf);
+      out[h0 + threadIdx.x] = MmaTraits<T>::from_float(acc * p.rsf);
     }
     __syncthreads();
   }
