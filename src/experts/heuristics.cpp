@@ -141,8 +141,9 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // the second kernel (token_gemv.cuh). H100 2026-11-27 08:47 (bench/RESULTS.md), us, tiled vs
   // GEMVs, two rounds: qwen3-30b-a3b (8 x 9.4 MB) 43.9 / 43.8 vs 37.9 / 37.8; with 705 MB to stream
   // the tiled decode tiles already run near the copy rate and the GEMVs lost: mixtral-8x7b 253.9 /
-  // 254.5 vs 263.5 / 264.0, deepseek-v3 250.3 / 250.8 vs 255.8 / 255.4. A forced tile keeps the
-  // tiled path (tests, tuning).
+  // 254.5 vs 263.5 / 264.0, deepseek-v3 250.3 / 250.8 vs 255.8 / 255.4. For 2-4 tokens (pairs in
+  // order, one warp a pair's row) they lost too (09:01, qwen3 M = 2 / 4: 64.4-64.7 / 113.1-113.5 vs
+  // 65.6-65.9 / 118.0-118.5). A forced tile keeps the tiled path (tests, tuning).
   plan.one_token = M == 1 && k <= kTokenGemvMaxSlots && double(k) * expert_bytes <= 128.0 * 1024 * 1024 &&
                    !forced_tile_name();
   static const bool debug = [] {
