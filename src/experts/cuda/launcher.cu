@@ -141,11 +141,11 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
 
   const GemmTile& tile = kGemmTiles[int(plan.tile)];
   const int64_t P = a.M * a.k;
-  // The grouped path wants one list entry per non-empty expert: a tile larger than any count.
   if (plan.one_token) {
     run_one_token<T>(a, lay, stream);
     return;
   }
+  // The grouped path wants one list entry per non-empty expert: a tile larger than any count.
   const int tile_tokens = plan.grouped ? (1 << 30) : tile.bt;
   const int64_t tile_bound =
       plan.pairs_in_order ? P : (P + tile.bt - 1) / tile.bt + (P < a.E ? P : a.E);

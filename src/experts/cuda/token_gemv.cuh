@@ -126,7 +126,8 @@ __global__ void __launch_bounds__(256, 2) token_gate_up_kernel(const TokenGemvPa
       float d[2];
       warp_dots<T, 2, 8>(rows, x, p.H / 8, lane, d);
       const float* b = p.b13 ? p.b13 + int64_t(e) * R : nullptr;
-      v = gate_up_value(p.act, p.alpha, p.limit, d[0] + (b ? b[gate_row] : 0.f), d[1] + (b ? b[up_row] : 0.f));
+      const float g = d[0] + (b ? b[gate_row] : 0.f), up = d[1] + (b ? b[up_row] : 0.f);
+      v = gate_up_value(p.act, p.alpha, p.limit, g, up);
     } else {
       const uint4* rows[1] = {reinterpret_cast<const uint4*>(w + j * p.H)};
       float d[1];
@@ -166,7 +167,8 @@ __global__ void __launch_bounds__(32 * kTokenGemvMaxSlots) token_down_kernel(con
     if (mine) {
       const uint4* rows[NH];
 #pragma unroll
-      for (int r = 0; r < NH; ++r) rows[r] = reinterpret_cast<const uint4*>(w + (h0 + r < p.H ? h0 + r : h0) * p.I);
+      for (int r = 0; r < NH; ++r)  // rows past H: any row, the sum is not stored
+        rows[r] = reinterpret_cast<const uint4*>(w + (h0 + r < p.H ? h0 + r : h0) * p.I);
       float d[NH];
       warp_dots<T, NH, 8 / NH>(rows, act, p.I / 8, lane, d);
       if (lane == 0)
