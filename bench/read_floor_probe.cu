@@ -4,7 +4,7 @@
 // of 128 experts, 75.5 MB. Bare reads only, no arithmetic: a layer of any design that reads these
 // bytes takes at least the fastest of these times. Standalone (not part of the CMake build):
 //   nvcc -O3 -arch=sm_90a -std=c++17 bench/read_floor_probe.cu -o read_floor_probe && ./read_floor_probe
-// Results: bench/RESULTS.md ("one token's bytes, read bare").
+// scripts/gpu-check runs it in its bench stage. Results: bench/RESULTS.md ("one token's bytes, read bare").
 #include <cuda_runtime.h>
 
 #include <algorithm>
