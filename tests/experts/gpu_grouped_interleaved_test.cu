@@ -5,7 +5,6 @@
 // Runs the layer through the internal launcher (cuda::fused_experts), the grouped path forced.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
