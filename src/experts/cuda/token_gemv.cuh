@@ -117,10 +117,9 @@ __global__ void __launch_bounds__(256, 2) token_gate_up_kernel(const TokenGemvPa
     const int e = p.ids[s];
     if (!is_layer_expert(e, p.E)) continue;
     const T* w = static_cast<const T*>(p.w13) + int64_t(e) * R * p.H;
-    const int64_t gate_row = kGated && p.interleaved ? 2 * j : j;
-    const int64_t up_row = p.interleaved ? 2 * j + 1 : p.I + j;
     float v;
     if constexpr (kGated) {
+      const int64_t gate_row = p.interleaved ? 2 * j : j, up_row = p.interleaved ? 2 * j + 1 : p.I + j;
       const uint4* rows[2] = {reinterpret_cast<const uint4*>(w + gate_row * p.H),
                               reinterpret_cast<const uint4*>(w + up_row * p.H)};
       float d[2];
