@@ -96,6 +96,11 @@ enum class GroupedTileId : int { kCoop128 = 0, kPingpong128, kCount };
 // 9276 / 9213 / 9008 vs 9061 / 9220 / 9644 / 9233 / 9065; deepseek-v3 M = 4096 9435 / 9409 vs
 // 9695 / 9705, M = 8192 11998 / 11970 vs 13839 / 13868; qwen3-30b-a3b M = 4096 829 / 828 vs
 // 884 / 886, M = 8192 1378 / 1378 vs 1457 / 1459. The clustered tile won nowhere and was removed.
+// Two CTAs along N sharing each token tile (cluster 1x2, as the pingpong tile has) lost again once
+// the fused epilogue had got cheaper: H100 2026-11-27 10:30, us, 1x2 vs no cluster, two rounds:
+// qwen3-30b-a3b M = 4096 / 8192 (both GEMMs cooperative) 825.0-825.2 / 1395.3-1396.4 vs 804.4 /
+// 1343.9; mixtral-8x7b M = 1024 / 8192 1625-1627 / 8977-8985 vs 1434-1437 / 8750-8789; deepseek-v3
+// M = 4096 / 8192 11622-11688 / 15407-16307 vs 9460-9461 / 12027-12035.
 inline constexpr GroupedTile kGroupedTiles[] = {
     {128, 256, 64, 1, 1, false, "grouped128coop"},
     {128, 128, 128, 1, 2, true, "grouped128pp"},

@@ -89,20 +89,22 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
                  pairs < (int64_t(1) << 30);
   // Grouped tile (bench/RESULTS.md; measurements in configs.h), the activation in GEMM 1's epilogue
   // wherever w13 is interleaved (gated): pingpong below 128 tokens per expert with deep K
-  // (H > 2048), below 192 with shallow K, where it hides each tile's epilogue that a short K loop
-  // cannot amortise; else cooperative. H100 2026-11-26 14:22 / 14:50, pingpong vs cooperative, us:
-  // qwen3-30b-a3b M = 1024 / 2048 / 3072 / 4096 (64 / 128 / 192 / 256 tokens per expert) 517 / 605
-  // / 749 / 865 vs 543 / 629 / 721 / 828; mixtral-8x7b M = 256 / 512 (64 / 128) 1029 / 1437 vs
-  // 1072 / 1190; deepseek-v3 M = 2048 / 4096 (64 / 128) 8178 / 9831 vs 8759 / 9409.
-  if (per_expert < (H > 2048 ? 128 : 192)) plan.grouped_tile = GroupedTileId::kPingpong128;
+  // (H > 2048), below 144 with shallow K, where it hides each tile's epilogue that a short K loop
+  // cannot amortise; else cooperative. H100 2026-11-27 10:40-10:50, us, plan (pingpong) vs both
+  // cooperative, two or three rounds: qwen3-30b-a3b M = 1024 / 1536 / 2048 (64 / 96 / 128 tokens per
+  // expert) 503.0 / 531.4-532.0 / 584.4-585.0 vs 537.7-539.1 / 568.8-570.0 / 617.2-618.7, M = 2304
+  // (144) 660.3 / 660.8 vs 659.9 / 661.6, M = 2560 (160) 686.1-687.4 vs 667.1-668.9; mixtral-8x7b
+  // M = 256 / 384 (64 / 96) 1001.3 / 1008.8 vs 1065.3-1070.1 / 1073.6-1076.0; deepseek-v3 M = 2048 /
+  // 3072 (64 / 96) 8146-8154 / 8381-8406 vs 8786-8792 / 9089-9094.
+  if (per_expert < (H > 2048 ? 128 : 144)) plan.grouped_tile = GroupedTileId::kPingpong128;
   plan.grouped_tile2 = plan.grouped_tile;
-  // Each GEMM its own tile where they differ. H100 2026-11-26 22:05 (bench/RESULTS.md), us, three
-  // rounds: qwen3-30b-a3b M = 4096 (256 per expert) GEMM 1 on pingpong 822.8 / 823.9 / 823.4 vs both
-  // cooperative 828.6 / 828.1 / 827.8; M = 8192 (512) GEMM 2 (K = I = 768: an epilogue per 12
-  // k-blocks) on pingpong 1380.2 / 1374.9 / 1376.8 vs 1388.0 / 1386.4 / 1384.6. GEMM 1 on pingpong
-  // lost at 192 and 384-512 per expert, GEMM 2 on pingpong at 192-256, and neither gained on
-  // mixtral-8x7b or deepseek-v3 (21:53).
-  if (H <= 2048 && per_expert >= 256 && per_expert < 384) plan.grouped_tile = GroupedTileId::kPingpong128;
+  // GEMM 2 on pingpong where its K (= I <= 1024) gives an epilogue every few k-blocks and experts
+  // hold 384+ tokens. H100 2026-11-27 10:40-10:50, us, plan vs both cooperative: qwen3-30b-a3b
+  // M = 6144 / 8192 (384 / 512) 1052.4 / 1331.4 vs 1058.6-1061.9 / 1340.3-1345.2. GEMM 1 on pingpong
+  // at 256-383 tokens per expert, the plan until then, now loses to the cooperative tile (since GEMM
+  // 1's fused epilogue got cheaper, 2026-11-27 02:20): qwen3 M = 4096 / 5120 817.6-819.5 /
+  // 963.9-967.7 vs 805.5-807.4 / 929.3-930.9; neither gained on mixtral-8x7b or deepseek-v3
+  // (2026-11-26 21:53).
   if (I <= 1024 && per_expert >= 384) plan.grouped_tile2 = GroupedTileId::kPingpong128;
   if (const char* forced = forced_tile_name()) {
     for (int t = 0; t < int(TileId::kCount); ++t)

@@ -765,8 +765,8 @@ TEST(FusedExpertsGpuGroupedPath, ChosenForPrefill) {
 }
 
 // The grouped path runs the activation in GEMM 1's epilogue for interleaved gated layers only, on
-// every grouped tile: pingpong below 128 tokens per expert with deep K (192 with shallow K), else
-// the cooperative tile, but for two shallow-K ranges where one GEMM takes pingpong.
+// every grouped tile: pingpong below 128 tokens per expert with deep K (144 with shallow K), else
+// the cooperative tile, but for GEMM 2 with shallow K from 384 tokens per expert.
 TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
   // qwen3-30b-a3b at 1024 / 2048 / 4096 / 8192 tokens, mixtral-8x7b at 4096 / 8192, deepseek-v3 at 2048.
@@ -776,11 +776,15 @@ TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
   EXPECT_EQ(cuda::choose_experts_plan(2048, 8, 128, 2048, 768, true, true).grouped_tile,
             cuda::GroupedTileId::kPingpong128);
   EXPECT_TRUE(cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true).fused_act);
+  EXPECT_EQ(cuda::choose_experts_plan(2176, 8, 128, 2048, 768, true, true).grouped_tile,
+            cuda::GroupedTileId::kPingpong128);  // 136 tokens per expert
+  EXPECT_EQ(cuda::choose_experts_plan(2304, 8, 128, 2048, 768, true, true).grouped_tile,
+            cuda::GroupedTileId::kCoop128);  // 144
   EXPECT_EQ(cuda::choose_experts_plan(3072, 8, 128, 2048, 768, true, true).grouped_tile,
             cuda::GroupedTileId::kCoop128);
-  // Each GEMM its own tile: qwen3 M = 4096 GEMM 1 on pingpong, M = 8192 GEMM 2 on pingpong.
+  // qwen3 M = 4096: both cooperative; M = 8192: GEMM 2 on pingpong.
   const cuda::ExpertsPlan q4 = cuda::choose_experts_plan(4096, 8, 128, 2048, 768, true, true);
-  EXPECT_EQ(q4.grouped_tile, cuda::GroupedTileId::kPingpong128);
+  EXPECT_EQ(q4.grouped_tile, cuda::GroupedTileId::kCoop128);
   EXPECT_EQ(q4.grouped_tile2, cuda::GroupedTileId::kCoop128);
   const cuda::ExpertsPlan qw = cuda::choose_experts_plan(8192, 8, 128, 2048, 768, true, true);
   EXPECT_TRUE(qw.grouped && qw.fused_act);
