@@ -42,6 +42,9 @@ struct CpuCeilings {
 };
 
 CpuCeilings measure_cpu_ceilings(int threads);
+// The read bandwidth part alone (bytes / s): `moekit bench` takes it again after every CPU row,
+// since on a shared VM a whole half-second window can read half of what the machine delivers.
+double measure_cpu_read_bandwidth(int threads, size_t bytes);
 
 // Bytes of the highest cache level over all its instances (sysfs; e.g. 2 x 105 MiB on a two-socket
 // host), 0 when unknown.

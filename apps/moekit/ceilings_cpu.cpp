@@ -73,9 +73,7 @@ void flush_cpu_caches() {
   });
 }
 
-namespace {
-
-double read_bandwidth(int threads, size_t bytes) {
+double measure_cpu_read_bandwidth(int threads, size_t bytes) {
   HostBuffer buffer(bytes);
   auto* base = static_cast<unsigned char*>(buffer.data());
   const size_t lines = bytes / 64;
@@ -110,8 +108,6 @@ double read_bandwidth(int threads, size_t bytes) {
   return static_cast<double>(bytes) / summarize(seconds).min_s;
 }
 
-}  // namespace
-
 bool register_cpu_peak(const CpuPeakLoop& loop) {
   peak_registry().push_back(loop);
   return true;
@@ -140,7 +136,7 @@ CpuCeilings measure_cpu_ceilings(int threads) {
   CpuCeilings c;
   c.threads = threads;
   c.buffer_bytes = std::max<size_t>(8 * last_level_cache_bytes(), size_t{512} << 20);
-  c.read_bytes_per_s = read_bandwidth(threads, c.buffer_bytes);
+  c.read_bytes_per_s = measure_cpu_read_bandwidth(threads, c.buffer_bytes);
   std::vector<CpuPeakLoop> loops = peak_registry();
   std::sort(loops.begin(), loops.end(), [](const CpuPeakLoop& a, const CpuPeakLoop& b) { return a.isa < b.isa; });
   const std::vector<CpuIsa> supported = supported_cpu_isas();
