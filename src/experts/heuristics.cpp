@@ -90,7 +90,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // Grouped tile (bench/RESULTS.md; measurements in configs.h), the activation in GEMM 1's epilogue
   // wherever w13 is interleaved (gated): pingpong below 128 tokens per expert with deep K
   // (H > 2048), below 144 with shallow K, where it hides each tile's epilogue that a short K loop
-  // cannot amortise; else cooperative. H100 2026-11-27 10:40-10:50, us, plan (pingpong) vs both
+  // cannot amortise; else cooperative. H100 2026-11-27 10:30-10:42, us, plan (pingpong) vs both
   // cooperative, two or three rounds: qwen3-30b-a3b M = 1024 / 1536 / 2048 (64 / 96 / 128 tokens per
   // expert) 503.0 / 531.4-532.0 / 584.4-585.0 vs 537.7-539.1 / 568.8-570.0 / 617.2-618.7, M = 2304
   // (144) 660.3 / 660.8 vs 659.9 / 661.6, M = 2560 (160) 686.1-687.4 vs 667.1-668.9; mixtral-8x7b
@@ -99,7 +99,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   if (per_expert < (H > 2048 ? 128 : 144)) plan.grouped_tile = GroupedTileId::kPingpong128;
   plan.grouped_tile2 = plan.grouped_tile;
   // GEMM 2 on pingpong where its K (= I <= 1024) gives an epilogue every few k-blocks and experts
-  // hold 384+ tokens. H100 2026-11-27 10:40-10:50, us, plan vs both cooperative: qwen3-30b-a3b
+  // hold 384+ tokens. H100 2026-11-27 10:30-10:42, us, plan vs both cooperative: qwen3-30b-a3b
   // M = 6144 / 8192 (384 / 512) 1052.4 / 1331.4 vs 1058.6-1061.9 / 1340.3-1345.2. GEMM 1 on pingpong
   // at 256-383 tokens per expert, the plan until then, now loses to the cooperative tile (since GEMM
   // 1's fused epilogue got cheaper, 2026-11-27 02:20): qwen3 M = 4096 / 5120 817.6-819.5 /
