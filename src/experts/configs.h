@@ -106,6 +106,18 @@ inline constexpr GroupedTile kGroupedTiles[] = {
     {128, 128, 128, 1, 2, true, "grouped128pp"},
 };
 
+// GEMM 2's tail split (plan.gemm2_tail_split, grouped_experts.cuh): the cooperative GEMM 2's last
+// round of tiles, when at most half full, runs split along K in a second launch of at most this many
+// 128 x 256 units (fp32 partials: 128 KB each in the workspace); a finalize kernel sums them in order.
+inline constexpr int kGemm2TailMaxUnits = 132;
+// The split pays where a tile is long (K = I deep) and the layer fills at least one round.
+inline constexpr int64_t kGemm2TailMinK = 4096;
+
+// Test hook for the split: `sms` > 0 forces it on for every grouped layer with a cooperative GEMM 2
+// and plans the rounds for that many CTAs (small layers then have tails); 0 returns to the choice.
+void force_gemm2_tail_split(int sms);
+int forced_gemm2_tail_sms();
+
 // Test hook for the plan's `fused_act`: 1 / 0 force it on / off for interleaved gated layers on the
 // grouped path, -1 returns to the choice (MOEKIT_GROUPED_FUSED_ACT=0/1 overrides it too).
 void force_grouped_fused_act(int mode);
@@ -132,6 +144,7 @@ struct ExpertsPlan {
                    // epilogue (on the plan's tile) instead of fp32 gate/up rows + act kernel
   bool pairs_in_order;  // tiled path, few pairs: no route prep, each (token, slot) pair its own tile
   bool one_token;       // M = 1, small experts: token_gemv.cuh's two GEMV kernels, no route prep or combine
+  bool gemm2_tail_split;  // grouped: GEMM 2's last partial round split along K (kGemm2TailMaxUnits)
 };
 
 // Slots (k) the one-token kernels take (a warp each in one CTA); past that one token runs tiled.

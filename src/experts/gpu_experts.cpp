@@ -85,7 +85,8 @@ size_t layer_workspace(const LayerShape& s, DType dtype) {
   const cuda::ExpertsPlan plan =
       cuda::choose_experts_plan(s.M, static_cast<int>(s.k), s.E, s.H, s.I, s.gated, s.interleaved);
   return cuda::experts_workspace_layout(s.M, s.k, s.E, s.H, s.I, dtype_size(dtype), cuda::kMinTileTokens,
-                                        plan.grouped, s.gated ? 2 * s.I : s.I, plan.fused_act)
+                                        plan.grouped, s.gated ? 2 * s.I : s.I, plan.fused_act,
+                                        plan.gemm2_tail_split)
       .total;
 }
 

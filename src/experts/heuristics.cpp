@@ -36,6 +36,13 @@ int forced_fused_act() {
 
 void force_grouped_fused_act(int mode) { g_forced_fused_act = mode; }
 
+namespace {
+int g_forced_tail_sms = 0;
+}  // namespace
+
+void force_gemm2_tail_split(int sms) { g_forced_tail_sms = sms; }
+int forced_gemm2_tail_sms() { return g_forced_tail_sms; }
+
 bool grouped_experts_available() {
 #if defined(MOEKIT_WITH_CUTLASS)
   return true;
@@ -84,7 +91,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // TMA/wgmma grouped GEMMs are built for; below, padding each expert to 128 token rows wastes more
   // than the mma.sync tiles lose. Sorted-row counts beyond 2^30 stay on the tiled path (int32
   // offsets).
-  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, GroupedTileId::kCoop128, false, false, false};
+  ExpertsPlan plan{tile, 4, false, GroupedTileId::kCoop128, GroupedTileId::kCoop128, false, false, false, false};
   plan.grouped = grouped_experts_available() && per_expert >= kGroupedMinTokensPerExpert &&
                  pairs < (int64_t(1) << 30);
   // Grouped tile (bench/RESULTS.md; measurements in configs.h), the activation in GEMM 1's epilogue
@@ -128,6 +135,16 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
     }
   }
   plan.fused_act = plan.grouped && gated && gate_up_interleaved && forced_fused_act() != 0;  // -1: the choice
+  // GEMM 2's last round split along K where its tiles are long (K = I) and the layer fills a round
+  // of them: a 128 x 256 tile of mixtral-8x7b (I = 14336) takes about 150 us, and the last round of
+  // M = 1024 / 4096 / 8192 (2.42 / 8.24 / 16.12 rounds of 132 tiles) runs one tile's time on a few
+  // SMs. H100 2026-11-27 (bench/RESULTS.md), us: that round dropped outright (11:40; an upper bound,
+  // wrong results) M = 1024 1429.5-1432.4 -> 1286.5-1290.7, M = 8192 8734.6-9115.2 -> 8581.0-8592.2;
+  // split, three rounds against main (12:00): M = 1024 1431.2-1437.5 -> 1383.4-1386.7, M = 8192
+  // 8925.6-9117.6 -> 8793.7-8879.0, M = 2048 / 4096 / 6144 within the spread of the measurement.
+  const int64_t tiles_estimate = touched * int64_t(std::ceil(per_expert / 128.0)) * ((H + 255) / 256);
+  plan.gemm2_tail_split = plan.grouped && plan.grouped_tile2 == GroupedTileId::kCoop128 && H % 256 == 0 &&
+                          (g_forced_tail_sms > 0 || (I >= kGemm2TailMinK && tiles_estimate >= kSms));
   // Pairs in slot order, no route prep: the GEMMs read each pair's expert from topk_ids, so route
   // prep's launch and one-CTA sort leave the critical path before GEMM 1, but an expert named by n
   // pairs streams its weights n times. One token names k distinct experts (unless the caller
@@ -155,12 +172,13 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   if (debug)
     std::fprintf(stderr,
                  "[moekit] fused_experts M=%lld k=%d E=%lld H=%lld I=%lld tokens/expert=%.1f -> "
-                 "tile %s%s%s group %d%s%s%s\n",
+                 "tile %s%s%s group %d%s%s%s%s\n",
                  (long long)M, k, (long long)E, (long long)H, (long long)I, per_expert,
                  plan.grouped ? kGroupedTiles[int(plan.grouped_tile)].name : kGemmTiles[int(plan.tile)].name,
                  plan.grouped ? "+" : "", plan.grouped ? kGroupedTiles[int(plan.grouped_tile2)].name : "",
                  plan.tile_group, plan.fused_act ? " fused activation" : "",
-                 plan.pairs_in_order ? " pairs in order" : "", plan.one_token ? " one-token GEMVs" : "");
+                 plan.pairs_in_order ? " pairs in order" : "", plan.one_token ? " one-token GEMVs" : "",
+                 plan.gemm2_tail_split ? " gemm2 tail split" : "");
   return plan;
 }
 

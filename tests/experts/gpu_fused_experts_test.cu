@@ -767,6 +767,23 @@ TEST(FusedExpertsGpuGroupedPath, ChosenForPrefill) {
 // The grouped path runs the activation in GEMM 1's epilogue for interleaved gated layers only, on
 // every grouped tile: pingpong below 128 tokens per expert with deep K (144 with shallow K), else
 // the cooperative tile, but for GEMM 2 with shallow K from 384 tokens per expert.
+// GEMM 2's last round split along K where its tiles are deep (I >= 4096) and the layer fills a round:
+// mixtral-8x7b from 1024 tokens, not at 256 (one part-filled round), not qwen3-30b-a3b or deepseek-v3.
+TEST(FusedExpertsGpuGroupedPath, Gemm2TailSplitChoice) {
+  if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
+  for (int64_t M : {1024, 4096, 8192})
+    EXPECT_TRUE(cuda::choose_experts_plan(M, 2, 8, 4096, 14336, true, true).gemm2_tail_split) << M;
+  EXPECT_FALSE(cuda::choose_experts_plan(256, 2, 8, 4096, 14336, true, true).gemm2_tail_split);
+  EXPECT_FALSE(cuda::choose_experts_plan(8192, 8, 128, 2048, 768, true, true).gemm2_tail_split);
+  EXPECT_FALSE(cuda::choose_experts_plan(8192, 8, 256, 7168, 2048, true, true).gemm2_tail_split);
+  EXPECT_FALSE(cuda::choose_experts_plan(4, 2, 8, 4096, 14336, true, true).gemm2_tail_split);  // tiled path
+  cuda::force_gemm2_tail_split(5);
+  EXPECT_TRUE(cuda::choose_experts_plan(1000, 4, 16, 512, 200, true, true).gemm2_tail_split);
+  EXPECT_FALSE(cuda::choose_experts_plan(1000, 4, 16, 136, 200, true, true).gemm2_tail_split);  // H % 256
+  EXPECT_FALSE(cuda::choose_experts_plan(300, 4, 16, 512, 200, true, true).gemm2_tail_split);  // GEMM 2 pingpong
+  cuda::force_gemm2_tail_split(0);
+}
+
 TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
   // qwen3-30b-a3b at 1024 / 2048 / 4096 / 8192 tokens, mixtral-8x7b at 4096 / 8192, deepseek-v3 at 2048.

@@ -5,9 +5,12 @@
 // Runs the layer through the internal launcher (cuda::fused_experts), the grouped path forced.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "common/cuda_test_util.h"
@@ -102,10 +105,9 @@ class ForceTile {
 // Scratch for the layer (the size the public query reports on the grouped path, with the fp32
 // gate/up rows only where GEMM 1 does not apply the activation), poisoned.
 DeviceTensor workspace_for(const Layer& L, bool interleaved) {
-  const bool fused_act =
-      cuda::choose_experts_plan(L.M, static_cast<int>(L.k), L.E, L.H, L.I, true, interleaved).fused_act;
-  const size_t bytes = cuda::experts_workspace_layout(L.M, L.k, L.E, L.H, L.I, dtype_size(L.dtype),
-                                                      cuda::kMinTileTokens, true, 2 * L.I, fused_act)
+  const cuda::ExpertsPlan plan = cuda::choose_experts_plan(L.M, static_cast<int>(L.k), L.E, L.H, L.I, true, interleaved);
+  const size_t bytes = cuda::experts_workspace_layout(L.M, L.k, L.E, L.H, L.I, dtype_size(L.dtype), cuda::kMinTileTokens,
+                                                      true, 2 * L.I, plan.fused_act, plan.gemm2_tail_split)
                            .total;
   HostTensor poisoned(DType::kUInt8, {int64_t(bytes)});
   std::memset(poisoned.data(), 0x7F, poisoned.nbytes());  // nothing may rely on zeros
@@ -380,6 +382,126 @@ TEST(GroupedGateUpActGpuPublic, ZeroTokens) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
+// GEMM 2's tail split (plan.gemm2_tail_split) for the scope, rounds planned for `sms` CTAs.
+class ForceTailSplit {
+ public:
+  explicit ForceTailSplit(int sms) { cuda::force_gemm2_tail_split(sms); }
+  ~ForceTailSplit() { cuda::force_gemm2_tail_split(0); }
+};
+
+// (columns, splits, chunk, partial rows) of GEMM 2's tail in the last run's workspace; columns 0: none.
+std::array<int, 4> tail_header(const Layer& L, const DeviceTensor& ws) {
+  const cuda::ExpertsPlan plan = cuda::choose_experts_plan(L.M, int(L.k), L.E, L.H, L.I, true, true);
+  const size_t offset = cuda::experts_workspace_layout(L.M, L.k, L.E, L.H, L.I, dtype_size(L.dtype),
+                                                       cuda::kMinTileTokens, true, 2 * L.I, plan.fused_act,
+                                                       plan.gemm2_tail_split)
+                            .tail_list;
+  std::array<int, 4> h{};
+  EXPECT_EQ(cudaMemcpy(h.data(), static_cast<const unsigned char*>(ws.data()) + offset, sizeof h,
+                       cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  return h;
+}
+
+// The tail the split takes for these routed ids on `sms` CTAs, grouped_experts.cuh's rule restated
+// from its comment: {columns, splits}, {0, 0} for none. Groups are the non-empty experts in order.
+std::array<int, 2> expected_tail(const Layer& L, const HostTensor& ids, int sms) {
+  std::vector<int> rows;
+  for (int64_t e = 0; e < L.E; ++e) {
+    int n = 0;
+    for (int64_t i = 0; i < L.M * L.k; ++i) n += int(ids.get(i)) == e;
+    if (n > 0) rows.push_back(n);
+  }
+  const int cols = int(L.H / 256);
+  int64_t tiles = 0;
+  for (int r : rows) tiles += int64_t((r + 127) / 128) * cols;
+  const int last = int(tiles % sms);
+  if (last == 0 || 2 * last > sms) return {0, 0};
+  int taken = 0, columns = 0;
+  for (size_t i = rows.size(); i-- > 0 && taken < last;) {
+    const int m = (rows[i] + 127) / 128;
+    const int cut = std::min(cols, (last - taken + m - 1) / m);
+    taken += cut * m;
+    columns += cut;
+  }
+  if (2 * taken > sms) return {0, 0};
+  const int splits = std::min<int64_t>(std::min(sms, cuda::kGemm2TailMaxUnits) / taken, L.I / 64);
+  if (splits < 2) return {0, 0};
+  const int64_t chunk = ((L.I + splits - 1) / splits + 63) / 64 * 64;
+  return {columns, int((L.I + chunk - 1) / chunk)};
+}
+
+// The split forced with rounds of a few CTAs, so that these small layers end in a part-filled round:
+// every run against the unsplit one (the same values but for the order of the K partial sums: two
+// bf16 ulps) and the oracle, the tail taken as the rule says. K = I of 136 (two splits, the second 8
+// deep), 200, 328 and 520; 1-3 output column blocks; skewed, dropped and half-empty routing.
+TEST(GroupedGemm2TailSplitGpu, MatchesUnsplitAndOracle) {
+  MOEKIT_REQUIRE_GPU();
+  if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
+  ForceTile force(cuda::kGroupedTiles[int(cuda::GroupedTileId::kCoop128)].name);
+  ForceFusedAct fused_act(1);
+  struct Case {
+    Layer L;
+    Routing routing;
+  };
+  const Case cases[] = {
+      {{DType::kBFloat16, 300, 16, 4, 512, 200, Activation::kSiluAndMul, true, 1.5}, Routing::kSkewed},
+      {{DType::kFloat16, 130, 12, 4, 256, 328, Activation::kSiluAndMul, true, 1.0}, Routing::kDropped},
+      {{DType::kBFloat16, 600, 8, 2, 768, 520, Activation::kSwigluOai, false, 1.0}, Routing::kHalfEmpty},
+      {{DType::kBFloat16, 257, 60, 4, 512, 136, Activation::kSiluAndMul, true, 1.0}, Routing::kUniform},
+  };
+  for (const Case& c : cases) {
+    const Layer& L = c.L;
+    auto rng = fresh_rng();
+    const HostLayer h = make_layer(L, c.routing, rng);
+    const DeviceLayer d(h);
+    DeviceTensor base = poisoned_output(L);
+    const DeviceTensor ws0 = workspace_for(L, true);
+    run_layer(L, d, true, base, ws0);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const HostTensor unsplit = base.to_host();
+    HostTensor want(L.dtype, {L.M, L.H});
+    ExpertWeights w13, w2;
+    w13.weight = h.w13.view();
+    w2.weight = h.w2.view();
+    if (L.bias) {
+      w13.bias = h.b13.view();
+      w2.bias = h.b2.view();
+    }
+    FusedExpertsOptions o;
+    o.activation = L.act;
+    o.routed_scaling_factor = L.rsf;
+    if (L.act == Activation::kSwigluOai) {
+      o.swiglu_alpha = 1.702f;
+      o.swiglu_limit = 7.f;
+    }
+    reference::fused_experts(h.x.view(), w13, w2, h.tw.view(), h.ids.view(), want.view(), o);
+    int case_splits = 0;
+    for (int sms : {2, 3, 5, 7, 11, 16, 29}) {
+      ForceTailSplit split(sms);
+      ASSERT_TRUE(cuda::choose_experts_plan(L.M, int(L.k), L.E, L.H, L.I, true, true).gemm2_tail_split);
+      DeviceTensor out = poisoned_output(L);
+      const DeviceTensor ws = workspace_for(L, true);
+      run_layer(L, d, true, out, ws);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const std::array<int, 4> tail = tail_header(L, ws);
+      const std::array<int, 2> expect = expected_tail(L, h.ids, sms);
+      EXPECT_EQ(tail[0], expect[0]) << "tail columns, sms " << sms;
+      if (expect[0] > 0) EXPECT_EQ(tail[1], expect[1]) << "splits, sms " << sms;
+      case_splits += tail[0] > 0;
+      const HostTensor got = out.to_host();
+      const std::string what = "M " + std::to_string(L.M) + " H " + std::to_string(L.H) + " I " +
+                               std::to_string(L.I) + " sms " + std::to_string(sms) + " tail columns " +
+                               std::to_string(tail[0]) + " splits " + std::to_string(tail[1]);
+      ASSERT_EQ(first_mismatch(got, got, 0, 0), -1) << what << ": NaN in output (unwritten?)";
+      const int64_t bad = first_mismatch(got, unsplit, 0.02, 0.01);
+      EXPECT_EQ(bad, -1) << what << ": " << (bad >= 0 ? describe_mismatch(got, unsplit, bad) : "");
+      EXPECT_LT(rel_frobenius(got, want), 1e-2) << what;
+    }
+    EXPECT_GE(case_splits, 1) << "no run of M " << L.M << " split a tail";
+  }
+}
+
 TEST(GroupedGateUpActGpuGraph, CaptureAndReplayIsIdentical) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
@@ -388,27 +510,31 @@ TEST(GroupedGateUpActGpuGraph, CaptureAndReplayIsIdentical) {
   auto rng = fresh_rng();
   Layer L{DType::kBFloat16, 700, 64, 8, 512, 128, Activation::kSiluAndMul};
   const DeviceLayer d(make_layer(L, Routing::kUniform, rng));
-  cudaStream_t stream;
-  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
-  DeviceTensor eager = poisoned_output(L), replayed = poisoned_output(L);
-  const DeviceTensor ws = workspace_for(L, true);
-  run_layer(L, d, true, eager, ws, stream);
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  const HostTensor want = eager.to_host();
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-  run_layer(L, d, true, replayed, ws, stream);
-  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  for (int rep = 0; rep < 3; ++rep) {
-    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  for (int sms : {0, 7}) {  // and with GEMM 2's tail split
+    ForceTailSplit split(sms);
+    cudaStream_t stream;
+    ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+    DeviceTensor eager = poisoned_output(L), replayed = poisoned_output(L);
+    const DeviceTensor ws = workspace_for(L, true);
+    run_layer(L, d, true, eager, ws, stream);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-    EXPECT_TRUE(replayed.to_host().bytes_equal(want)) << "replay " << rep;
+    const HostTensor want = eager.to_host();
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+    run_layer(L, d, true, replayed, ws, stream);
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int rep = 0; rep < 3; ++rep) {
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      EXPECT_TRUE(replayed.to_host().bytes_equal(want)) << "replay " << rep << " tail split sms " << sms;
+    }
+    if (sms > 0) EXPECT_GT(tail_header(L, ws)[0], 0) << "no tail split";
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 }  // namespace

@@ -276,19 +276,82 @@ struct GroupedPrepParams {
   const void *w13, *w2;
   void *gathered, *out1, *act, *down;  // out1: GEMM 1's output rows (gate_up fp32 or act)
   float* sorted_weights;  // [P]: topk weight of the pair at each sorted position
+  int tail_sms;           // GEMM 2's tail split: its CTAs (one an SM); 0: no split
+  int4* tail_header;      // (columns, splits, chunk, partial rows) of the tail; columns 0: none
+  int4* tail_columns;     // [kGemm2TailMaxUnits]: (expert, first sorted position, rows, column)
+  int* tail_row_offsets;  // [kGemm2TailMaxUnits]: each column's first partial row
+  float* tail_partials;   // [splits, partial rows, 256]
 };
+
+// GEMM 2's tail split (plan.gemm2_tail_split). The cooperative GEMM 2's persistent CTAs, one an SM,
+// take its 128 x 256 tiles in rounds, group after group and in a group column after column (a
+// column: the token tiles of one expert's 256 output columns; CUTLASS's AlongM order). When the last
+// round is at most half full, whole columns leave that launch from the end of the order until they
+// cover the round; the tail launch runs each of them split along K into `splits` units, as many as
+// fit in one round, writing fp32 partials that gemm2_tail_finalize_kernel sums in split order.
+inline constexpr int kTailColumnWidth = 256;  // the cooperative tile's bn
+inline constexpr int kTailTokenTile = 128;   // its bm
+static_assert(kGroupedTiles[int(GroupedTileId::kCoop128)].bn == kTailColumnWidth &&
+              kGroupedTiles[int(GroupedTileId::kCoop128)].bm == kTailTokenTile);
+
+__device__ inline int tail_token_tiles(int rows) { return (rows + kTailTokenTile - 1) / kTailTokenTile; }
+
+// Calls f(group, columns) for each group with columns in the tail, in tail order (from the end), and
+// returns the tail's tiles; 0 (and no call) where the last round is empty or more than half full.
+template <class F>
+__device__ int walk_gemm2_tail(const int4* groups, int n, int cols, int sms, F&& f) {
+  int64_t tiles = 0;
+  for (int i = 0; i < n; ++i) tiles += int64_t(tail_token_tiles(groups[i].z)) * cols;
+  const int last = int(tiles % sms);
+  if (last == 0 || 2 * last > sms) return 0;
+  auto walk = [&](auto&& visit) {
+    int taken = 0;
+    for (int i = n - 1; i >= 0 && taken < last; --i) {
+      const int m = tail_token_tiles(groups[i].z);
+      if (m == 0) continue;
+      const int cut = min(cols, (last - taken + m - 1) / m);
+      visit(i, cut);
+      taken += cut * m;
+    }
+    return taken;
+  };
+  const int taken = walk([](int, int) {});
+  if (2 * taken > sms) return 0;  // columns of many token tiles overshot the round
+  walk(f);
+  return taken;
+}
+
+struct Gemm2Tail {
+  int columns = 0, splits = 0, chunk = 0, rows = 0;  // chunk: K depth of every split but the last
+};
+
+__device__ inline Gemm2Tail plan_gemm2_tail(const int4* groups, int n, int cols, int sms, int64_t K) {
+  Gemm2Tail t;
+  const int tiles = walk_gemm2_tail(groups, n, cols, sms, [&](int i, int cut) {
+    t.columns += cut;
+    t.rows += cut * groups[i].z;
+  });
+  if (tiles == 0) return Gemm2Tail{};
+  int splits = min(sms, kGemm2TailMaxUnits) / tiles;
+  if (splits > K / 64) splits = int(K / 64);  // splits at least one 64-deep k-block each
+  if (splits < 2) return Gemm2Tail{};
+  t.chunk = int((K + splits - 1) / splits + 63) / 64 * 64;
+  t.splits = int((K + t.chunk - 1) / t.chunk);
+  return t;
+}
 
 // Writes both GEMMs' group arrays (one thread per group), each pair's top-k weight at its sorted
 // position, and gathers each pair's token row there (16-byte chunks, grid-stride).
 template <typename T, typename Out1>
 __global__ void grouped_prep_kernel(const GroupedPrepParams p, const GroupArrays<T, Out1> g1,
-                                    const GroupArrays<T, T> g2) {
+                                    const GroupArrays<T, T> g2, const GroupArrays<T, float> tail) {
   wait_for_preceding_grid();  // route_prep's list and positions
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int n = *p.num_groups, cols = static_cast<int>(p.H / kTailColumnWidth);
   if (tid < p.group_count) {
     const int g = static_cast<int>(tid);
     int e = 0, first = 0, rows = 0;
-    if (g < *p.num_groups) {
+    if (g < n) {
       const int4 t = p.groups[g];
       e = t.x;
       first = t.y;
@@ -298,6 +361,55 @@ __global__ void grouped_prep_kernel(const GroupedPrepParams p, const GroupArrays
                  static_cast<const T*>(p.w13), static_cast<Out1*>(p.out1), p.ld1, nullptr, p.w13_bias);
     g2.set_group(g, rows, e, first, p.H, p.I, static_cast<const T*>(p.act), static_cast<const T*>(p.w2),
                  static_cast<T*>(p.down), p.H, p.sorted_weights, p.w2_bias);
+    if (p.tail_sms > 0 && plan_gemm2_tail(p.groups, n, cols, p.tail_sms, p.I).columns > 0) {
+      int cut = 0;
+      walk_gemm2_tail(p.groups, n, cols, p.tail_sms, [&](int i, int c) { cut = i == g ? c : cut; });
+      // The group keeps its leading columns; one whose columns all left runs no tile.
+      const int kept = (cols - cut) * kTailColumnWidth;
+      if (cut > 0) g2.shapes[g] = cute::make_shape(kept > 0 ? rows : 0, kept > 0 ? kept : int(p.H), int(p.I));
+    }
+  }
+  // Tail unit u: split u % splits of tail column u / splits; units past the tail are empty groups.
+  if (p.tail_sms > 0 && tid < kGemm2TailMaxUnits) {
+    const int u = static_cast<int>(tid);
+    const Gemm2Tail t = plan_gemm2_tail(p.groups, n, cols, p.tail_sms, p.I);
+    if (u == 0) *p.tail_header = make_int4(t.columns, t.splits, t.chunk, t.rows);
+    int e = 0, first = 0, rows = 0, col = 0, row_offset = 0, s = 0;
+    if (u < t.columns * t.splits) {
+      const int j = u / t.splits;
+      s = u % t.splits;
+      int seen = 0, rows_before = 0;
+      walk_gemm2_tail(p.groups, n, cols, p.tail_sms, [&](int i, int cut) {
+        const int4 gi = p.groups[i];
+        if (j >= seen && j < seen + cut) {
+          e = gi.x;
+          first = gi.y;
+          rows = gi.z;
+          col = cols - cut + (j - seen);
+          row_offset = rows_before + (j - seen) * gi.z;
+        }
+        seen += cut;
+        rows_before += cut * gi.z;
+      });
+      if (s == 0) {
+        p.tail_columns[j] = make_int4(e, first, rows, col);
+        p.tail_row_offsets[j] = row_offset;
+      }
+    }
+    // Rows [first, first + rows) of the act rows, K from s * chunk; the weight rows of output column
+    // block col of expert e; partial rows from row_offset of split s.
+    const int64_t k0 = int64_t(s) * t.chunk;
+    const int depth = rows > 0 ? static_cast<int>(min(int64_t(t.chunk), p.I - k0)) : 64;
+    tail.shapes[u] = cute::make_shape(rows, int(kTailColumnWidth), depth);
+    tail.a[u] = static_cast<const T*>(p.act) + int64_t(first) * p.I + k0;
+    tail.b[u] = static_cast<const T*>(p.w2) + (int64_t(e) * p.H + int64_t(col) * kTailColumnWidth) * p.I + k0;
+    tail.d[u] = p.tail_partials + (int64_t(s) * t.rows + row_offset) * kTailColumnWidth;
+    GroupStride st{};
+    cute::get<0>(st) = p.I;
+    tail.sa[u] = st;
+    tail.sb[u] = st;
+    cute::get<0>(st) = kTailColumnWidth;
+    tail.sd[u] = st;
   }
   // One warp per pair row (no 64-bit division per chunk), four 16-byte loads in flight per lane.
   const int lane = threadIdx.x & 31;
@@ -385,6 +497,54 @@ __global__ void grouped_act_kernel(const float* __restrict__ gate_up, const int*
   }
 }
 
+// GEMM 2's epilogue for the tail's columns: down[first + r, col * 256 + c] = round(w * (sum over
+// splits, in order, of the partials + b)), as the cooperative GEMM 2 writes its other tiles (R2).
+// Grid-stride over the partial rows, four columns a thread (one tail column can hold thousands of rows).
+template <typename T>
+__global__ void gemm2_tail_finalize_kernel(const int4* __restrict__ header, const int4* __restrict__ columns,
+                                           const int* __restrict__ row_offsets, const float* __restrict__ partials,
+                                           const float* __restrict__ sorted_weights,
+                                           const float* __restrict__ w2_bias, int64_t H, T* __restrict__ down) {
+  wait_for_preceding_grid();  // the tail GEMM's partials
+  const int4 h = *header;     // columns, splits, chunk, partial rows
+  constexpr int kQuads = kTailColumnWidth / 4;
+  const int64_t split_stride = int64_t(h.w) * kTailColumnWidth;
+  const int64_t items = int64_t(h.w) * kQuads;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < items; i += int64_t(gridDim.x) * blockDim.x) {
+    const int row = static_cast<int>(i / kQuads), n = static_cast<int>(i % kQuads) * 4;
+    // The column of partial row `row`: the last whose first row is at or before it.
+    int lo = 0, hi = h.x - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (row_offsets[mid] <= row) lo = mid;
+      else hi = mid - 1;
+    }
+    const int4 c = columns[lo];  // expert, first, rows, column
+    const int r = row - row_offsets[lo];
+    const float* src = partials + int64_t(row) * kTailColumnWidth + n;
+    float4 v = *reinterpret_cast<const float4*>(src);
+    for (int s = 1; s < h.y; ++s) {
+      const float4 q = *reinterpret_cast<const float4*>(src + s * split_stride);
+      v.x += q.x;
+      v.y += q.y;
+      v.z += q.z;
+      v.w += q.w;
+    }
+    const int64_t col = int64_t(c.w) * kTailColumnWidth + n;
+    if (w2_bias) {
+      const float* b = w2_bias + int64_t(c.x) * H + col;
+      v.x += b[0];
+      v.y += b[1];
+      v.z += b[2];
+      v.w += b[3];
+    }
+    const float w = sorted_weights[c.y + r];
+    T o[4] = {MmaTraits<T>::from_float(w * v.x), MmaTraits<T>::from_float(w * v.y),
+              MmaTraits<T>::from_float(w * v.z), MmaTraits<T>::from_float(w * v.w)};
+    *reinterpret_cast<uint2*>(down + int64_t(c.y + r) * H + col) = *reinterpret_cast<const uint2*>(o);
+  }
+}
+
 // GEMM 1 with the activation in its epilogue (interleaved w13) on grouped tile Id, in its own
 // translation units (grouped_experts_gate_up_act_{bf16,fp16}.cu) to keep each unit's compile time down.
 template <typename T, int Id>
@@ -415,6 +575,15 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   unsigned char* args_base = ws + lay.group_args;
   const GroupArrays<T, Out1> g1 = GroupArrays<T, Out1>::carve(args_base, groups, false, kGateUpAct);
   const GroupArrays<T, T> g2 = GroupArrays<T, T>::carve(args_base, groups, true, true);
+  // GEMM 2's tail split (cooperative GEMM 2 only): its list and unit arrays after the partials.
+  const bool tail_split = g.gemm2_tail_split && Id2 == int(GroupedTileId::kCoop128);
+  unsigned char* tail_base = ws + lay.tail_list;
+  int4* tail_header = reinterpret_cast<int4*>(tail_base);
+  int4* tail_columns = tail_header + 1;
+  int* tail_row_offsets = reinterpret_cast<int*>(tail_columns + kGemm2TailMaxUnits);
+  tail_base += 16 * (1 + kGemm2TailMaxUnits) + 4 * kGemm2TailMaxUnits;
+  const GroupArrays<T, float> tail =
+      tail_split ? GroupArrays<T, float>::carve(tail_base, kGemm2TailMaxUnits, false, false) : GroupArrays<T, float>{};
   T* gathered = reinterpret_cast<T*>(ws + lay.down_rows);
   float* gate_up = reinterpret_cast<float*>(ws + lay.gate_up_rows);
   T* act = reinterpret_cast<T*>(ws + lay.act_rows);
@@ -442,12 +611,21 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   pp.act = act;
   pp.down = down;
   pp.sorted_weights = reinterpret_cast<float*>(ws + lay.sorted_weights);
+  if (tail_split) {
+    const int forced = forced_gemm2_tail_sms();
+    pp.tail_sms = forced > 0 ? forced : current_device_sm_count();
+    pp.tail_header = tail_header;
+    pp.tail_columns = tail_columns;
+    pp.tail_row_offsets = tail_row_offsets;
+    pp.tail_partials = reinterpret_cast<float*>(ws + lay.tail_partials);
+  }
   const int threads = 256;
   int64_t prep_items = P * 32;  // a warp per pair row
   if (prep_items < groups) prep_items = groups;
+  if (tail_split && prep_items < kGemm2TailMaxUnits) prep_items = kGemm2TailMaxUnits;
   const bool pdl = experts_pdl_enabled();
   launch_dependent(grouped_prep_kernel<T, Out1>, dim3(expert_rows_grid(prep_items, threads)), dim3(threads), 0,
-                   stream, pdl, pp, g1, g2);
+                   stream, pdl, pp, g1, g2, tail);
 
   GroupedEpilogueArgs epi1{};
   epi1.has_bias = a.w13_bias != nullptr;
@@ -468,6 +646,15 @@ void run_grouped_layer(const GroupedExpertsArgs& g, cudaStream_t stream) {
   GroupedEpilogueArgs epi2{};
   epi2.has_bias = a.w2_bias != nullptr;
   G2::run(g2, ops2, groups, epi2, ws + lay.gemm_scratch + kGroupedGemmScratchBytes, stream);
+  if (tail_split) {
+    GroupedGemm<T, int(GroupedTileId::kCoop128), GroupedEpilogue::kFp32Rows>::run(
+        tail, ops2, kGemm2TailMaxUnits, GroupedEpilogueArgs{}, ws + lay.gemm_scratch + 2 * kGroupedGemmScratchBytes,
+        stream);
+    launch_dependent(gemm2_tail_finalize_kernel<T>, dim3(4 * kGemm2TailMaxUnits), dim3(256), 0, stream, pdl,
+                     static_cast<const int4*>(tail_header), static_cast<const int4*>(tail_columns),
+                     static_cast<const int*>(tail_row_offsets), static_cast<const float*>(pp.tail_partials),
+                     static_cast<const float*>(pp.sorted_weights), a.w2_bias, a.H, down);
+  }
   launch_combine_rows(down, g.pair_pos, a.topk_ids, a.E, static_cast<T*>(a.output), a.M, a.k, a.H,
                       a.routed_scaling_factor, pdl, stream);
 }

@@ -8,6 +8,8 @@
 //             GEMM 1's epilogue computes the activation from each column pair and writes act_rows
 //             itself; no act kernel)
 //   GEMM 2:   round(w * (act [rows_e, I] x W2[e]^T + b2[e]))     -> down_rows [P, H]
+//             (plan.gemm2_tail_split: the tiles of its last, part-filled round run split along K in
+//             a second launch into fp32 partials, which a finalize kernel sums into down_rows)
 //   combine:  out[m] = rsf * sum_t down[pos(m, t)], slots in order, fp32 (combine_rows.cuh).
 // Rounding points are the oracle's (cpu-moe.md 4.11): R1 in the activation, R2 in GEMM 2's
 // epilogue, R3 in the combine. GEMM 1's output stays fp32: storing it in T (R0, as SGLang's Triton
@@ -32,6 +34,7 @@ struct GroupedExpertsArgs {
   const int* num_groups; // non-empty experts
   GroupedTileId tile1, tile2;  // GEMM 1's and GEMM 2's
   bool fused_act;  // plan.fused_act: GEMM 1 writes the act rows itself
+  bool gemm2_tail_split;  // plan.gemm2_tail_split
   ActKind act;
 };
 

@@ -133,7 +133,7 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
       choose_experts_plan(a.M, static_cast<int>(a.k), a.E, a.H, a.I, a.gated, a.gate_up_interleaved);
   const ExpertsWorkspaceLayout lay = experts_workspace_layout(
       a.M, a.k, a.E, a.H, a.I, sizeof(T), kMinTileTokens, plan.grouped, a.gated ? 2 * a.I : a.I,
-      plan.fused_act);
+      plan.fused_act, plan.gemm2_tail_split);
   auto* ws = static_cast<unsigned char*>(a.workspace);
   const auto [sorted_pairs, pair_pos, tiles, num_tiles] = route_lists(a.workspace, lay);
   T* act_rows = reinterpret_cast<T*>(ws + lay.act_rows);
@@ -153,7 +153,7 @@ void run_fused_experts(const FusedExpertsArgs& a, cudaStream_t stream) {
 #if defined(MOEKIT_WITH_CUTLASS)
   if (plan.grouped) {
     GroupedExpertsArgs g{&a, lay, pair_pos, tiles, num_tiles, plan.grouped_tile, plan.grouped_tile2, plan.fused_act,
-                         act_kind(a.activation)};
+                         plan.gemm2_tail_split, act_kind(a.activation)};
     run_grouped_experts<T>(g, stream);
     return;
   }

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "experts/configs.h"
 #include "moekit/experts.h"
 #include "moekit/tensor.h"
 
@@ -26,6 +27,9 @@ struct ExpertsWorkspaceLayout {
   size_t sorted_weights;  // float [P]: top-k weight per sorted pair (GEMM 2's epilogue)
   size_t group_args;    // per-expert problem shapes, pointers and strides of both grouped GEMMs
   size_t gemm_scratch;  // CUTLASS's own workspace of each grouped GEMM (tensor maps)
+  // GEMM 2's tail split only (plan.gemm2_tail_split), else empty:
+  size_t tail_partials;  // float [kGemm2TailMaxUnits, 128, 256]: the split tiles' K-partial sums
+  size_t tail_list;      // the tail's columns and split (grouped_experts.cuh: Gemm2TailList)
   size_t total;
   int64_t tile_bound;   // most token tiles any routing can produce (for the smallest tile)
 };
@@ -62,7 +66,7 @@ inline int64_t route_prep_chunk(int64_t P) {
 inline ExpertsWorkspaceLayout experts_workspace_layout(int64_t M, int64_t k, int64_t E, int64_t H,
                                                        int64_t I, size_t elem_bytes,
                                                        int64_t min_tile_tokens, bool grouped,
-                                                       int64_t R13, bool fused_act) {
+                                                       int64_t R13, bool fused_act, bool gemm2_tail_split) {
   const int64_t P = M * k;
   ExpertsWorkspaceLayout l{};
   l.tile_bound = (P + min_tile_tokens - 1) / min_tile_tokens + (P < E ? P : E);
@@ -82,7 +86,12 @@ inline ExpertsWorkspaceLayout experts_workspace_layout(int64_t M, int64_t k, int
     l.gate_up_rows = off; off = align_up_256(off + (fused_act ? 0 : size_t(P) * size_t(R13) * 4));
     l.sorted_weights = off; off = align_up_256(off + size_t(P) * 4);
     l.group_args = off;   off = align_up_256(off + size_t(groups) * kGroupArgBytes + 256);
-    l.gemm_scratch = off; off = align_up_256(off + 2 * kGroupedGemmScratchBytes);
+    l.gemm_scratch = off; off = align_up_256(off + (gemm2_tail_split ? 3 : 2) * kGroupedGemmScratchBytes);
+  }
+  l.tail_partials = l.tail_list = off;
+  if (grouped && gemm2_tail_split) {
+    l.tail_partials = off; off = align_up_256(off + size_t(kGemm2TailMaxUnits) * 128 * 256 * 4);
+    l.tail_list = off;     off = align_up_256(off + size_t(kGemm2TailMaxUnits) * (kGroupArgBytes + 32) + 256);
   }
   l.total = off;
   return l;
