@@ -268,7 +268,28 @@ TEST(GroupedGateUpActGpuPlans, MixedTilesBitIdentical) {
   }
 }
 
-// Against the fp64 oracle (halves weights, same logical values).
+// The oracle's output for the layer (halves weights, same logical values; biases where L.bias).
+HostTensor oracle_output(const Layer& L, const HostLayer& h) {
+  HostTensor want(L.dtype, {L.M, L.H});
+  ExpertWeights w13, w2;
+  w13.weight = h.w13.view();
+  w2.weight = h.w2.view();
+  if (L.bias) {
+    w13.bias = h.b13.view();
+    w2.bias = h.b2.view();
+  }
+  FusedExpertsOptions o;
+  o.activation = L.act;
+  o.routed_scaling_factor = L.rsf;
+  if (L.act == Activation::kSwigluOai) {
+    o.swiglu_alpha = 1.702f;
+    o.swiglu_limit = 7.f;
+  }
+  reference::fused_experts(h.x.view(), w13, w2, h.tw.view(), h.ids.view(), want.view(), o);
+  return want;
+}
+
+// Against the fp64 oracle.
 TEST(GroupedGateUpActGpuOracle, MatchesOracle) {
   MOEKIT_REQUIRE_GPU();
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
@@ -288,20 +309,7 @@ TEST(GroupedGateUpActGpuOracle, MatchesOracle) {
       run_layer(L, d, true, out, ws);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       const HostTensor got = out.to_host();
-      HostTensor want(L.dtype, {L.M, L.H});
-      ExpertWeights w13, w2;
-      w13.weight = h.w13.view();
-      w13.bias = h.b13.view();
-      w2.weight = h.w2.view();
-      w2.bias = h.b2.view();
-      FusedExpertsOptions o;
-      o.activation = act;
-      o.routed_scaling_factor = L.rsf;
-      if (act == Activation::kSwigluOai) {
-        o.swiglu_alpha = 1.702f;
-        o.swiglu_limit = 7.f;
-      }
-      reference::fused_experts(h.x.view(), w13, w2, h.tw.view(), h.ids.view(), want.view(), o);
+      const HostTensor want = oracle_output(L, h);
       ASSERT_EQ(first_mismatch(got, got, 0, 0), -1) << tiles << " " << activation_name(act) << ": NaN in output";
       EXPECT_LT(rel_frobenius(got, want), 1e-2) << tiles << " " << activation_name(act);
     }
@@ -460,22 +468,7 @@ TEST(GroupedGemm2TailSplitGpu, MatchesUnsplitAndOracle) {
     run_layer(L, d, true, base, ws0);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const HostTensor unsplit = base.to_host();
-    HostTensor want(L.dtype, {L.M, L.H});
-    ExpertWeights w13, w2;
-    w13.weight = h.w13.view();
-    w2.weight = h.w2.view();
-    if (L.bias) {
-      w13.bias = h.b13.view();
-      w2.bias = h.b2.view();
-    }
-    FusedExpertsOptions o;
-    o.activation = L.act;
-    o.routed_scaling_factor = L.rsf;
-    if (L.act == Activation::kSwigluOai) {
-      o.swiglu_alpha = 1.702f;
-      o.swiglu_limit = 7.f;
-    }
-    reference::fused_experts(h.x.view(), w13, w2, h.tw.view(), h.ids.view(), want.view(), o);
+    const HostTensor want = oracle_output(L, h);
     int case_splits = 0;
     for (int sms : {2, 3, 5, 7, 11, 16, 29}) {
       ForceTailSplit split(sms);
