@@ -268,6 +268,14 @@ TEST(GroupedGateUpActGpuPlans, MixedTilesBitIdentical) {
   }
 }
 
+// One run of the layer (interleaved w13) into a poisoned output, read back.
+HostTensor run_to_host(const Layer& L, const DeviceLayer& d, const DeviceTensor& ws) {
+  DeviceTensor out = poisoned_output(L);
+  run_layer(L, d, true, out, ws);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return out.to_host();
+}
+
 // The oracle's output for the layer (halves weights, same logical values; biases where L.bias).
 HostTensor oracle_output(const Layer& L, const HostLayer& h) {
   HostTensor want(L.dtype, {L.M, L.H});
@@ -303,12 +311,7 @@ TEST(GroupedGateUpActGpuOracle, MatchesOracle) {
       auto rng = fresh_rng();
       Layer L{dtype, 130, 12, 4, 136, 200, act, true, 1.5};
       const HostLayer h = make_layer(L, Routing::kDropped, rng);
-      const DeviceLayer d(h);
-      DeviceTensor out = poisoned_output(L);
-      const DeviceTensor ws = workspace_for(L, true);
-      run_layer(L, d, true, out, ws);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      const HostTensor got = out.to_host();
+      const HostTensor got = run_to_host(L, DeviceLayer(h), workspace_for(L, true));
       const HostTensor want = oracle_output(L, h);
       ASSERT_EQ(first_mismatch(got, got, 0, 0), -1) << tiles << " " << activation_name(act) << ": NaN in output";
       EXPECT_LT(rel_frobenius(got, want), 1e-2) << tiles << " " << activation_name(act);
@@ -463,26 +466,19 @@ TEST(GroupedGemm2TailSplitGpu, MatchesUnsplitAndOracle) {
     auto rng = fresh_rng();
     const HostLayer h = make_layer(L, c.routing, rng);
     const DeviceLayer d(h);
-    DeviceTensor base = poisoned_output(L);
-    const DeviceTensor ws0 = workspace_for(L, true);
-    run_layer(L, d, true, base, ws0);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const HostTensor unsplit = base.to_host();
+    const HostTensor unsplit = run_to_host(L, d, workspace_for(L, true));
     const HostTensor want = oracle_output(L, h);
     int case_splits = 0;
     for (int sms : {2, 3, 5, 7, 11, 16, 29}) {
       ForceTailSplit split(sms);
       ASSERT_TRUE(cuda::choose_experts_plan(L.M, int(L.k), L.E, L.H, L.I, true, true).gemm2_tail_split);
-      DeviceTensor out = poisoned_output(L);
       const DeviceTensor ws = workspace_for(L, true);
-      run_layer(L, d, true, out, ws);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const HostTensor got = run_to_host(L, d, ws);
       const std::array<int, 4> tail = tail_header(L, ws);
       const std::array<int, 2> expect = expected_tail(L, h.ids, sms);
       EXPECT_EQ(tail[0], expect[0]) << "tail columns, sms " << sms;
       if (expect[0] > 0) EXPECT_EQ(tail[1], expect[1]) << "splits, sms " << sms;
       case_splits += tail[0] > 0;
-      const HostTensor got = out.to_host();
       const std::string what = "M " + std::to_string(L.M) + " H " + std::to_string(L.H) + " I " +
                                std::to_string(L.I) + " sms " + std::to_string(sms) + " tail columns " +
                                std::to_string(tail[0]) + " splits " + std::to_string(tail[1]);
