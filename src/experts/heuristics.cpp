@@ -138,7 +138,7 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // GEMM 2's last round split along K where its tiles are long (K = I) and the layer fills a round
   // of them: a 128 x 256 tile of mixtral-8x7b (I = 14336) takes about 150 us, and the last round of
   // M = 1024 / 4096 / 8192 (2.42 / 8.24 / 16.12 rounds of 132 tiles) runs one tile's time on a few
-  // SMs. H100 2026-11-27 (bench/RESULTS.md), us: that round dropped outright (11:40; an upper bound,
+  // SMs. H100 2026-11-27 (bench/RESULTS.md), us: that round dropped outright (11:38; an upper bound,
   // wrong results) M = 1024 1429.5-1432.4 -> 1286.5-1290.7, M = 8192 8734.6-9115.2 -> 8581.0-8592.2;
   // split, three rounds against main (12:00): M = 1024 1431.2-1437.5 -> 1383.4-1386.7, M = 8192
   // 8925.6-9117.6 -> 8793.7-8879.0, M = 2048 / 4096 / 6144 within the spread of the measurement.

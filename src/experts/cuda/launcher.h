@@ -29,7 +29,7 @@ struct ExpertsWorkspaceLayout {
   size_t gemm_scratch;  // CUTLASS's own workspace of each grouped GEMM (tensor maps)
   // GEMM 2's tail split only (plan.gemm2_tail_split), else empty:
   size_t tail_partials;  // float [kGemm2TailMaxUnits, 128, 256]: the split tiles' K-partial sums
-  size_t tail_list;      // the tail's columns and split (grouped_experts.cuh: Gemm2TailList)
+  size_t tail_list;      // the tail's header, columns, row offsets and unit arrays (grouped_experts.cuh)
   size_t total;
   int64_t tile_bound;   // most token tiles any routing can produce (for the smallest tile)
 };
