@@ -764,9 +764,6 @@ TEST(FusedExpertsGpuGroupedPath, ChosenForPrefill) {
   EXPECT_FALSE(cuda::choose_experts_plan(4, 8, 128, 2048, 768, true).grouped);
 }
 
-// The grouped path runs the activation in GEMM 1's epilogue for interleaved gated layers only, on
-// every grouped tile: pingpong below 128 tokens per expert with deep K (144 with shallow K), else
-// the cooperative tile, but for GEMM 2 with shallow K from 384 tokens per expert.
 // GEMM 2's last round split along K where its tiles are deep (I >= 4096) and the layer fills a round:
 // mixtral-8x7b from 1024 tokens, not at 256 (one part-filled round), not qwen3-30b-a3b or deepseek-v3.
 TEST(FusedExpertsGpuGroupedPath, Gemm2TailSplitChoice) {
@@ -784,6 +781,9 @@ TEST(FusedExpertsGpuGroupedPath, Gemm2TailSplitChoice) {
   cuda::force_gemm2_tail_split(0);
 }
 
+// The grouped path runs the activation in GEMM 1's epilogue for interleaved gated layers only, on
+// every grouped tile: pingpong below 128 tokens per expert with deep K (144 with shallow K), else
+// the cooperative tile, but for GEMM 2 with shallow K from 384 tokens per expert.
 TEST(FusedExpertsGpuGroupedPath, FusedActivationChoice) {
   if (!cuda::grouped_experts_available()) GTEST_SKIP() << "built without CUTLASS";
   // qwen3-30b-a3b at 1024 / 2048 / 4096 / 8192 tokens, mixtral-8x7b at 4096 / 8192, deepseek-v3 at 2048.
