@@ -289,10 +289,8 @@ struct GroupedPrepParams {
 // round is at most half full, whole columns leave that launch from the end of the order until they
 // cover the round; the tail launch runs each of them split along K into `splits` units, as many as
 // fit in one round, writing fp32 partials that gemm2_tail_finalize_kernel sums in split order.
-inline constexpr int kTailColumnWidth = 256;  // the cooperative tile's bn
-inline constexpr int kTailTokenTile = 128;   // its bm
-static_assert(kGroupedTiles[int(GroupedTileId::kCoop128)].bn == kTailColumnWidth &&
-              kGroupedTiles[int(GroupedTileId::kCoop128)].bm == kTailTokenTile);
+inline constexpr int kTailColumnWidth = kGroupedTiles[int(GroupedTileId::kCoop128)].bn;
+inline constexpr int kTailTokenTile = kGroupedTiles[int(GroupedTileId::kCoop128)].bm;
 
 __device__ inline int tail_token_tiles(int rows) { return (rows + kTailTokenTile - 1) / kTailTokenTile; }
 

@@ -28,7 +28,7 @@ struct ExpertsWorkspaceLayout {
   size_t group_args;    // per-expert problem shapes, pointers and strides of both grouped GEMMs
   size_t gemm_scratch;  // CUTLASS's own workspace of each grouped GEMM (tensor maps)
   // GEMM 2's tail split only (plan.gemm2_tail_split), else empty:
-  size_t tail_partials;  // float [kGemm2TailMaxUnits, 128, 256]: the split tiles' K-partial sums
+  size_t tail_partials;  // float [kGemm2TailMaxUnits, bm, bn] (cooperative tile): the split tiles' K-partial sums
   size_t tail_list;      // the tail's header, columns, row offsets and unit arrays (grouped_experts.cuh)
   size_t total;
   int64_t tile_bound;   // most token tiles any routing can produce (for the smallest tile)
@@ -90,7 +90,8 @@ inline ExpertsWorkspaceLayout experts_workspace_layout(int64_t M, int64_t k, int
   }
   l.tail_partials = l.tail_list = off;
   if (grouped && gemm2_tail_split) {
-    l.tail_partials = off; off = align_up_256(off + size_t(kGemm2TailMaxUnits) * 128 * 256 * 4);
+    const GroupedTile& unit = kGroupedTiles[int(GroupedTileId::kCoop128)];
+    l.tail_partials = off; off = align_up_256(off + size_t(kGemm2TailMaxUnits) * unit.bm * unit.bn * 4);
     l.tail_list = off;     off = align_up_256(off + size_t(kGemm2TailMaxUnits) * (kGroupArgBytes + 32) + 256);
   }
   l.total = off;
