@@ -142,6 +142,8 @@ ExpertsPlan choose_experts_plan(int64_t M, int k, int64_t E, int64_t H, int64_t 
   // wrong results) M = 1024 1429.5-1432.4 -> 1286.5-1290.7, M = 8192 8734.6-9115.2 -> 8581.0-8592.2;
   // split, three rounds against main (12:00): M = 1024 1431.2-1437.5 -> 1383.4-1386.7, M = 8192
   // 8925.6-9117.6 -> 8793.7-8879.0, M = 2048 / 4096 / 6144 within the spread of the measurement.
+  // The same split of the fused GEMM 1 (finalize applying the activation; branch tail1-exp) gained
+  // nothing at qwen3-30b-a3b / deepseek-v3 M = 4096 / 8192 (H100 2026-11-27 13:38): not built.
   const GroupedTile& coop = kGroupedTiles[int(GroupedTileId::kCoop128)];
   const int64_t tiles_estimate = touched * int64_t(std::ceil(per_expert / coop.bm)) * (H / coop.bn);
   plan.gemm2_tail_split = plan.grouped && plan.grouped_tile2 == GroupedTileId::kCoop128 && H % coop.bn == 0 &&
