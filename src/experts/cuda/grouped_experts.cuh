@@ -321,13 +321,16 @@ __device__ int walk_gemm2_tail(const int4* groups, int n, int cols, int sms, F&&
 
 struct Gemm2Tail {
   int columns = 0, splits = 0, chunk = 0, rows = 0;  // chunk: K depth of every split but the last
+  int cut = 0;  // columns of the caller's group in the tail
 };
 
-__device__ inline Gemm2Tail plan_gemm2_tail(const int4* groups, int n, int cols, int sms, int64_t K) {
+// The tail on `sms` CTAs; `group`: whose columns `cut` counts (-1: none).
+__device__ inline Gemm2Tail plan_gemm2_tail(const int4* groups, int n, int cols, int sms, int64_t K, int group) {
   Gemm2Tail t;
   const int tiles = walk_gemm2_tail(groups, n, cols, sms, [&](int i, int cut) {
     t.columns += cut;
     t.rows += cut * groups[i].z;
+    if (i == group) t.cut = cut;
   });
   if (tiles == 0) return Gemm2Tail{};
   int splits = min(sms, kGemm2TailMaxUnits) / tiles;
@@ -359,18 +362,17 @@ __global__ void grouped_prep_kernel(const GroupedPrepParams p, const GroupArrays
                  static_cast<const T*>(p.w13), static_cast<Out1*>(p.out1), p.ld1, nullptr, p.w13_bias);
     g2.set_group(g, rows, e, first, p.H, p.I, static_cast<const T*>(p.act), static_cast<const T*>(p.w2),
                  static_cast<T*>(p.down), p.H, p.sorted_weights, p.w2_bias);
-    if (p.tail_sms > 0 && plan_gemm2_tail(p.groups, n, cols, p.tail_sms, p.I).columns > 0) {
-      int cut = 0;
-      walk_gemm2_tail(p.groups, n, cols, p.tail_sms, [&](int i, int c) { cut = i == g ? c : cut; });
+    const Gemm2Tail t = p.tail_sms > 0 ? plan_gemm2_tail(p.groups, n, cols, p.tail_sms, p.I, g) : Gemm2Tail{};
+    if (t.columns > 0 && t.cut > 0) {
       // The group keeps its leading columns; one whose columns all left runs no tile.
-      const int kept = (cols - cut) * kTailColumnWidth;
-      if (cut > 0) g2.shapes[g] = cute::make_shape(kept > 0 ? rows : 0, kept > 0 ? kept : int(p.H), int(p.I));
+      const int kept = (cols - t.cut) * kTailColumnWidth;
+      g2.shapes[g] = cute::make_shape(kept > 0 ? rows : 0, kept > 0 ? kept : int(p.H), int(p.I));
     }
   }
   // Tail unit u: split u % splits of tail column u / splits; units past the tail are empty groups.
   if (p.tail_sms > 0 && tid < kGemm2TailMaxUnits) {
     const int u = static_cast<int>(tid);
-    const Gemm2Tail t = plan_gemm2_tail(p.groups, n, cols, p.tail_sms, p.I);
+    const Gemm2Tail t = plan_gemm2_tail(p.groups, n, cols, p.tail_sms, p.I, -1);
     if (u == 0) *p.tail_header = make_int4(t.columns, t.splits, t.chunk, t.rows);
     int e = 0, first = 0, rows = 0, col = 0, row_offset = 0, s = 0;
     if (u < t.columns * t.splits) {
