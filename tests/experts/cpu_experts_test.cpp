@@ -335,11 +335,13 @@ TEST(CpuFusedExpertsCases, ThreadCountsAndRepeatsBitIdentical) {
 
 // Shapes that split the work the other ways: many stage-1 and stage-2 row blocks per expert (M = 4100,
 // E = 3: about 2700 rows each); the last output block partial (K = 1000); more than one stage-1 row
-// block per expert where items take 128 rows (E = 2, 150 rows each).
+// block per expert where items take 128 rows (E = 2, 150 rows each); the AMX path's K chunks over several
+// row groups, the last group of 17-32 rows and the last chunk partial (K = 1100, 60 rows per expert).
 TEST(CpuFusedExpertsCases, WorkSplitShapes) {
   auto rng = fresh_rng();
   IsaScope scope;
-  for (auto [M, K, N, E, k] : {Shape{4100, 40, 64, 3, 2}, Shape{40, 1000, 64, 2, 2}, Shape{300, 24, 40, 2, 1}}) {
+  for (auto [M, K, N, E, k] : {Shape{4100, 40, 64, 3, 2}, Shape{40, 1000, 64, 2, 2}, Shape{300, 24, 40, 2, 1},
+                                 Shape{60, 1100, 40, 2, 2}}) {
     MoeCase c(rng, M, K, N, E, k, DType::kBFloat16);
     const HostTensor r = c.oracle();
     const std::vector<double> slack = c.rounding_allowance();

@@ -17,8 +17,9 @@
 //   slot order (R3), one token per step. Every output has one owner and one fixed summation order, so
 //   the result does not depend on the thread count or on the other tokens of the batch. (The shared
 //   expert has one slot per token and no R2: stage 2 writes its output directly.)
-// On the AMX path (gemm_with_rows) the epilogue of each gemm call (activation, slot stores) runs
-// inside the next call's K loop, from the other of two C buffers.
+// On the AMX path the epilogue of each gemm call (activation, slot stores) runs inside the next call's
+// K loop, from the other of two C buffers; its stage 1 multiplies every row of an item by one block per
+// call (gemm_panel: the block's K chunks stay in L1 while the row groups sweep them).
 // MOEKIT_CPU_PROFILE=1 prints the time of each stage of every call on stderr (profile_line()).
 // Panel and ic1 rows are padded by 32 elements so that the rows of one AMX tile load (16 rows at a
 // power-of-two stride otherwise) do not all fall into one L1 set.
@@ -77,14 +78,15 @@ int64_t stage1_rows(int64_t K) {
   return std::clamp<int64_t>(kStage1PanelBytes / (panel_stride(K) * 2) / 32 * 32, 32, kStage1MaxRows);
 }
 
-// The AMX path keeps the A panel, the gate/up blocks being multiplied and the next two (streamed in
-// slices, kernels.h) in L2 together, so it takes as many rows as fit kAmxStage1L2Bytes (up to
-// kAmxStage1MaxRows, never fewer than stage1_rows()). More rows per item = fewer passes over W13:
-// qwen3-30b-a3b at 4096 tokens (about 256 rows per expert) gets 320-row items (one pass per expert
-// instead of two), 10% faster with 16 threads and 27% with 2 on the AMX host than 128-row items.
+// The AMX path keeps the A panel, the gate/up sums of its rows (gemm_panel), the gate/up blocks being
+// multiplied and the next two (streamed during the current ones, kernels.h) in L2 together, so it takes as
+// many rows as fit kAmxStage1L2Bytes (up to kAmxStage1MaxRows, never fewer than stage1_rows()). More rows
+// per item = fewer passes over W13: qwen3-30b-a3b at 4096 tokens (about 256 rows per expert) gets 288-row
+// items (one pass per expert; 128-row items, two passes, were 10% slower with 16 threads and 27% with 2).
 int64_t stage1_rows_amx(int64_t K) {
   const int64_t blocks = 4 * 32 * round_up(K, 32) * 2;
-  const int64_t fit = (kAmxStage1L2Bytes - blocks) / (panel_stride(K) * 2) / 32 * 32;
+  const int64_t per_row = panel_stride(K) * 2 + 4 * 32 * 4;  // the panel row + its gate / up sums (two buffers)
+  const int64_t fit = (kAmxStage1L2Bytes - blocks) / per_row / 32 * 32;
   return std::max(stage1_rows(K), std::min(fit, kAmxStage1MaxRows));
 }
 
@@ -99,6 +101,7 @@ struct Workspace {
   int64_t ids, weights, counts, seg_start, sorted, touched, stage1_prefix, stage2_prefix, ic1, ic2, per_thread,
       thread_bytes, total;
   int64_t gate, up, slot_rows;  // offsets inside one thread's area (the A panel starts it)
+  int64_t gate_stride;          // floats between the two gate (and the two up) buffers
 
   Workspace(int64_t M, int64_t k, int64_t E, int64_t N, int64_t K, int threads, bool slot_outputs = true) {
     const int64_t slots = M * k;
@@ -126,9 +129,12 @@ struct Workspace {
     };
     // A panel: fp32 rows of stage1_rows() (or bf16 ones: both fit) or bf16 rows of stage1_rows_amx().
     take_thread(std::max((stage1_rows(K) + kPanelRows) * 4, (stage1_rows_amx(K) + kPanelRows) * 2) * panel_stride(K));
-    // Two buffers each: a gemm writes one while the epilogue of the other runs (gemm_with_rows).
-    gate = take_thread(2 * kPanelRows * 32 * 4);
-    up = take_thread(2 * kPanelRows * 32 * 4);
+    // Two buffers each: a gemm writes one while the epilogue of the other runs (gemm_with_rows,
+    // gemm_panel), each holding the sums of every row of an AMX stage-1 item.
+    const int64_t sum_rows = std::max(kPanelRows, round_up(stage1_rows_amx(K), kPanelRows));
+    gate_stride = sum_rows * 32;
+    gate = take_thread(2 * gate_stride * 4);
+    up = take_thread(2 * gate_stride * 4);
     slot_rows = take_thread(k * 8);
     thread_bytes = t;
     per_thread = off;
@@ -524,7 +530,6 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < s1.items; ++item) {
       const Item it = item_at(s1, prefix1, seg, touched, n_touched, pair_blocks, item);
-      const int64_t groups = (it.end - it.begin + rows_max - 1) / rows_max;
       double t0 = clock();
       for (int64_t g = it.begin; g < it.end; ++g) {
         if (kn.next_in_slices && g + kGatherAhead < it.end) prefetch_row(pb.x + (sorted[g + kGatherAhead] / k) * K, K);
@@ -538,57 +543,53 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
         }
       }
       if (prof) tt->gather += clock() - t0;
-      for (int64_t j = it.j0; j < it.j1; ++j) {
-        const uint16_t* wg = pb.ops.w13.gate_block(it.e, j);
-        const uint16_t* wu = pb.ops.w13.up_block(it.e, j);
-        const uint16_t* wg_next = j + 1 < it.j1 ? pb.ops.w13.gate_block(it.e, j + 1) : nullptr;
-        const uint16_t* wu_next = j + 1 < it.j1 ? pb.ops.w13.up_block(it.e, j + 1) : nullptr;
-        const int count = static_cast<int>(std::min<int64_t>(32, N - j * 32));
-        for (int64_t g = it.begin; g < it.end; g += rows_max) {
-          const int rows = static_cast<int>(std::min<int64_t>(rows_max, it.end - g));
-          const unsigned char* a = panel + (g - it.begin) * lda * elem;
+      if (kn.gemm_panel) {
+        // Every row of the item against each block; the activation of pair j runs during pair j + 1's gemms.
+        const int rows = static_cast<int>(it.end - it.begin);
+        for (int64_t j = it.j0; j < it.j1; ++j) {
+          const uint16_t* wg_next = j + 1 < it.j1 ? pb.ops.w13.gate_block(it.e, j + 1) : nullptr;
+          const uint16_t* wu_next = j + 1 < it.j1 ? pb.ops.w13.up_block(it.e, j + 1) : nullptr;
+          cg = cg2 + buf * ws.gate_stride;
+          cu = cu2 + buf * ws.gate_stride;
           const double t1 = clock();
-          if (kn.gemm_with_rows) {
-            // This group's activation becomes pending and runs during the next group's gemms.
-            const int64_t r = (g - it.begin) / rows_max;
-            const Slice sg = slice_of(wg_next, w13_bytes, r, groups), su = slice_of(wu_next, w13_bytes, r, groups);
-            cg = cg2 + buf * kPanelRows * 32;
-            cu = cu2 + buf * kPanelRows * 32;
-            kn.gemm_with_rows(a, lda, rows, wg, k_pad / 2, cg, sg.at, sg.bytes, &pending);
-            kn.gemm_with_rows(a, lda, rows, wu, k_pad / 2, cu, su.at, su.bytes, &pending);
-            const double t2 = clock();
-            pending.finish();
-            act_rows.gate = cg;
-            act_rows.up = cu;
-            act_rows.count = count;
-            act_rows.dst = ic1 + (g * ldc + j * 32) * elem;
-            act_rows.stride = ldc * elem;
-            pending = RowWork{ActivateRows::run, &act_rows, rows, 0};
-            buf ^= 1;
-            if (prof) {
-              tt->gemm1 += t2 - t1;
-              tt->act += clock() - t2;
-            }
-            continue;
+          kn.gemm_panel(panel, lda, rows, pb.ops.w13.gate_block(it.e, j), k_pad / 2, cg, wg_next, w13_bytes, &pending);
+          kn.gemm_panel(panel, lda, rows, pb.ops.w13.up_block(it.e, j), k_pad / 2, cu, wu_next, w13_bytes, &pending);
+          const double t2 = clock();
+          pending.finish();
+          act_rows.gate = cg;
+          act_rows.up = cu;
+          act_rows.count = static_cast<int>(std::min<int64_t>(32, N - j * 32));
+          act_rows.dst = ic1 + (it.begin * ldc + j * 32) * elem;
+          act_rows.stride = ldc * elem;
+          pending = RowWork{ActivateRows::run, &act_rows, rows, 0};
+          buf ^= 1;
+          if (prof) {
+            tt->gemm1 += t2 - t1;
+            tt->act += clock() - t2;
           }
-          if (kn.next_in_slices) {
-            const int64_t r = (g - it.begin) / rows_max;
-            const Slice sg = slice_of(wg_next, w13_bytes, r, groups), su = slice_of(wu_next, w13_bytes, r, groups);
-            kn.gemm(a, lda, rows, wg, k_pad / 2, cg, sg.at, sg.bytes);
-            kn.gemm(a, lda, rows, wu, k_pad / 2, cu, su.at, su.bytes);
-          } else {
+        }
+      } else {
+        for (int64_t j = it.j0; j < it.j1; ++j) {
+          const uint16_t* wg = pb.ops.w13.gate_block(it.e, j);
+          const uint16_t* wu = pb.ops.w13.up_block(it.e, j);
+          const uint16_t* wg_next = j + 1 < it.j1 ? pb.ops.w13.gate_block(it.e, j + 1) : nullptr;
+          const int count = static_cast<int>(std::min<int64_t>(32, N - j * 32));
+          for (int64_t g = it.begin; g < it.end; g += rows_max) {
+            const int rows = static_cast<int>(std::min<int64_t>(rows_max, it.end - g));
+            const unsigned char* a = panel + (g - it.begin) * lda * elem;
+            const double t1 = clock();
             // The block multiplied next, where it is not in cache yet: the up block after the
             // first panel's gate, the next gate block after the last panel's up.
             kn.gemm(a, lda, rows, wg, k_pad / 2, cg, g == it.begin ? wu : nullptr, w13_bytes);
             kn.gemm(a, lda, rows, wu, k_pad / 2, cu, g + rows_max >= it.end ? wg_next : nullptr, w13_bytes);
-          }
-          const double t2 = clock();
-          for (int r = 0; r < rows; ++r)
-            kn.activate(cg + r * 32, cu + r * 32, count, pb.act, pb.dtype, kn.panel,
-                        ic1 + ((g + r) * ldc + j * 32) * elem);
-          if (prof) {
-            tt->gemm1 += t2 - t1;
-            tt->act += clock() - t2;
+            const double t2 = clock();
+            for (int r = 0; r < rows; ++r)
+              kn.activate(cg + r * 32, cu + r * 32, count, pb.act, pb.dtype, kn.panel,
+                          ic1 + ((g + r) * ldc + j * 32) * elem);
+            if (prof) {
+              tt->gemm1 += t2 - t1;
+              tt->act += clock() - t2;
+            }
           }
         }
       }
@@ -619,7 +620,7 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
                                              : Slice{g == it.begin ? next : nullptr, w2_bytes};
           if (kn.gemm_with_rows) {
             // This call's stores become pending and run during the next call.
-            float* d = cg2 + buf * kPanelRows * 32;
+            float* d = cg2 + buf * ws.gate_stride;
             kn.gemm_with_rows(ic1 + g * ldc * elem, ldc, rows, w, n_pad / 2, d, sn.at, sn.bytes, &pending);
             const double t2 = clock();
             pending.finish();

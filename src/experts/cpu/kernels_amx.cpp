@@ -32,6 +32,17 @@
 // in chunks over two to eight blocks against the same A rows, C tiles stored and reloaded between
 // chunks, so the A chunk is read from L2 once per chunk (the L2-bandwidth hypothesis): 6-16% slower
 // in stage 1, within noise in stage 2.
+// gemm_panel (stage 1) is the other way round: one block against every row group of the item, K in
+// chunks of 256 pairs, so the block's chunk (32 KiB) is read by all groups from L1 and the 2 x 2
+// products take half their bytes from L2 (each product needs 1 KiB of tiles: 64 bytes a cycle at the
+// tile peak when all of it comes from L2, where this kernel ran at 65-72% of the peak). The A tiles
+// come by TILELOADDT1: with plain loads the A rows streaming through L1 evict the chunk, and the
+// chunked kernel was no faster (the 2026-11-25 21:46 run; 2026-11-27 study on the host, one core, 288
+// rows, weights streamed: whole K 63%, chunks of 256 pairs 59%, the same with TILELOADDT1 for A
+// 69%). In the op (qwen3-30b-a3b, calls alternated in one process, bit-identical outputs; medians):
+// 4096 tokens 0.84x the time with 1 thread, 0.94-0.98x with 2 (four runs, four core pairs), 0.96x
+// with 16; 1024 tokens (memory-bound) 0.91-1.01x.
+// Stage 2 (K = 768: 3 chunks) gained 2-3% in the study, within noise, and keeps gemm_with_rows.
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* values
 // (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -72,9 +83,8 @@ void release_tiles() { _tile_release(); }
 // The caller's slice of the next block, streamed into L2 a few lines per K step.
 class NextStream {
  public:
-  NextStream(const uint16_t* next, int64_t bytes, int64_t kpairs)
+  NextStream(const uint16_t* next, int64_t bytes, int64_t steps)
       : line_(reinterpret_cast<const char*>(next)), end_(line_ + (next ? bytes : 0)) {
-    const int64_t steps = kpairs / 16;
     per_step_ = next ? (bytes / 64 + steps - 1) / steps : 0;
   }
   inline void step() {
@@ -113,7 +123,7 @@ __attribute__((always_inline)) inline void gemm_tiles(const void* a_panel, int64
                                                       int64_t next_bytes, RowWork* pending) {
   const uint16_t* a = static_cast<const uint16_t*>(a_panel);
   const int64_t stride = lda * 2;
-  NextStream next(next_w, next_bytes, kpairs);
+  NextStream next(next_w, next_bytes, kpairs / 16);
   PendingRows work(pending, kpairs / 16);
   _tile_zero(0);
   _tile_zero(1);
@@ -160,6 +170,76 @@ void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t
 void gemm_with_rows(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
                     const uint16_t* next_w, int64_t next_bytes, RowWork* pending) {
   gemm_tiles(a_panel, lda, rows, w, kpairs, c, next_w, next_bytes, pending);
+}
+
+// One K chunk [k0, k1) of one row group: C tiles zeroed (first chunk) or reloaded from c, then stored back.
+// The A tiles come by TILELOADDT1: the rows stream from L2 past the block's chunk without pushing it out of L1.
+template <bool kTwoTiles>
+__attribute__((always_inline)) inline void chunk_of_group(const uint16_t* a, int64_t lda, const uint16_t* w, int64_t k0,
+                                                          int64_t k1, float* c, NextStream& next, PendingRows& work,
+                                                          int64_t& s) {
+  const int64_t stride = lda * 2;
+  const uint16_t* a1 = a + 16 * lda;
+  if (k0 == 0) {
+    _tile_zero(0);
+    _tile_zero(1);
+    if (kTwoTiles) {
+      _tile_zero(2);
+      _tile_zero(3);
+    }
+  } else {
+    _tile_loadd(0, c, 128);
+    _tile_loadd(1, c + 16, 128);
+    if (kTwoTiles) {
+      _tile_loadd(2, c + 16 * 32, 128);
+      _tile_loadd(3, c + 16 * 32 + 16, 128);
+    }
+  }
+  for (int64_t p = k0; p < k1; p += 16, ++s) {
+    _tile_stream_loadd(4, a + 2 * p, stride);
+    _tile_loadd(6, w + p * 64, 128);
+    _tile_loadd(7, w + p * 64 + 32, 128);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if (kTwoTiles) {
+      _tile_stream_loadd(5, a1 + 2 * p, stride);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+    next.step();
+    work.step(s);
+  }
+  _tile_stored(0, c, 128);
+  _tile_stored(1, c + 16, 128);
+  if (kTwoTiles) {
+    _tile_stored(2, c + 16 * 32, 128);
+    _tile_stored(3, c + 16 * 32 + 16, 128);
+  }
+}
+
+// Every row of the panel (groups of 32; the last one 2 x 2 or, with 16 rows or fewer, 1 x 2) times one
+// block, K walked in chunks of kChunkPairs (one chunk for a single group): all groups over a chunk
+// before the next (see the top of the file). Each output is still one fp32 accumulator over ascending
+// K steps, stored and reloaded exactly between chunks: the same bits as gemm on each group.
+constexpr int64_t kChunkPairs = 256;
+
+void gemm_panel(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+                const uint16_t* next_w, int64_t next_bytes, RowWork* pending) {
+  const uint16_t* a = static_cast<const uint16_t*>(a_panel);
+  const int groups = (rows + 31) / 32;
+  const int64_t chunk = groups > 1 ? kChunkPairs : kpairs;
+  NextStream next(next_w, next_bytes, groups * (kpairs / 16));
+  PendingRows work(pending, groups * (kpairs / 16));
+  int64_t s = 0;
+  for (int64_t k0 = 0; k0 < kpairs; k0 += chunk) {
+    const int64_t k1 = std::min(kpairs, k0 + chunk);
+    for (int g = 0; g < groups; ++g) {
+      if (rows - 32 * g > 16)
+        chunk_of_group<true>(a + 32 * g * lda, lda, w, k0, k1, c + 32 * 32 * g, next, work, s);
+      else
+        chunk_of_group<false>(a + 32 * g * lda, lda, w, k0, k1, c + 32 * 32 * g, next, work, s);
+    }
+  }
 }
 
 // Epilogues: the values of the avx512bf16 ones, rounded to bf16 by VCVTNE2PS2BF16 (RNE, 32 values
@@ -224,6 +304,7 @@ const ExpertKernels* amx_expert_kernels(DType dtype) {
     k.thread_end = release_tiles;
     k.next_in_slices = true;
     k.gemm_with_rows = gemm_with_rows;
+    k.gemm_panel = gemm_panel;
     return k;
   }();
   return &kernels;
