@@ -118,63 +118,10 @@ class PendingRows {
   int64_t left_, steps_;
 };
 
-__attribute__((always_inline)) inline void gemm_tiles(const void* a_panel, int64_t lda, int rows, const uint16_t* w,
-                                                      int64_t kpairs, float* c, const uint16_t* next_w,
-                                                      int64_t next_bytes, RowWork* pending) {
-  const uint16_t* a = static_cast<const uint16_t*>(a_panel);
-  const int64_t stride = lda * 2;
-  NextStream next(next_w, next_bytes, kpairs / 16);
-  PendingRows work(pending, kpairs / 16);
-  _tile_zero(0);
-  _tile_zero(1);
-  if (rows <= 16) {
-    for (int64_t p = 0, s = 0; p < kpairs; p += 16, ++s) {
-      _tile_loadd(4, a + 2 * p, stride);
-      _tile_loadd(6, w + p * 64, 128);
-      _tile_loadd(7, w + p * 64 + 32, 128);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      next.step();
-      work.step(s);
-    }
-    _tile_stored(0, c, 128);
-    _tile_stored(1, c + 16, 128);
-    return;
-  }
-  const uint16_t* a1 = a + 16 * lda;
-  _tile_zero(2);
-  _tile_zero(3);
-  for (int64_t p = 0, s = 0; p < kpairs; p += 16, ++s) {
-    _tile_loadd(4, a + 2 * p, stride);
-    _tile_loadd(6, w + p * 64, 128);
-    _tile_loadd(7, w + p * 64 + 32, 128);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_loadd(5, a1 + 2 * p, stride);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-    next.step();
-    work.step(s);
-  }
-  _tile_stored(0, c, 128);
-  _tile_stored(1, c + 16, 128);
-  _tile_stored(2, c + 16 * 32, 128);
-  _tile_stored(3, c + 16 * 32 + 16, 128);
-}
-
-void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
-          const uint16_t* next_w, int64_t next_bytes) {
-  gemm_tiles(a_panel, lda, rows, w, kpairs, c, next_w, next_bytes, nullptr);
-}
-
-void gemm_with_rows(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
-                    const uint16_t* next_w, int64_t next_bytes, RowWork* pending) {
-  gemm_tiles(a_panel, lda, rows, w, kpairs, c, next_w, next_bytes, pending);
-}
-
 // One K chunk [k0, k1) of one row group: C tiles zeroed (first chunk) or reloaded from c, then stored back.
-// The A tiles come by TILELOADDT1: the rows stream from L2 past the block's chunk without pushing it out of L1.
-template <bool kTwoTiles>
+// kStreamA (gemm_panel): the A tiles come by TILELOADDT1, so the rows stream from L2 past the block's chunk
+// without pushing it out of L1.
+template <bool kTwoTiles, bool kStreamA>
 __attribute__((always_inline)) inline void chunk_of_group(const uint16_t* a, int64_t lda, const uint16_t* w, int64_t k0,
                                                           int64_t k1, float* c, NextStream& next, PendingRows& work,
                                                           int64_t& s) {
@@ -196,13 +143,19 @@ __attribute__((always_inline)) inline void chunk_of_group(const uint16_t* a, int
     }
   }
   for (int64_t p = k0; p < k1; p += 16, ++s) {
-    _tile_stream_loadd(4, a + 2 * p, stride);
+    if (kStreamA)
+      _tile_stream_loadd(4, a + 2 * p, stride);
+    else
+      _tile_loadd(4, a + 2 * p, stride);
     _tile_loadd(6, w + p * 64, 128);
     _tile_loadd(7, w + p * 64 + 32, 128);
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     if (kTwoTiles) {
-      _tile_stream_loadd(5, a1 + 2 * p, stride);
+      if (kStreamA)
+        _tile_stream_loadd(5, a1 + 2 * p, stride);
+      else
+        _tile_loadd(5, a1 + 2 * p, stride);
       _tile_dpbf16ps(2, 5, 6);
       _tile_dpbf16ps(3, 5, 7);
     }
@@ -215,6 +168,30 @@ __attribute__((always_inline)) inline void chunk_of_group(const uint16_t* a, int
     _tile_stored(2, c + 16 * 32, 128);
     _tile_stored(3, c + 16 * 32 + 16, 128);
   }
+}
+
+// gemm and gemm_with_rows: one row group over all of K.
+__attribute__((always_inline)) inline void gemm_tiles(const void* a_panel, int64_t lda, int rows, const uint16_t* w,
+                                                      int64_t kpairs, float* c, const uint16_t* next_w,
+                                                      int64_t next_bytes, RowWork* pending) {
+  const uint16_t* a = static_cast<const uint16_t*>(a_panel);
+  NextStream next(next_w, next_bytes, kpairs / 16);
+  PendingRows work(pending, kpairs / 16);
+  int64_t s = 0;
+  if (rows <= 16)
+    chunk_of_group<false, false>(a, lda, w, 0, kpairs, c, next, work, s);
+  else
+    chunk_of_group<true, false>(a, lda, w, 0, kpairs, c, next, work, s);
+}
+
+void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+          const uint16_t* next_w, int64_t next_bytes) {
+  gemm_tiles(a_panel, lda, rows, w, kpairs, c, next_w, next_bytes, nullptr);
+}
+
+void gemm_with_rows(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+                    const uint16_t* next_w, int64_t next_bytes, RowWork* pending) {
+  gemm_tiles(a_panel, lda, rows, w, kpairs, c, next_w, next_bytes, pending);
 }
 
 // Every row of the panel (groups of 32; the last one 2 x 2 or, with 16 rows or fewer, 1 x 2) times one
@@ -235,9 +212,9 @@ void gemm_panel(const void* a_panel, int64_t lda, int rows, const uint16_t* w, i
     const int64_t k1 = std::min(kpairs, k0 + chunk);
     for (int g = 0; g < groups; ++g) {
       if (rows - 32 * g > 16)
-        chunk_of_group<true>(a + 32 * g * lda, lda, w, k0, k1, c + 32 * 32 * g, next, work, s);
+        chunk_of_group<true, true>(a + 32 * g * lda, lda, w, k0, k1, c + 32 * 32 * g, next, work, s);
       else
-        chunk_of_group<false>(a + 32 * g * lda, lda, w, k0, k1, c + 32 * 32 * g, next, work, s);
+        chunk_of_group<false, true>(a + 32 * g * lda, lda, w, k0, k1, c + 32 * 32 * g, next, work, s);
     }
   }
 }
