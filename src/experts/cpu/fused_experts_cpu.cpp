@@ -129,9 +129,9 @@ struct Workspace {
     };
     // A panel: fp32 rows of stage1_rows() (or bf16 ones: both fit) or bf16 rows of stage1_rows_amx().
     take_thread(std::max((stage1_rows(K) + kPanelRows) * 4, (stage1_rows_amx(K) + kPanelRows) * 2) * panel_stride(K));
-    // Two buffers each: a gemm writes one while the epilogue of the other runs (gemm_with_rows,
-    // gemm_panel), each holding the sums of every row of an AMX stage-1 item.
-    const int64_t sum_rows = std::max(kPanelRows, round_up(stage1_rows_amx(K), kPanelRows));
+    // Two buffers each: a gemm writes one while the epilogue of the other runs (gemm_panel), each holding
+    // the sums of every row of an AMX item (stage 1 or 2).
+    const int64_t sum_rows = std::max({kPanelRows, round_up(stage1_rows_amx(K), kPanelRows), kAmxStage2MaxRows});
     gate_stride = sum_rows * 32;
     gate = take_thread(2 * gate_stride * 4);
     up = take_thread(2 * gate_stride * 4);
@@ -442,15 +442,18 @@ struct StoreRows {
   int count;
   static void run(const void* ctx, int r) {
     const StoreRows& w = *static_cast<const StoreRows*>(ctx);
-    const Problem& pb = *w.pb;
-    const int64_t i = w.slots[r], K = pb.ops.K;
-    const float* d = w.d + r * 32;
+    store(*w.pb, w.d + r * 32, w.slots[r], w.wts, w.ic2, w.ldy, w.nb, w.count);
+  }
+  // Sums d of slot i, output block nb: round(w * d) into the slot's ic2 row, or the shared expert's output row.
+  static void store(const Problem& pb, const float* d, int64_t i, const float* wts, uint16_t* ic2, int64_t ldy,
+                    int64_t nb, int count) {
+    const int64_t K = pb.ops.K;
     if (pb.shared) {
-      uint16_t* o = pb.out + i * K + w.nb * 32;
-      const uint16_t* f = pb.shared_routed ? pb.shared_routed + i * K + w.nb * 32 : nullptr;
-      for (int n = 0; n < w.count; ++n) o[n] = encode(f ? d[n] + decode(f[n], pb.dtype) * pb.rsf : d[n], pb.dtype);
+      uint16_t* o = pb.out + i * K + nb * 32;
+      const uint16_t* f = pb.shared_routed ? pb.shared_routed + i * K + nb * 32 : nullptr;
+      for (int n = 0; n < count; ++n) o[n] = encode(f ? d[n] + decode(f[n], pb.dtype) * pb.rsf : d[n], pb.dtype);
     } else {
-      pb.kernels->weighted_round(d, w.wts[i], w.count, pb.dtype, w.ic2 + i * w.ldy + w.nb * 32);
+      pb.kernels->weighted_round(d, wts[i], count, pb.dtype, ic2 + i * ldy + nb * 32);
     }
   }
 };
@@ -498,9 +501,9 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
     if (ids[i] >= 0) sorted[counts[ids[i]]++] = static_cast<int32_t>(i);
 
   const int64_t pair_blocks = n_pad / 32, out_blocks = k_pad / 32;
-  const int64_t rows1 = kn.next_in_slices ? stage1_rows_amx(K) : stage1_rows(K);
+  const int64_t rows1 = kn.gemm_panel ? stage1_rows_amx(K) : stage1_rows(K);
   const ItemSplit s1 = split_items(seg, touched, n_touched, rows1, pair_blocks, pb.threads, prefix1);
-  const int64_t rows2 = stage2_rows(N, elem, kn.next_in_slices ? kAmxStage2MaxRows : kStage2MaxRows);
+  const int64_t rows2 = stage2_rows(N, elem, kn.gemm_panel ? kAmxStage2MaxRows : kStage2MaxRows);
   const ItemSplit s2 = split_items(seg, touched, n_touched, rows2, out_blocks, pb.threads, prefix2);
   const int rows_max = kn.max_rows;
   const int64_t w13_bytes = pb.ops.w13.block_elems * 2, w2_bytes = pb.ops.w2.block_elems * 2;
@@ -515,7 +518,7 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
     float* const cu2 = reinterpret_cast<float*>(mine + ws.up);
     float* cg = cg2;
     float* cu = cu2;
-    // gemm_with_rows: each call writes the buffer the pending epilogue does not read.
+    // gemm_panel: each call writes the buffer the pending epilogue does not read.
     int buf = 0;
     RowWork pending;
     ActivateRows act_rows{&kn, &pb.act, pb.dtype, nullptr, nullptr, 0, nullptr, 0};
@@ -532,9 +535,9 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
       const Item it = item_at(s1, prefix1, seg, touched, n_touched, pair_blocks, item);
       double t0 = clock();
       for (int64_t g = it.begin; g < it.end; ++g) {
-        if (kn.next_in_slices && g + kGatherAhead < it.end) prefetch_row(pb.x + (sorted[g + kGatherAhead] / k) * K, K);
+        if (kn.gemm_panel && g + kGatherAhead < it.end) prefetch_row(pb.x + (sorted[g + kGatherAhead] / k) * K, K);
         load_panel_row(pb.x + (sorted[g] / k) * K, K, k_pad, pb.dtype, kn.panel, panel + (g - it.begin) * lda * elem);
-        if (kn.next_in_slices) {
+        if (kn.gemm_panel) {  // the first block pair streams into L2 while the rows are gathered
           const int64_t r = g - it.begin, n = it.end - it.begin;
           const Slice sg = slice_of(pb.ops.w13.gate_block(it.e, it.j0), w13_bytes, r, n);
           const Slice su = slice_of(pb.ops.w13.up_block(it.e, it.j0), w13_bytes, r, n);
@@ -605,53 +608,46 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < s2.items; ++item) {
       const Item it = item_at(s2, prefix2, seg, touched, n_touched, out_blocks, item);
-      const int64_t groups = (it.end - it.begin + rows_max - 1) / rows_max;
       const double t0 = clock();
-      if (kn.next_in_slices) stream_to_l2(pb.ops.w2.block(it.e, it.j0), w2_bytes);
-      for (int64_t nb = it.j0; nb < it.j1; ++nb) {
-        const uint16_t* w = pb.ops.w2.block(it.e, nb);
-        const uint16_t* next = nb + 1 < it.j1 ? pb.ops.w2.block(it.e, nb + 1) : nullptr;
-        const int count = static_cast<int>(std::min<int64_t>(32, K - nb * 32));
-        for (int64_t g = it.begin; g < it.end; g += rows_max) {
-          const int rows = static_cast<int>(std::min<int64_t>(rows_max, it.end - g));
+      if (kn.gemm_panel) {
+        // Every row of the item against each block; the slot stores of block nb run during block nb + 1's gemm.
+        stream_to_l2(pb.ops.w2.block(it.e, it.j0), w2_bytes);
+        const int rows = static_cast<int>(it.end - it.begin);
+        for (int64_t nb = it.j0; nb < it.j1; ++nb) {
+          const uint16_t* next = nb + 1 < it.j1 ? pb.ops.w2.block(it.e, nb + 1) : nullptr;
+          float* d = cg2 + buf * ws.gate_stride;
           const double t1 = clock();
-          // The next block: a slice per call, or all of it to the first call (kernels.h).
-          const Slice sn = kn.next_in_slices ? slice_of(next, w2_bytes, (g - it.begin) / rows_max, groups)
-                                             : Slice{g == it.begin ? next : nullptr, w2_bytes};
-          if (kn.gemm_with_rows) {
-            // This call's stores become pending and run during the next call.
-            float* d = cg2 + buf * ws.gate_stride;
-            kn.gemm_with_rows(ic1 + g * ldc * elem, ldc, rows, w, n_pad / 2, d, sn.at, sn.bytes, &pending);
+          kn.gemm_panel(ic1 + it.begin * ldc * elem, ldc, rows, pb.ops.w2.block(it.e, nb), n_pad / 2, d, next, w2_bytes,
+                        &pending);
+          const double t2 = clock();
+          pending.finish();
+          store_rows.d = d;
+          store_rows.slots = sorted + it.begin;
+          store_rows.nb = nb;
+          store_rows.count = static_cast<int>(std::min<int64_t>(32, K - nb * 32));
+          pending = RowWork{StoreRows::run, &store_rows, rows, 0};
+          buf ^= 1;
+          if (prof) {
+            tt->gemm2 += t2 - t1;
+            tt->store += clock() - t2;
+          }
+        }
+      } else {
+        for (int64_t nb = it.j0; nb < it.j1; ++nb) {
+          const uint16_t* w = pb.ops.w2.block(it.e, nb);
+          const uint16_t* next = nb + 1 < it.j1 ? pb.ops.w2.block(it.e, nb + 1) : nullptr;
+          const int count = static_cast<int>(std::min<int64_t>(32, K - nb * 32));
+          for (int64_t g = it.begin; g < it.end; g += rows_max) {
+            const int rows = static_cast<int>(std::min<int64_t>(rows_max, it.end - g));
+            const double t1 = clock();
+            // The next block, where it is not in cache yet: all of it to the first call.
+            kn.gemm(ic1 + g * ldc * elem, ldc, rows, w, n_pad / 2, cg, g == it.begin ? next : nullptr, w2_bytes);
             const double t2 = clock();
-            pending.finish();
-            store_rows.d = d;
-            store_rows.slots = sorted + g;
-            store_rows.nb = nb;
-            store_rows.count = count;
-            pending = RowWork{StoreRows::run, &store_rows, rows, 0};
-            buf ^= 1;
+            for (int r = 0; r < rows; ++r) StoreRows::store(pb, cg + r * 32, sorted[g + r], wts, ic2, ldy, nb, count);
             if (prof) {
               tt->gemm2 += t2 - t1;
               tt->store += clock() - t2;
             }
-            continue;
-          }
-          kn.gemm(ic1 + g * ldc * elem, ldc, rows, w, n_pad / 2, cg, sn.at, sn.bytes);
-          const double t2 = clock();
-          for (int r = 0; r < rows; ++r) {
-            const int64_t i = sorted[g + r];
-            const float* d = cg + r * 32;
-            if (pb.shared) {
-              uint16_t* o = pb.out + i * K + nb * 32;
-              const uint16_t* f = pb.shared_routed ? pb.shared_routed + i * K + nb * 32 : nullptr;
-              for (int n = 0; n < count; ++n) o[n] = encode(f ? d[n] + decode(f[n], pb.dtype) * pb.rsf : d[n], pb.dtype);
-            } else {
-              kn.weighted_round(d, wts[i], count, pb.dtype, ic2 + i * ldy + nb * 32);
-            }
-          }
-          if (prof) {
-            tt->gemm2 += t2 - t1;
-            tt->store += clock() - t2;
           }
         }
       }

@@ -65,21 +65,12 @@ struct ExpertKernels {
   // tile configuration is loaded once per thread, not per gemm); null when not needed.
   void (*thread_begin)() = nullptr;
   void (*thread_end)() = nullptr;
-  // How the caller hands out the block it multiplies next: false = all of it to one gemm call of
-  // the current block; true = an equal slice to every call of the current block (one per group of
-  // max_rows rows; gemm_panel takes all of it), so that every call reads its block from L2 (AMX: the
-  // tile loads stall on misses, and the row groups after the first would otherwise wait for the
-  // first's DRAM reads).
-  bool next_in_slices = false;
-  // Optional (AMX): gemm that also runs `pending`'s rows (may be null) in equal shares over its K
-  // steps. The caller hands each call the epilogue of the call before (writing c into the other of two
-  // buffers), so the vector epilogue runs while the tile unit multiplies.
-  void (*gemm_with_rows)(const void* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
-                         const uint16_t* next_w, int64_t next_bytes, RowWork* pending) = nullptr;
-  // Optional (AMX; stage 1 uses it where present): gemm_with_rows over every row of a panel, in groups of
-  // max_rows (c[r * 32 + n] for r < rows rounded up to max_rows; a holds read_rows rows from the last
-  // group's first), streaming all of next_w and running `pending` over its K steps. Same bits as gemm
-  // on each group.
+  // Optional (AMX; where present both stages use it instead of gemm): gemm over every row of a panel, in
+  // groups of max_rows (c[r * 32 + n] for r < rows rounded up to max_rows; a holds read_rows rows from the
+  // last group's first), streaming all of next_w into L2 over its K steps, and running `pending`'s rows
+  // (may be null) in equal shares over them: the caller hands each call the epilogue of the call before
+  // (writing c into the other of two buffers), so the vector epilogue runs while the tile unit multiplies.
+  // Same bits as gemm on each group.
   void (*gemm_panel)(const void* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
                      const uint16_t* next_w, int64_t next_bytes, RowWork* pending) = nullptr;
 };

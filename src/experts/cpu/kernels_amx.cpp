@@ -5,12 +5,12 @@
 //   B tiles, C tiles 0-3: four TDPBF16PS per four tile loads, half the loads of 16-row calls.
 // A tile load waits for all 16 of its rows, and the next load into the same tile register cannot
 // start before the products that read it, so a tile load that misses L2 stalls the tile unit. The
-// caller therefore hands each call a slice of the block it multiplies next (next_in_slices), which
-// the call streams into L2 spread over its K steps: every call of a block then reads it from L2.
+// caller therefore hands each call the block it multiplies next, which the call streams into L2 spread
+// over its K steps: every row group then reads its block from L2 (the first too).
 // Software prefetches into L1 cost more than they save once the block is in L2 (AMX host, 2 x 2
 // kernel on a 128-row panel and 8 L2-resident blocks: 74-77% of the tile peak without them, 42-60%
 // with next-step A and B prefetches into L1; both operands streaming from DRAM: 30-40%). In the
-// fused op (qwen3-30b-a3b, 1024 / 4096 tokens, variants interleaved in one process) the slices
+// fused op (qwen3-30b-a3b, 1024 / 4096 tokens, variants interleaved in one process) that stream
 // without L1 prefetches ran 15-25% faster than the near / far prefetches of the block being read.
 // Whole 16-row A tiles are read (the caller guarantees `read_rows` readable rows); the extra rows'
 // results are discarded. Every output is one accumulator over ascending K steps whatever the row
@@ -24,15 +24,15 @@
 // 27.6 ms with 16; without the non-temporal stores the gain is gone (229 ms with 2 threads). A
 // reciprocal estimate instead of the activation's division and streaming W2 / W13 blocks two or three
 // ahead instead of one gained nothing there.
-// gemm_with_rows runs the caller's pending epilogue rows (the call before's) in shares between its K
-// steps: the epilogue time goes (2 threads, 4096 tokens: activation 10 -> 1.2 ms, slot stores 9.6 ->
+// The caller's pending epilogue rows (the call before's) run in shares between the K steps (they were
+// per-group calls then): the epilogue time goes (2 threads, 4096 tokens: activation 10 -> 1.2 ms, slot stores 9.6 ->
 // 2.4 ms) while the tile work slows by most of it; net 3-9% faster over 1024 / 4096 tokens and 2 / 16
 // threads in one process (with the 512-row stage-2 items and the gather prefetch, 06:55 UTC run; the
 // 04:30 run of the same scheme alone had read as a wash). Tried and dropped (06:35 UTC run): K walked
 // in chunks over two to eight blocks against the same A rows, C tiles stored and reloaded between
 // chunks, so the A chunk is read from L2 once per chunk (the L2-bandwidth hypothesis): 6-16% slower
 // in stage 1, within noise in stage 2.
-// gemm_panel (stage 1) is the other way round: one block against every row group of the item, K in
+// gemm_panel is the other way round: one block against every row group of the item, K in
 // chunks of 256 pairs, so the block's chunk (32 KiB) is read by all groups from L1 and the 2 x 2
 // products take half their bytes from L2 (each product needs 1 KiB of tiles: 64 bytes a cycle at the
 // tile peak when all of it comes from L2, where this kernel ran at 65-72% of the peak). The A tiles
@@ -40,9 +40,9 @@
 // chunked kernel was no faster (the 2026-11-25 21:46 run; 2026-11-27 study on the host, one core, 288
 // rows, weights streamed: whole K 63%, chunks of 256 pairs 59%, the same with TILELOADDT1 for A
 // 69%). In the op (qwen3-30b-a3b, calls alternated in one process, bit-identical outputs; medians):
-// 4096 tokens 0.84x the time with 1 thread, 0.94-0.98x with 2 (four runs, four core pairs), 0.96x
-// with 16; 1024 tokens (memory-bound) 0.91-1.01x.
-// Stage 2 (K = 768: 3 chunks) gained 2-3% in the study, within noise, and keeps gemm_with_rows.
+// stage 1 alone: 4096 tokens 0.84x the time with 1 thread, 0.94-0.98x with 2 (four runs, four core
+// pairs), 0.96x with 16; 1024 tokens (memory-bound) 0.91-1.01x. Stage 2 too (K = 768: chunks of 256 and
+// 128 pairs), against stage 1 alone: 4096 tokens 0.91 / 0.95x with 2 threads, 0.95x with 1; 1024 0.99x.
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* values
 // (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -119,9 +119,9 @@ class PendingRows {
 };
 
 // One K chunk [k0, k1) of one row group: C tiles zeroed (first chunk) or reloaded from c, then stored back.
-// kStreamA (gemm_panel): the A tiles come by TILELOADDT1, so the rows stream from L2 past the block's chunk
-// without pushing it out of L1.
-template <bool kTwoTiles, bool kStreamA>
+// The A tiles come by TILELOADDT1, so the rows stream from L2 past the block's chunk without pushing it out
+// of L1.
+template <bool kTwoTiles>
 __attribute__((always_inline)) inline void chunk_of_group(const uint16_t* a, int64_t lda, const uint16_t* w, int64_t k0,
                                                           int64_t k1, float* c, NextStream& next, PendingRows& work,
                                                           int64_t& s) {
@@ -143,19 +143,13 @@ __attribute__((always_inline)) inline void chunk_of_group(const uint16_t* a, int
     }
   }
   for (int64_t p = k0; p < k1; p += 16, ++s) {
-    if (kStreamA)
-      _tile_stream_loadd(4, a + 2 * p, stride);
-    else
-      _tile_loadd(4, a + 2 * p, stride);
+    _tile_stream_loadd(4, a + 2 * p, stride);
     _tile_loadd(6, w + p * 64, 128);
     _tile_loadd(7, w + p * 64 + 32, 128);
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     if (kTwoTiles) {
-      if (kStreamA)
-        _tile_stream_loadd(5, a1 + 2 * p, stride);
-      else
-        _tile_loadd(5, a1 + 2 * p, stride);
+      _tile_stream_loadd(5, a1 + 2 * p, stride);
       _tile_dpbf16ps(2, 5, 6);
       _tile_dpbf16ps(3, 5, 7);
     }
@@ -170,34 +164,11 @@ __attribute__((always_inline)) inline void chunk_of_group(const uint16_t* a, int
   }
 }
 
-// gemm and gemm_with_rows: one row group over all of K.
-__attribute__((always_inline)) inline void gemm_tiles(const void* a_panel, int64_t lda, int rows, const uint16_t* w,
-                                                      int64_t kpairs, float* c, const uint16_t* next_w,
-                                                      int64_t next_bytes, RowWork* pending) {
-  const uint16_t* a = static_cast<const uint16_t*>(a_panel);
-  NextStream next(next_w, next_bytes, kpairs / 16);
-  PendingRows work(pending, kpairs / 16);
-  int64_t s = 0;
-  if (rows <= 16)
-    chunk_of_group<false, false>(a, lda, w, 0, kpairs, c, next, work, s);
-  else
-    chunk_of_group<true, false>(a, lda, w, 0, kpairs, c, next, work, s);
-}
-
-void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
-          const uint16_t* next_w, int64_t next_bytes) {
-  gemm_tiles(a_panel, lda, rows, w, kpairs, c, next_w, next_bytes, nullptr);
-}
-
-void gemm_with_rows(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
-                    const uint16_t* next_w, int64_t next_bytes, RowWork* pending) {
-  gemm_tiles(a_panel, lda, rows, w, kpairs, c, next_w, next_bytes, pending);
-}
-
 // Every row of the panel (groups of 32; the last one 2 x 2 or, with 16 rows or fewer, 1 x 2) times one
 // block, K walked in chunks of kChunkPairs (one chunk for a single group): all groups over a chunk
 // before the next (see the top of the file). Each output is still one fp32 accumulator over ascending
-// K steps, stored and reloaded exactly between chunks: the same bits as gemm on each group.
+// K steps, stored and reloaded exactly between chunks: a row's result does not depend on the other
+// rows of the call.
 constexpr int64_t kChunkPairs = 256;
 
 void gemm_panel(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
@@ -212,11 +183,17 @@ void gemm_panel(const void* a_panel, int64_t lda, int rows, const uint16_t* w, i
     const int64_t k1 = std::min(kpairs, k0 + chunk);
     for (int g = 0; g < groups; ++g) {
       if (rows - 32 * g > 16)
-        chunk_of_group<true, true>(a + 32 * g * lda, lda, w, k0, k1, c + 32 * 32 * g, next, work, s);
+        chunk_of_group<true>(a + 32 * g * lda, lda, w, k0, k1, c + 32 * 32 * g, next, work, s);
       else
-        chunk_of_group<false, true>(a + 32 * g * lda, lda, w, k0, k1, c + 32 * 32 * g, next, work, s);
+        chunk_of_group<false>(a + 32 * g * lda, lda, w, k0, k1, c + 32 * 32 * g, next, work, s);
     }
   }
+}
+
+// ExpertKernels::gemm (one group of up to 32 rows); the op itself calls gemm_panel.
+void gemm(const void* a_panel, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
+          const uint16_t* next_w, int64_t next_bytes) {
+  gemm_panel(a_panel, lda, rows, w, kpairs, c, next_w, next_bytes, nullptr);
 }
 
 // Epilogues: the values of the avx512bf16 ones, rounded to bf16 by VCVTNE2PS2BF16 (RNE, 32 values
@@ -279,8 +256,6 @@ const ExpertKernels* amx_expert_kernels(DType dtype) {
     k.read_rows = 32;
     k.thread_begin = configure_tiles;
     k.thread_end = release_tiles;
-    k.next_in_slices = true;
-    k.gemm_with_rows = gemm_with_rows;
     k.gemm_panel = gemm_panel;
     return k;
   }();
