@@ -17,9 +17,9 @@
 //   slot order (R3), one token per step. Every output has one owner and one fixed summation order, so
 //   the result does not depend on the thread count or on the other tokens of the batch. (The shared
 //   expert has one slot per token and no R2: stage 2 writes its output directly.)
-// On the AMX path the epilogue of each gemm call (activation, slot stores) runs inside the next call's
-// K loop, from the other of two C buffers; its stage 1 multiplies every row of an item by one block per
-// call (gemm_panel: the block's K chunks stay in L1 while the row groups sweep them).
+// On the AMX path both stages multiply every row of an item by one block per call (gemm_panel: the
+// block's K chunks stay in L1 while the row groups sweep them), and the epilogue of each call
+// (activation, slot stores) runs inside the next call's K loop, from the other of two C buffers.
 // MOEKIT_CPU_PROFILE=1 prints the time of each stage of every call on stderr (profile_line()).
 // Panel and ic1 rows are padded by 32 elements so that the rows of one AMX tile load (16 rows at a
 // power-of-two stride otherwise) do not all fall into one L1 set.

@@ -1,4 +1,5 @@
-// AMX-BF16 expert kernel (bf16 only), one packed 32-column block per call:
+// AMX-BF16 expert kernel (bf16 only): one packed 32-column block per call against the rows of a panel,
+// in groups of 32 (gemm_panel); each group:
 // - up to 16 rows: A tile 4 (16 rows x 16 K pairs), B tiles 6 / 7 (16 K pairs x columns 0-15 /
 //   16-31, read straight from the VNNI-2 block with a 128-byte row stride), C tiles 0 / 1;
 // - 17 to 32 rows: 2 x 2 register blocking, A tiles 4 / 5 (rows 0-15 / 16-31) each used for both
@@ -24,9 +25,9 @@
 // 27.6 ms with 16; without the non-temporal stores the gain is gone (229 ms with 2 threads). A
 // reciprocal estimate instead of the activation's division and streaming W2 / W13 blocks two or three
 // ahead instead of one gained nothing there.
-// The caller's pending epilogue rows (the call before's) run in shares between the K steps (they were
-// per-group calls then): the epilogue time goes (2 threads, 4096 tokens: activation 10 -> 1.2 ms, slot stores 9.6 ->
-// 2.4 ms) while the tile work slows by most of it; net 3-9% faster over 1024 / 4096 tokens and 2 / 16
+// The caller's pending epilogue rows (the call before's) run in shares between the K steps (measured
+// with per-group calls): the epilogue time goes (2 threads, 4096 tokens: activation 10 -> 1.2 ms, slot
+// stores 9.6 -> 2.4 ms) while the tile work slows by most of it; net 3-9% faster over 1024 / 4096 tokens and 2 / 16
 // threads in one process (with the 512-row stage-2 items and the gather prefetch, 06:55 UTC run; the
 // 04:30 run of the same scheme alone had read as a wash). Tried and dropped (06:35 UTC run): K walked
 // in chunks over two to eight blocks against the same A rows, C tiles stored and reloaded between
