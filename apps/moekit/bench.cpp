@@ -301,7 +301,8 @@ double anchor_ratio(const std::string& preset, int64_t tokens) {
 
 struct Roofline {
   double bytes_per_s = 0, flops = 0;
-  size_t read_buffer_bytes = 0;  // CPU: the read-bandwidth buffer, to measure again between rows
+  size_t read_buffer_bytes = 0;                  // CPU: the read-bandwidth buffer, to measure again between rows
+  double (*peak_loop)(int, double) = nullptr;  // CPU: the active ISA's peak loop, likewise
 };
 
 Roofline measure_and_print_cpu_ceilings(const Progress& progress) {
@@ -314,6 +315,7 @@ Roofline measure_and_print_cpu_ceilings(const Progress& progress) {
   Roofline roof{c.read_bytes_per_s, 0.0, c.buffer_bytes};
   if (const CpuPeak* p = c.peak_for_active_isa()) {
     roof.flops = p->flops;
+    roof.peak_loop = p->measure;
     std::printf("# cpu roofline: %.1f GB/s, %.2f TFLOP/s (%s)\n", c.read_bytes_per_s / 1e9, p->flops / 1e12,
                 p->name.c_str());
   } else {
@@ -418,7 +420,7 @@ int bench_command(int argc, char** argv) {
       continue;
     }
     Roofline& roof = backend.device() == DeviceKind::kCPU ? cpu_roof : gpu_roof;
-    const double start_bytes_per_s = roof.bytes_per_s;
+    const double start_bytes_per_s = roof.bytes_per_s, start_flops = roof.flops;
     TimingOptions timing = backend.default_timing();
     if (o.warmup >= 0) timing.warmup = o.warmup;
     if (o.repeat >= 0) timing.repeat = o.repeat;
@@ -455,8 +457,12 @@ int bench_command(int argc, char** argv) {
       // The CPU read ceiling again, right after this row: each row's floor uses the fastest reading
       // so far (on a shared 2-core VM one invocation's start read 35.9 GB/s and the next one's
       // 66.1, while the layer itself read 57-62 in both: "0.6 x floor", 2026-11-27).
+      // The peak loop likewise: on the GPU machine's shared host the AMX peak of 2 threads read 1.9 to
+      // 5.0 TFLOP/s between invocations minutes apart, and one that read low at its start put a row at
+      // 71% of "the peak".
       if (roof.read_buffer_bytes > 0)
         roof.bytes_per_s = std::max(roof.bytes_per_s, measure_cpu_read_bandwidth(cpu_threads(), roof.read_buffer_bytes));
+      if (roof.peak_loop) roof.flops = std::max(roof.flops, roof.peak_loop(cpu_threads(), 0.3));
       double floor_s = std::max(roof.bytes_per_s > 0 ? work.bytes / roof.bytes_per_s : 0.0,
                                 roof.flops > 0 ? work.flops / roof.flops : 0.0);
       double time_s = t.median_s;
@@ -485,6 +491,10 @@ int bench_command(int argc, char** argv) {
       std::printf("# cpu read bandwidth, taken again after each row: up to %.1f GB/s (%.1f before the rows); each "
                   "row's floor used the fastest reading up to its own\n",
                   roof.bytes_per_s / 1e9, start_bytes_per_s / 1e9);
+    if (roof.flops > start_flops)
+      std::printf("# cpu peak, taken again after each row: up to %.2f TFLOP/s (%.2f before the rows); each row's "
+                  "floor used the fastest reading up to its own\n",
+                  roof.flops / 1e12, start_flops / 1e12);
   }
   progress.say("done");
   return failures ? 1 : 0;

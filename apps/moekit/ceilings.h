@@ -29,7 +29,8 @@ bool register_cpu_peak(const CpuPeakLoop& loop);
 struct CpuPeak {
   std::string name;
   CpuIsa isa;
-  double flops = 0;  // FLOP/s
+  double flops = 0;                                  // FLOP/s
+  double (*measure)(int threads, double seconds);  // the loop that measured it, to measure again
 };
 
 struct CpuCeilings {

@@ -142,7 +142,7 @@ CpuCeilings measure_cpu_ceilings(int threads) {
   const std::vector<CpuIsa> supported = supported_cpu_isas();
   for (const CpuPeakLoop& loop : loops)
     if (std::find(supported.begin(), supported.end(), loop.isa) != supported.end())
-      c.peaks.push_back({loop.name, loop.isa, loop.measure(threads, 0.3)});
+      c.peaks.push_back({loop.name, loop.isa, loop.measure(threads, 0.3), loop.measure});
   return c;
 }
 

@@ -42,14 +42,13 @@ struct ExpertKernels {
   PanelFormat panel = PanelFormat::kFloat32;
   int max_rows = 4;  // A rows one gemm call takes
   // c[r * 32 + n] = sum_{k < 2 * kpairs} a[r * lda + k] * W[n][k] for r < rows, where w is one
-  // VNNI-2 block (32 columns n, kpairs K pairs) of weights in `dtype`. a holds at least
-  // `read_rows` rows (AMX reads whole 16-row tiles whatever `rows` is; the extra rows' results are
-  // discarded, and no row's result depends on another row). [next_w, next_w + next_bytes) (next_w
-  // may be null) is weight data the caller multiplies next: a path may stream it into L2 during
-  // this call.
+  // VNNI-2 block (32 columns n, kpairs K pairs) of weights in `dtype`. a may be read up to 32 rows
+  // past the last one (the caller pads its panels: AMX reads whole 16-row tiles whatever `rows` is;
+  // the extra rows' results are discarded, and no row's result depends on another row).
+  // [next_w, next_w + next_bytes) (next_w may be null) is weight data the caller multiplies next: a
+  // path may stream it into L2 during this call.
   void (*gemm)(const void* a, int64_t lda, int rows, const uint16_t* w, int64_t kpairs, float* c,
                const uint16_t* next_w, int64_t next_bytes);
-  int read_rows = 0;
   // dst[n] = round(act(gate[n]) * up[n]) for n < count (stored in `panel` format, rounding to
   // `dtype`); zero for count <= n < 32.
   void (*activate)(const float* gate, const float* up, int count, const ActivationParams& act, DType dtype,
@@ -66,8 +65,8 @@ struct ExpertKernels {
   void (*thread_begin)() = nullptr;
   void (*thread_end)() = nullptr;
   // Optional (AMX; where present both stages use it instead of gemm): gemm over every row of a panel, in
-  // groups of max_rows (c[r * 32 + n] for r < rows rounded up to max_rows; a holds read_rows rows from the
-  // last group's first), streaming all of next_w into L2 over its K steps, and running `pending`'s rows
+  // groups of max_rows (c[r * 32 + n] for r < rows rounded up to max_rows; a padded as for gemm),
+  // streaming all of next_w into L2 over its K steps, and running `pending`'s rows
   // (may be null) in equal shares over them: the caller hands each call the epilogue of the call before
   // (writing c into the other of two buffers), so the vector epilogue runs while the tile unit multiplies.
   // Same bits as gemm on each group.

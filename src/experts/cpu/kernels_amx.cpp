@@ -13,7 +13,7 @@
 // with next-step A and B prefetches into L1; both operands streaming from DRAM: 30-40%). In the
 // fused op (qwen3-30b-a3b, 1024 / 4096 tokens, variants interleaved in one process) that stream
 // without L1 prefetches ran 15-25% faster than the near / far prefetches of the block being read.
-// Whole 16-row A tiles are read (the caller guarantees `read_rows` readable rows); the extra rows'
+// Whole 16-row A tiles are read (the caller pads its panels by 32 rows); the extra rows'
 // results are discarded. Every output is one accumulator over ascending K steps whatever the row
 // count, so a token's result does not depend on its neighbours. K pairs come in multiples of 16
 // because packed columns are padded to 32. The tile configuration (8 tiles of 16 x 64 bytes) is
@@ -254,7 +254,6 @@ const ExpertKernels* amx_expert_kernels(DType dtype) {
     k.activate = activate;
     k.weighted_round = weighted_round;
     k.sum_rows = sum_rows;
-    k.read_rows = 32;
     k.thread_begin = configure_tiles;
     k.thread_end = release_tiles;
     k.gemm_panel = gemm_panel;

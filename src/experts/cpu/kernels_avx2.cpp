@@ -405,9 +405,9 @@ void sum_rows(const uint16_t* const* y, int rows, float scale, int64_t count, DT
   }
 }
 
-const ExpertKernels kBf16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 32, gemm<Bf16Cols>, 0, activate, weighted_round,
+const ExpertKernels kBf16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 32, gemm<Bf16Cols>, activate, weighted_round,
                              sum_rows};
-const ExpertKernels kFp16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 32, gemm<Fp16Cols>, 0, activate, weighted_round,
+const ExpertKernels kFp16 = {CpuIsa::kAvx2, PanelFormat::kFloat32, 32, gemm<Fp16Cols>, activate, weighted_round,
                              sum_rows};
 
 }  // namespace

@@ -128,7 +128,6 @@ const ExpertKernels* avx512bf16_expert_kernels(DType dtype) {
     k.panel = PanelFormat::kBFloat16;
     k.max_rows = 8;
     k.gemm = gemm;
-    k.read_rows = 0;
     return k;
   }();
   return &kernels;

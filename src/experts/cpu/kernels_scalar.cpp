@@ -62,9 +62,9 @@ void sum_rows(const uint16_t* const* y, int rows, float scale, int64_t count, DT
   }
 }
 
-const ExpertKernels kBf16 = {CpuIsa::kScalar, PanelFormat::kFloat32, 4, gemm<DType::kBFloat16>, 0, activate,
+const ExpertKernels kBf16 = {CpuIsa::kScalar, PanelFormat::kFloat32, 4, gemm<DType::kBFloat16>, activate,
                              weighted_round, sum_rows};
-const ExpertKernels kFp16 = {CpuIsa::kScalar, PanelFormat::kFloat32, 4, gemm<DType::kFloat16>, 0, activate,
+const ExpertKernels kFp16 = {CpuIsa::kScalar, PanelFormat::kFloat32, 4, gemm<DType::kFloat16>, activate,
                              weighted_round, sum_rows};
 
 }  // namespace
