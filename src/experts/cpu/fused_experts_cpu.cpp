@@ -11,8 +11,8 @@
 // Stage 2 (GEMM-2 + weight): work items (expert, block of up to stage2_rows() of its ic1 rows, panel
 //   of 32-column output blocks), the mirror of stage 1: the rows are contiguous in ic1, each W2 block
 //   stays in L2 while they sweep it, and each slot's output round(w * d) (R2) goes to its own row of
-//   the slot buffer ic2 [M*k, K] (x's dtype), a full 64-byte line per row and block (the AMX path
-//   writes these lines with non-temporal stores: no read for ownership; each item ends with a fence).
+//   the slot buffer ic2 [M*k, K] (x's dtype), a full 64-byte line per row and block (the SIMD paths
+//   write these lines with non-temporal stores: no read for ownership; each item ends with a fence).
 // Stage 3 (combine): out[m] = round(rsf * (0 + ic2[m*k] + ic2[m*k+1] + ...)) over the valid slots in
 //   slot order (R3), one token per step. Every output has one owner and one fixed summation order, so
 //   the result does not depend on the thread count or on the other tokens of the batch. (The shared
@@ -652,7 +652,7 @@ void run_stages(const Problem& pb, const Workspace& ws, unsigned char* base) {
         }
       }
       pending.finish();
-      _mm_sfence();  // the slot rows may have been written with non-temporal stores (AMX path)
+      _mm_sfence();  // the slot rows may have been written with non-temporal stores (every SIMD path)
       if (prof) tt->busy2 += clock() - t0;
     }
 #pragma omp master

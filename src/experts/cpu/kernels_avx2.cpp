@@ -382,8 +382,16 @@ float decode(uint16_t v, DType dtype) {
   return dtype == DType::kBFloat16 ? numeric::bf16_to_float(v) : numeric::half_to_float(v);
 }
 
+// A whole slot row line (32 values, 64-byte aligned) goes out by four non-temporal stores that fill one
+// write-combining buffer: no read for ownership of the scattered ic2 line (dev VM, 1024 tokens: 0.987x
+// the time, bit-identical; 4096: 0.999x).
 void weighted_round(const float* d, float w, int count, DType dtype, uint16_t* dst) {
   const __m256 wv = _mm256_set1_ps(w);
+  if (count == 32 && reinterpret_cast<uintptr_t>(dst) % 64 == 0) {
+    for (int q = 0; q < 32; q += 8)
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + q), encode8(_mm256_mul_ps(wv, _mm256_loadu_ps(d + q)), dtype));
+    return;
+  }
   int n = 0;
   for (; n + 8 <= count; n += 8)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + n), encode8(_mm256_mul_ps(wv, _mm256_loadu_ps(d + n)), dtype));

@@ -89,8 +89,18 @@ void activate(const float* gate, const float* up, int count, const ActivationPar
 // The bf16 bits of 16 fp32 values (round16's rounding).
 __m256i encode16(__m512 v) { return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(round16(v)), 16)); }
 
+// A whole slot row line (32 values, 64-byte aligned) goes out by one non-temporal store: no read for
+// ownership of the scattered ic2 line, which the combine reads only after the stage. Dev VM (Zen 4, 2
+// threads, qwen3-30b-a3b, calls alternated in one process, bit-identical): 0.985 / 0.986x the time at
+// 1024 tokens, 0.985 / 0.979x at 4096, 0.996-1.005x at 1-128.
 void weighted_round(const float* d, float w, int count, DType dtype, uint16_t* dst) {
   const __m512 wv = _mm512_set1_ps(w);
+  if (count == 32 && reinterpret_cast<uintptr_t>(dst) % 64 == 0) {
+    const __m256i lo = encode16(_mm512_mul_ps(wv, _mm512_loadu_ps(d)));
+    const __m256i hi = encode16(_mm512_mul_ps(wv, _mm512_loadu_ps(d + 16)));
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst), _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+    return;
+  }
   int n = 0;
   for (; n + 16 <= count; n += 16)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + n), encode16(_mm512_mul_ps(wv, _mm512_loadu_ps(d + n))));
