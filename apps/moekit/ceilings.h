@@ -3,7 +3,8 @@
 //
 // CPU: DRAM read bandwidth (read-only streaming sum over a buffer >= 8x the last-level caches, all
 // threads, the fastest of the passes of half a second) and, per ISA path, the peak of a
-// register-resident multiply-add loop on all threads.
+// register-resident multiply-add loop on all threads. `moekit bench` reads the bandwidth and the
+// active ISA's peak again after every CPU row and keeps the highest readings (shared hosts move both).
 // Each ISA's peak loop lives in ceilings_<isa>.cpp (compiled with that ISA's flags, run only when
 // this CPU supports it) and registers itself with MOEKIT_REGISTER_CPU_PEAK.
 // GPU: device-to-device copy bandwidth (cudaMemcpyAsync of 1 GiB, bytes read + written / time) and
